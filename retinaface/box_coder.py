@@ -1,0 +1,48 @@
+"""Box and landmark coding against priors: ``encode`` and ``decode`` are exact inverses.
+
+Priors are ``(cx, cy, w, h)``; boxes are corner form ``(x1, y1, x2, y2)``; landmarks are ``(..., 2k)``
+flat ``x, y`` pairs; all in the same (normalised) units. With variances ``(v0, v1)``:
+centre offset / (v0 * prior size), log(size / prior size) / v1; landmark offset / (v0 * prior size).
+Every function works on any leading batch shape that broadcasts against the priors.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+
+DEFAULT_VARIANCES: Tuple[float, float] = (0.1, 0.2)
+
+
+class BoxCoder:
+    """Encodes targets into regression offsets for training and decodes predictions at inference."""
+
+    def __init__(self, variances: Sequence[float] = DEFAULT_VARIANCES) -> None:
+        self.variances = (float(variances[0]), float(variances[1]))
+
+    def encode_boxes(self, boxes: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        v0, v1 = self.variances
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        size = boxes[..., 2:] - boxes[..., :2]
+        offset = (centre - priors[..., :2]) / (v0 * priors[..., 2:])
+        scale = torch.log(size / priors[..., 2:]) / v1
+        return torch.cat([offset, scale], dim=-1)
+
+    def decode_boxes(self, deltas: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        v0, v1 = self.variances
+        centre = priors[..., :2] + deltas[..., :2] * v0 * priors[..., 2:]
+        size = priors[..., 2:] * torch.exp(deltas[..., 2:] * v1)
+        top_left = centre - size / 2
+        return torch.cat([top_left, top_left + size], dim=-1)
+
+    def encode_landmarks(self, landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        v0 = self.variances[0]
+        points = landmarks.reshape(*landmarks.shape[:-1], -1, 2)
+        encoded = (points - priors[..., None, :2]) / (v0 * priors[..., None, 2:])
+        return encoded.reshape(landmarks.shape)
+
+    def decode_landmarks(self, deltas: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+        v0 = self.variances[0]
+        offsets = deltas.reshape(*deltas.shape[:-1], -1, 2)
+        points = priors[..., None, :2] + offsets * v0 * priors[..., None, 2:]
+        return points.reshape(deltas.shape)

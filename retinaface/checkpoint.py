@@ -1,0 +1,146 @@
+"""Checkpoints: saving this toolkit's models and loading them, or Pytorch_Retinaface files, back.
+
+This project's checkpoints are dicts ``{"format": "retinaface", "format_version": 1, "config": {...},
+"model": state_dict, ...}`` holding only tensors and plain Python values, so they load with
+``torch.load(..., weights_only=True)``; the config rebuilds the architecture with no flags.
+Pytorch_Retinaface checkpoints are bare state dicts (keys ``body.*``, ``fpn.*``, ``ssh1.*``, ...,
+optionally prefixed ``module.``); their backbone is given or inferred from the keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .fileio import atomic_torch_save
+from .models import RetinaFace, create_model
+
+FORMAT_NAME = "retinaface"
+FORMAT_VERSION = 1
+PathLike = Union[str, Path]
+
+
+class CheckpointError(RuntimeError):
+    """A file is not a usable checkpoint; the message names the file and what is wrong."""
+
+
+def save_model(model: RetinaFace, path: PathLike, **extra: Any) -> None:
+    """Write ``model`` (config + weights) and any ``extra`` entries atomically to ``path``."""
+    model = unwrap_model(model)
+    payload: Dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                               "config": model.config.to_dict(), "model": model.state_dict()}
+    payload.update(extra)
+    atomic_torch_save(payload, path)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def read_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(f"{path}: holds Python objects other than tensors and plain values; "
+                                  f"refusing to load it (a checkpoint is data, never code)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(data).__name__}")
+    return data
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> Dict[str, Any]:
+    """Remove ``prefix`` from every key that has it (DataParallel files)."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def infer_legacy_backbone(state: Mapping[str, Any]) -> str:
+    """Which backbone a Pytorch_Retinaface state dict was saved from."""
+    if "body.stage1.0.0.weight" in state:
+        return "mobilenet0.25"
+    if "body.layer4.0.conv1.weight" in state:
+        return "resnet50"
+    raise CheckpointError("cannot infer the backbone from the keys (neither mobilenet0.25 nor "
+                          "ResNet-50 layout); pass backbone=...")
+
+
+def _legacy_config(state: Mapping[str, Any], backbone: Optional[str]) -> ModelConfig:
+    if "fpn.output1.0.weight" not in state or "ClassHead.0.conv1x1.weight" not in state:
+        raise CheckpointError("not a RetinaFace state dict (no fpn.output1 / ClassHead.0 keys)")
+    width = int(state["fpn.output1.0.weight"].shape[0])
+    anchors = int(state["ClassHead.0.conv1x1.weight"].shape[0]) // 2
+    config = ModelConfig(backbone=backbone or infer_legacy_backbone(state), fpn_width=width)
+    if anchors != config.num_anchors:
+        raise CheckpointError(f"checkpoint has {anchors} anchors per location; expected {config.num_anchors}")
+    return config
+
+
+def _describe_mismatch(missing, unexpected) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(sorted(missing)[:4])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(sorted(unexpected)[:4])})")
+    return "; ".join(parts)
+
+
+def split_checkpoint(data: Dict[str, Any], backbone: Optional[str] = None) -> Tuple[ModelConfig, Dict[str, Any]]:
+    """``(config, state_dict)`` from a loaded checkpoint of either format."""
+    if data.get("format") == FORMAT_NAME:
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint format version {data['format_version']} is newer than "
+                                  f"this toolkit understands ({FORMAT_VERSION}); upgrade retinaface")
+        config = ModelConfig.from_dict(data["config"])
+        if backbone is not None and backbone != config.backbone:
+            raise CheckpointError(f"checkpoint holds backbone {config.backbone!r}, not {backbone!r}")
+        return config, dict(data["model"])
+    state = data.get("state_dict", data) if isinstance(data.get("state_dict"), dict) else data
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError("neither a retinaface checkpoint nor a state dict of tensors")
+    state = strip_prefix(state)
+    return _legacy_config(state, backbone), state
+
+
+def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str, torch.device] = "cpu",
+               eval_mode: bool = True) -> RetinaFace:
+    """Load a checkpoint of this toolkit or of Pytorch_Retinaface into a ready model.
+
+    ``backbone`` is needed only for Pytorch_Retinaface files whose backbone cannot be inferred.
+    Errors name the file and list missing/unexpected keys.
+    """
+    data = read_checkpoint(path)
+    try:
+        config, state = split_checkpoint(data, backbone)
+    except (CheckpointError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = create_model(config=config)
+    own = model.state_dict()
+    # num_batches_tracked is bookkeeping only; older files lack it
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit a {config.backbone} RetinaFace: "
+                              f"{_describe_mismatch(missing, unexpected)}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise CheckpointError(f"{path}: shape mismatch: {'; '.join(wrong[:3])}")
+    model.load_state_dict(state, strict=False)
+    model.to(device)
+    return model.eval() if eval_mode else model

@@ -1,0 +1,56 @@
+"""``ModelConfig``: everything needed to rebuild a RetinaFace model, stored inside checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+from .box_coder import DEFAULT_VARIANCES
+from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture of one RetinaFace variant.
+
+    ``fpn_width=None`` takes the backbone's default (64 for mobilenet0.25, 256 otherwise).
+    ``backbone_kwargs`` go to the backbone builder (e.g. a width multiplier).
+    """
+
+    backbone: str = "mobilenet0.25"
+    fpn_width: Optional[int] = None
+    min_sizes: Tuple[Tuple[int, ...], ...] = DEFAULT_MIN_SIZES
+    steps: Tuple[int, ...] = DEFAULT_STEPS
+    variances: Tuple[float, float] = DEFAULT_VARIANCES
+    num_classes: int = 2
+    backbone_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.min_sizes = tuple(tuple(int(v) for v in level) for level in self.min_sizes)
+        self.steps = tuple(int(s) for s in self.steps)
+        self.variances = (float(self.variances[0]), float(self.variances[1]))
+        if len(self.min_sizes) != len(self.steps):
+            raise ValueError(f"min_sizes has {len(self.min_sizes)} levels but steps has {len(self.steps)}")
+        if len({len(level) for level in self.min_sizes}) != 1:
+            raise ValueError("every level needs the same number of anchor sizes")
+        if self.fpn_width is not None and (self.fpn_width <= 0 or self.fpn_width % 4):
+            raise ValueError(f"fpn_width must be a positive multiple of 4, got {self.fpn_width}")
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.min_sizes[0])
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain Python types only, so a checkpoint holding it loads with ``weights_only=True``."""
+        out = dataclasses.asdict(self)
+        out["min_sizes"] = [list(level) for level in self.min_sizes]
+        out["steps"] = list(self.steps)
+        out["variances"] = list(self.variances)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields {unknown}")
+        return cls(**data)

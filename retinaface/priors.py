@@ -1,0 +1,88 @@
+"""Anchor priors: the one place that knows where RetinaFace's anchors sit.
+
+For every feature stride ``s`` with its list of square anchor sizes, an ``H x W`` input has a
+``ceil(H/s) x ceil(W/s)`` grid; priors run level by level, rows top to bottom, columns left to right,
+then anchor size, each ``(cx, cy, w, h)`` normalised by the input width and height (no clipping).
+This is the order of the reference implementation and of the model's head outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence, Tuple
+
+import torch
+
+DEFAULT_MIN_SIZES: Tuple[Tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+DEFAULT_STEPS: Tuple[int, ...] = (8, 16, 32)
+
+
+def feature_map_sizes(height: int, width: int, steps: Sequence[int]) -> list:
+    """``(ceil(H/s), ceil(W/s))`` for each stride."""
+    return [(math.ceil(height / s), math.ceil(width / s)) for s in steps]
+
+
+def num_priors(height: int, width: int, min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
+               steps: Sequence[int] = DEFAULT_STEPS) -> int:
+    """How many priors an ``height x width`` input has."""
+    return sum(fh * fw * len(sizes)
+               for (fh, fw), sizes in zip(feature_map_sizes(height, width, steps), min_sizes))
+
+
+def generate_priors(height: int, width: int,
+                    min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
+                    steps: Sequence[int] = DEFAULT_STEPS,
+                    device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Priors of an ``height x width`` input as a ``(P, 4)`` tensor of ``(cx, cy, w, h)`` in [0, 1]."""
+    if len(min_sizes) != len(steps):
+        raise ValueError(f"min_sizes has {len(min_sizes)} levels but steps has {len(steps)}")
+    levels = []
+    for (fh, fw), sizes, step in zip(feature_map_sizes(height, width, steps), min_sizes, steps):
+        # computed in float64 then cast, so the values equal the reference's Python floats
+        cy = (torch.arange(fh, dtype=torch.float64) + 0.5) * step / height
+        cx = (torch.arange(fw, dtype=torch.float64) + 0.5) * step / width
+        cy, cx = torch.meshgrid(cy, cx, indexing="ij")
+        k = len(sizes)
+        sizes_t = torch.tensor(sizes, dtype=torch.float64)
+        level = torch.stack([
+            cx[..., None].expand(fh, fw, k),
+            cy[..., None].expand(fh, fw, k),
+            (sizes_t / width).expand(fh, fw, k),
+            (sizes_t / height).expand(fh, fw, k),
+        ], dim=-1)
+        levels.append(level.reshape(-1, 4))
+    return torch.cat(levels).to(device=device, dtype=dtype)
+
+
+class PriorGenerator:
+    """Generates priors and caches them per ``(height, width, device, dtype)``.
+
+    Inference sees the same input sizes again and again; the cache makes the prior cost zero after
+    the first image of a size. The cache is bounded (least recently added entries are dropped).
+    """
+
+    def __init__(self, min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
+                 steps: Sequence[int] = DEFAULT_STEPS, max_cache: int = 64) -> None:
+        self.min_sizes = tuple(tuple(int(v) for v in level) for level in min_sizes)
+        self.steps = tuple(int(s) for s in steps)
+        self.max_cache = max_cache
+        self._cache: Dict[tuple, torch.Tensor] = {}
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per feature-map location (the same at every level)."""
+        return len(self.min_sizes[0])
+
+    def __call__(self, height: int, width: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        key = (int(height), int(width), str(torch.device(device or "cpu")), dtype)
+        priors = self._cache.get(key)
+        if priors is None:
+            priors = generate_priors(height, width, self.min_sizes, self.steps, device, dtype)
+            if len(self._cache) >= self.max_cache:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = priors
+        return priors
+
+    def count(self, height: int, width: int) -> int:
+        return num_priors(height, width, self.min_sizes, self.steps)
