@@ -37,12 +37,12 @@ class BoxCoder:
 
     def encode_landmarks(self, landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
         v0 = self.variances[0]
-        points = landmarks.reshape(*landmarks.shape[:-1], -1, 2)
+        points = landmarks.reshape(*landmarks.shape[:-1], landmarks.shape[-1] // 2, 2)
         encoded = (points - priors[..., None, :2]) / (v0 * priors[..., None, 2:])
         return encoded.reshape(landmarks.shape)
 
     def decode_landmarks(self, deltas: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
         v0 = self.variances[0]
-        offsets = deltas.reshape(*deltas.shape[:-1], -1, 2)
+        offsets = deltas.reshape(*deltas.shape[:-1], deltas.shape[-1] // 2, 2)
         points = priors[..., None, :2] + offsets * v0 * priors[..., None, 2:]
         return points.reshape(deltas.shape)

@@ -55,11 +55,11 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc):
             raise CheckpointError(f"{path}: holds Python objects other than tensors and plain values; "
                                   f"refusing to load it (a checkpoint is data, never code)") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or "
+                              f"another format: {type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(data).__name__}")
     return data

@@ -137,7 +137,7 @@ def timm_backbone(model_name: str, pretrained: bool = False, strides: Sequence[i
     except Exception as exc:
         if pretrained:
             raise BackboneError(f"could not get ImageNet weights for timm model {model_name!r} "
-                                f"({type(exc).__name__}: {_first_line(exc)}); without network access "
+                                f"({type(exc).__name__}: {_first_line(exc)[:100]}); without network access "
                                 f"download them elsewhere and pass backbone_weights=PATH") from None
         raise
     body.out_channels = list(body.feature_info.channels())

@@ -1,0 +1,117 @@
+"""Model cost measurements: parameter counts, FLOPs (``torch.utils.flop_counter``) and latency.
+
+Latency is the median of repeated runs after warm-up, measured with ``time.perf_counter`` (and
+``torch.cuda.synchronize`` on GPU). Used by ``tools/benchmark.py`` and ``benchmarks/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, height: int, width: int, batch: int = 1) -> int:
+    """FLOPs of one forward pass (a multiply-add counts as 2 FLOPs, as torch's counter does)."""
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, 3, height, width, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_latency(fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 3,
+                   repeats: int = 20) -> float:
+    """Median seconds per call of ``fn`` after ``warmup`` calls."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def calibrate_score_bias(model: nn.Module, image: np.ndarray, candidates: int,
+                         threshold: float = 0.02) -> None:
+    """Shift the class heads' face logit so that about ``candidates`` priors score above
+    ``threshold`` on ``image``: a trained detector's candidate count, for realistic timing of the
+    post-processing (untrained weights put thousands of priors above the threshold)."""
+    from .detector import Detector
+
+    detector = Detector(model)
+    with torch.inference_mode():
+        _, scores, _ = detector.forward(detector.to_batch([image]))
+    # the eval-mode softmax gives back the logit margin as log(p1) - log(p0)
+    margin = (scores[0, :, 1].log() - scores[0, :, 0].log()).sort(descending=True).values
+    # softmax score > t  <=>  logit margin > log(t / (1 - t))
+    target = float(np.log(threshold / (1 - threshold)))
+    shift = target - float(margin[min(candidates, margin.numel() - 1)])
+    with torch.no_grad():
+        for head in model.ClassHead:
+            bias = head.conv1x1.bias.view(-1, 2)
+            bias[:, 1] += shift
+
+
+@dataclasses.dataclass
+class BenchmarkRow:
+    name: str
+    params_m: float
+    gflops: float
+    forward_ms: float
+    detect_ms: Optional[float] = None
+    extra: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def benchmark_model(model: nn.Module, height: int, width: int, name: str = "",
+                    device: str = "cpu", repeats: int = 20, detect: bool = True,
+                    candidates: int = 300) -> BenchmarkRow:
+    """Params, GFLOPs and median latency of the forward pass (and of ``Detector.detect``)."""
+    from .detector import Detector
+
+    model = model.to(device).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    params = count_parameters(model) / 1e6
+    gflops = count_flops(model, height, width) / 1e9
+    detector = Detector(model, device=device)
+    batch = detector.to_batch([image])
+    forward = median_latency(lambda: detector.forward(batch), device, repeats=repeats)
+    detect_ms = None
+    if detect:
+        calibrate_score_bias(model, image, candidates)
+        detect_ms = median_latency(lambda: detector.detect(image), device, repeats=repeats) * 1e3
+    return BenchmarkRow(name or model.config.backbone, params, gflops, forward * 1e3, detect_ms)
+
+
+def markdown_table(rows: Sequence[BenchmarkRow], height: int, width: int) -> str:
+    extra_keys: List[str] = sorted({k for r in rows for k in r.extra})
+    header = ["model", "params (M)", f"GFLOPs @{height}x{width}", "forward (ms)", "detect (ms)"] + extra_keys
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r.name, f"{r.params_m:.3f}", f"{r.gflops:.2f}", f"{r.forward_ms:.1f}",
+                 "-" if r.detect_ms is None else f"{r.detect_ms:.1f}"]
+        cells += [f"{r.extra[k]:.4f}" if k in r.extra else "-" for k in extra_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Inputs of the detection command: image files, folders of images, video files and webcams.
+
+``iter_sources`` expands what a user typed into :class:`Source` entries; ``iter_frames`` reads a
+source's frames. Unreadable inputs raise :class:`SourceError` naming the input, so a caller can
+report it in one line and carry on with the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterator, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+class SourceError(RuntimeError):
+    """An input that cannot be read; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    kind: str  # "image", "video" or "webcam"
+    location: str  # a path, or a webcam index as text
+
+
+def iter_sources(inputs: Sequence[str]) -> List[Source]:
+    """Expand inputs: a folder yields its images and videos (sorted, recursively); a bare integer is a
+    webcam index; anything else is a file classified by its suffix (unknown suffixes are tried as
+    images)."""
+    sources: List[Source] = []
+    for item in inputs:
+        path = Path(item)
+        if item.isdigit() and not path.exists():
+            sources.append(Source("webcam", item))
+        elif path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                suffix = child.suffix.lower()
+                if suffix in IMAGE_SUFFIXES:
+                    sources.append(Source("image", str(child)))
+                elif suffix in VIDEO_SUFFIXES:
+                    sources.append(Source("video", str(child)))
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            sources.append(Source("video", item))
+        else:
+            sources.append(Source("image", item))
+    return sources
+
+
+def read_image(path: str) -> np.ndarray:
+    """A BGR uint8 image, or :class:`SourceError` naming the file."""
+    if not Path(path).is_file():
+        raise SourceError(f"{path}: no such file")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{path}: not a readable image")
+    return image
+
+
+def iter_frames(source: Source) -> Iterator[Tuple[int, np.ndarray]]:
+    """``(frame index, BGR image)`` pairs of a source (one pair for an image)."""
+    if source.kind == "image":
+        yield 0, read_image(source.location)
+        return
+    if source.kind == "video" and not Path(source.location).is_file():
+        raise SourceError(f"{source.location}: no such file")
+    capture = cv2.VideoCapture(int(source.location) if source.kind == "webcam" else source.location)
+    if not capture.isOpened():
+        raise SourceError(f"{source.location}: cannot open {source.kind}")
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield index, frame
+            index += 1
+        if index == 0:
+            raise SourceError(f"{source.location}: no frames could be read")
+    finally:
+        capture.release()
+
+
+def video_fps(path: str, default: float = 25.0) -> float:
+    capture = cv2.VideoCapture(path)
+    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    capture.release()
+    return fps if fps and fps > 0 else default
+
+
+def detections_record(source: str, frame: int, detections: np.ndarray) -> str:
+    """One JSON line: the source, the frame index and its faces (box, score, landmarks)."""
+    faces = [{"box": [round(float(v), 2) for v in det[:4]], "score": round(float(det[4]), 5),
+              "landmarks": [[round(float(det[5 + 2 * k]), 2), round(float(det[6 + 2 * k]), 2)]
+                            for k in range(5)]}
+             for det in detections]
+    return json.dumps({"source": source, "frame": frame, "faces": faces})

@@ -1,0 +1,30 @@
+"""Shared test fixtures: paths into ../shared and small generated inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+GROUND_TRUTH = SHARED / "widerface" / "ground_truth"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def fixture_io():
+    return dict(np.load(FIXTURES / "biubug6_mnet025_io.npz"))
+
+
+@pytest.fixture(scope="session")
+def legacy_checkpoint() -> Path:
+    return FIXTURES / "biubug6_mnet025_seed0.pth"
+
+
+@pytest.fixture(scope="session")
+def legacy_checkpoint_dp() -> Path:
+    return FIXTURES / "biubug6_mnet025_seed0_dp.pth"

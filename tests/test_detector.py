@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from retinaface import Detector, create_model, load_model
+from retinaface.detector import resize_scale
+
+
+def match_fraction(ours, reference, tol=1e-3):
+    """Share of reference rows that some row of ours reproduces (all 15 values within tol)."""
+    if len(reference) == 0:
+        return 1.0
+    diff = np.abs(ours[:, None, :] - reference[None, :, :]).max(-1)
+    return float((diff.min(0) <= tol).mean())
+
+
+@pytest.fixture(scope="module")
+def detector(legacy_checkpoint):
+    return Detector(load_model(legacy_checkpoint))
+
+
+def test_fixture_detections_reproduced(detector, fixture_io):
+    dets = detector.detect(fixture_io["image_bgr"])
+    reference = fixture_io["detections"]
+    assert dets.dtype == np.float32 and dets.shape == reference.shape
+    assert np.all(np.diff(dets[:, 4]) <= 0)  # sorted by score
+    assert match_fraction(dets, reference) >= 0.99
+
+
+def test_batch_of_equal_sizes_equals_one_by_one(detector, fixture_io):
+    image = fixture_io["image_bgr"]
+    others = [np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(image[::-1])]
+    batch = detector.detect_batch([image] + others)
+    for img, dets in zip([image] + others, batch):
+        single = detector.detect(img)
+        assert dets.shape == single.shape
+        assert np.allclose(dets, single, atol=1e-4)
+
+
+def test_padded_batch_of_mixed_sizes_agrees(legacy_checkpoint, fixture_io):
+    from retinaface.profiling import calibrate_score_bias
+
+    image = fixture_io["image_bgr"]
+    small = np.ascontiguousarray(image[:200, :260])
+    model = load_model(legacy_checkpoint)
+    calibrate_score_bias(model, small, 40)  # a trained model's few confident candidates
+    detector = Detector(model)
+    batch = detector.detect_batch([image, small])
+    assert np.allclose(batch[0], detector.detect(image), atol=1e-4)  # the largest image is not padded
+    single = detector.detect(small)
+    # padding changes features only through the network's border effects: most boxes stay put
+    assert abs(len(batch[1]) - len(single)) <= 0.25 * len(single)
+    iou = box_iou(torch.from_numpy(single[:, :4]), torch.from_numpy(batch[1][:, :4]))
+    assert (iou.max(1).values > 0.9).float().mean() >= 0.75
+
+
+def test_thresholds_and_topk(fixture_io, legacy_checkpoint):
+    model = load_model(legacy_checkpoint)
+    dets = Detector(model, conf_threshold=0.5, post_nms_topk=10).detect(fixture_io["image_bgr"])
+    assert len(dets) == 10 and dets[:, 4].min() > 0.5
+    none = Detector(model, conf_threshold=0.999).detect(fixture_io["image_bgr"])
+    assert none.shape == (0, 15)
+
+
+def test_resize_policy_maps_back_to_original_pixels(fixture_io, legacy_checkpoint):
+    image = fixture_io["image_bgr"]  # 240 x 320
+    model = load_model(legacy_checkpoint)
+    assert resize_scale(240, 320, 480, 1000) == 2.0
+    assert resize_scale(240, 320, 480, 600) == 600 / 320
+    upscaled = np.ascontiguousarray(np.repeat(np.repeat(image, 2, axis=0), 2, axis=1))
+    direct = Detector(model).detect(upscaled)
+    via_policy = Detector(model, target_size=480, max_size=2000).detect(image)
+    # the policy resizes 240x320 -> 480x640 bilinearly; results are reported in 240x320 pixels
+    assert via_policy[:, :4].max() < 3 * 320
+    top = box_iou(torch.from_numpy(direct[:20, :4] / 2), torch.from_numpy(via_policy[:, :4]))
+    assert (top.max(1).values > 0.7).float().mean() > 0.7
+
+
+def test_bad_image_is_rejected(detector):
+    with pytest.raises(ValueError, match=r"image 0: expected an \(H, W, 3\) BGR array"):
+        detector.detect(np.zeros((10, 10), np.uint8))
+
+
+def test_plus_one_nms_differs_from_plain_nms():
+    from retinaface.postprocess import nms_keep
+
+    # IoU is 50/150 = 0.333 with +1 widths (suppressed at 0.3) and 36/126 = 0.286 without (kept)
+    boxes = torch.tensor([[0.0, 0.0, 9.0, 9.0], [0.0, 5.0, 9.0, 14.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms_keep(boxes, scores, 0.3, plus_one=True).tolist() == [0]
+    assert nms_keep(boxes, scores, 0.3, plus_one=False).tolist() == [0, 1]
