@@ -1,0 +1,133 @@
+"""PyTorch data sets over WIDER FACE-style data, and the batch collate function.
+
+Owns :class:`WiderFaceTrainDataset` (annotated images through a transform, reproducible per
+``(seed, epoch, index)`` whatever the number of DataLoader workers), :class:`WiderFaceValDataset`
+(the val images as uint8 BGR plus their ``(event, name)``, for the evaluation CLI),
+:func:`detection_collate` and :func:`worker_init_fn`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .augment import TrainTransform
+from .labels import ImageAnnotation, ValImage, check_images, read_val_list, read_wider_bbx_labels
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator],
+                     Tuple[np.ndarray, np.ndarray]]
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """``cv2.imread`` as uint8 BGR HxWx3; raises ``OSError`` naming the file when it cannot."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "file not found" if not os.path.exists(path) else "not a readable image"
+        raise OSError(f"cannot read image {path}: {reason}")
+    return image
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator for one sample: a function of (seed, epoch, index) only, so the
+    augmentation does not depend on which worker draws it or in what order."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+
+
+class WiderFaceTrainDataset(Dataset):
+    """Annotated images through a transform (default: :class:`TrainTransform` at 640).
+
+    Item ``i``: ``(image (3, S, S) float32 tensor, targets (K, 15) float32 tensor)``. Call
+    :meth:`set_epoch` before iterating each epoch: the epoch lives in shared memory, so DataLoader
+    workers (persistent ones too) see it.
+    """
+
+    def __init__(self, annotations: Sequence[ImageAnnotation], transform: Optional[Transform] = None,
+                 seed: int = 0) -> None:
+        self.annotations = list(annotations)
+        self.transform = transform if transform is not None else TrainTransform()
+        self.seed = int(seed)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch[0] = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        ann = self.annotations[index]
+        image = read_image(ann.path)
+        rng = sample_rng(self.seed, self.epoch, index)
+        chw, targets = self.transform(image, ann.boxes, ann.landmarks, ann.labels, rng)
+        return torch.from_numpy(chw), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images, transform={self.transform!r}, seed={self.seed})"
+
+
+def detection_collate(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]
+                      ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """``[(image, targets), ...]`` -> ``(images (B, 3, S, S), [targets (K_i, 15), ...])``; the
+    per-image face counts differ, so targets stay a list."""
+    images = torch.stack([item[0] for item in batch], dim=0)
+    targets = [item[1].reshape(-1, 15) for item in batch]
+    return images, targets
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker set-up. The augmentation does not need it (every sample seeds its own
+    generator); it gives numpy's global generator a per-worker seed so any other code that uses
+    it does not repeat the same numbers in every worker.
+
+    It deliberately leaves OpenCV's threading alone: ``cv2.setNumThreads`` in a forked worker
+    deadlocks once the parent process has used OpenCV's thread pool.
+    """
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+class WiderFaceValDataset(Dataset):
+    """The val images, for evaluation: item ``i`` is ``(uint8 BGR HxWx3 image, (event, name))``.
+
+    ``root`` holds ``val/wider_val.txt`` + ``val/images/`` (Pytorch_Retinaface layout), or the
+    official ``wider_face_split/wider_face_val_bbx_gt.txt`` + ``WIDER_val/images/``; ``root`` may
+    also be the ``val`` folder itself.
+    """
+
+    def __init__(self, root: PathLike, check: bool = True) -> None:
+        root = Path(root)
+        candidates = [root / "val" / "wider_val.txt", root / "wider_val.txt"]
+        official = root / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+        listing = next((c for c in candidates if c.is_file()), None)
+        if listing is not None:
+            self.items: List[ValImage] = read_val_list(listing)
+            self.source = listing
+        elif official.is_file():
+            annotations, _ = read_wider_bbx_labels(official, root / "WIDER_val" / "images")
+            self.items = [ValImage(a.path, a.event, a.name) for a in annotations]
+            self.source = official
+        else:
+            raise FileNotFoundError(f"no WIDER FACE val list under {root}; looked for "
+                                    + ", ".join(str(c) for c in candidates) + f" and {official}")
+        if check:
+            self.items, _ = check_images(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, Tuple[str, str]]:
+        item = self.items[index]
+        return read_image(item.path), (item.event, item.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images from {self.source})"
