@@ -117,3 +117,15 @@ class RetinaFace(nn.Module):
         if not self.training:
             conf = F.softmax(conf, dim=-1)
         return loc, conf, landms
+
+    def fuse(self) -> "RetinaFace":
+        """Fold every BatchNorm into its preceding conv, in place, for inference; returns ``self``.
+
+        Eval mode only (uses the running statistics); the fused model cannot be trained or loaded
+        back into an unfused one. See :func:`retinaface.fusion.fuse_conv_bn`.
+        """
+        if self.training:
+            raise RuntimeError("RetinaFace.fuse() needs eval mode: call model.eval() first")
+        from ..fusion import fuse_conv_bn
+
+        return fuse_conv_bn(self)

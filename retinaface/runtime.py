@@ -1,0 +1,114 @@
+"""ONNX Runtime as a drop-in for the PyTorch network inside :class:`retinaface.Detector`.
+
+Owns :class:`OnnxRuntimeModel`: it opens an ``.onnx`` file written by :mod:`retinaface.export`
+(raw outputs, i.e. exported without ``with_postprocess``), rebuilds the :class:`ModelConfig` from
+the file's metadata, and is called like the torch model: a ``(B, 3, H, W)`` float tensor in,
+``(loc, conf, landms)`` tensors out. Pre- and post-processing stay the Detector's, so both
+backends share one pipeline.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .config import ModelConfig
+from .export import EXPORT_FORMAT, RAW_OUTPUTS, ExportError
+
+PathLike = Union[str, Path]
+
+
+class OnnxRuntimeModel:
+    """An exported RetinaFace run by ONNX Runtime, usable wherever the Detector expects the model.
+
+    ``providers`` default to ``["CPUExecutionProvider"]``; pass e.g.
+    ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` for a GPU build of onnxruntime.
+    Outputs are returned on the device of the input tensor. ``eval()``, ``to()`` and ``train(False)``
+    are accepted and do nothing (the file is an inference graph); there are no parameters.
+    """
+
+    training = False
+
+    def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None,
+                 session_options: Optional[Any] = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"{self.path}: ONNX file not found")
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options,
+                                                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            raise ExportError(f"{self.path}: ONNX Runtime cannot open it ({reason})") from None
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.get("format") != EXPORT_FORMAT:
+            raise ExportError(f"{self.path}: no retinaface metadata (export it with tools/export.py)")
+        if json.loads(self.metadata.get("with_postprocess", "false")):
+            raise ExportError(f"{self.path}: exported with --with-postprocess (boxes/scores/landmarks); "
+                              f"the Detector needs the raw outputs, export without it")
+        try:
+            self.config = ModelConfig.from_dict(json.loads(self.metadata["config"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ExportError(f"{self.path}: unusable config metadata ({exc})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        names = [out.name for out in self.session.get_outputs()]
+        if tuple(names) != RAW_OUTPUTS:
+            raise ExportError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
+        # static exports have integer dims; dynamic ones have names (strings)
+        self.input_shape = tuple(self.session.get_inputs()[0].shape)
+        self.device = torch.device("cpu")
+
+    @property
+    def backbone(self) -> str:
+        return self.config.backbone
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._check_shape(tuple(images.shape))
+        # ORT needs a C-contiguous float32 array (the Detector may hand over channels_last)
+        feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
+        loc, conf, landms = self.session.run(None, feed)
+        return tuple(torch.from_numpy(out).to(images.device) for out in (loc, conf, landms))
+
+    forward = __call__
+
+    def _check_shape(self, shape: Tuple[int, ...]) -> None:
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{self.path.name}: expected a (B, 3, H, W) input, got {shape}")
+        fixed = [(i, dim) for i, dim in enumerate(self.input_shape) if isinstance(dim, int)]
+        if any(shape[i] != dim for i, dim in fixed):
+            raise ValueError(f"{self.path.name}: fixed input shape {self.input_shape} (exported without "
+                             f"--dynamic), got {shape}; re-export with --dynamic or resize to it")
+
+    # nn.Module look-alikes the Detector calls
+    def eval(self) -> "OnnxRuntimeModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
+        if mode:
+            raise RuntimeError(f"{self.path.name}: an ONNX Runtime model cannot be trained")
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "OnnxRuntimeModel":
+        return self
+
+    def __repr__(self) -> str:
+        return (f"OnnxRuntimeModel({str(self.path)!r}, backbone={self.config.backbone!r}, "
+                f"providers={self.session.get_providers()})")
+
+
+def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
+                    providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
+    """:class:`OnnxRuntimeModel` of ``path``; a given ``backbone`` must be the one the file holds
+    (as :func:`retinaface.load_model` insists for this toolkit's checkpoints)."""
+    model = OnnxRuntimeModel(path, providers=providers)
+    if backbone is not None and backbone != model.config.backbone:
+        raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
+    return model
+
+
+__all__ = ["OnnxRuntimeModel", "load_onnx_model"]
