@@ -118,10 +118,11 @@ def split_checkpoint(data: Dict[str, Any], backbone: Optional[str] = None) -> Tu
 
 
 def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str, torch.device] = "cpu",
-               eval_mode: bool = True) -> RetinaFace:
+               eval_mode: bool = True, width: Optional[float] = None) -> RetinaFace:
     """Load a checkpoint of this toolkit or of Pytorch_Retinaface into a ready model.
 
     ``backbone`` is needed only for Pytorch_Retinaface files whose backbone cannot be inferred.
+    ``width`` runs an adaptive (channel-prioritised) checkpoint at that utilisation level.
     Errors name the file and list missing/unexpected keys.
     """
     data = read_checkpoint(path)
@@ -129,7 +130,10 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
         config, state = split_checkpoint(data, backbone)
     except (CheckpointError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model = create_model(config=config)
+    try:
+        model = create_model(config=config, width=width)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     own = model.state_dict()
     # num_batches_tracked is bookkeeping only; older files lack it
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]

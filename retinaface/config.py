@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .box_coder import DEFAULT_VARIANCES
 from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
@@ -14,6 +14,9 @@ class ModelConfig:
 
     ``fpn_width=None`` takes the backbone's default (64 for mobilenet0.25, 256 otherwise).
     ``backbone_kwargs`` go to the backbone builder (e.g. a width multiplier).
+    ``channels`` (set by pruning) maps layer names to pruned shapes, ``[in, out]`` for a conv and
+    ``[n]`` for a batch norm; ``adaptive`` (set by :func:`retinaface.adaptive.make_adaptive`) makes
+    the model width-switchable. Both are plain data, applied by ``create_model``.
     """
 
     backbone: str = "mobilenet0.25"
@@ -23,6 +26,8 @@ class ModelConfig:
     variances: Tuple[float, float] = DEFAULT_VARIANCES
     num_classes: int = 2
     backbone_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    channels: Optional[Dict[str, List[int]]] = None
+    adaptive: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         self.min_sizes = tuple(tuple(int(v) for v in level) for level in self.min_sizes)
@@ -34,6 +39,8 @@ class ModelConfig:
             raise ValueError("every level needs the same number of anchor sizes")
         if self.fpn_width is not None and (self.fpn_width <= 0 or self.fpn_width % 4):
             raise ValueError(f"fpn_width must be a positive multiple of 4, got {self.fpn_width}")
+        if self.channels is not None:
+            self.channels = {str(name): [int(n) for n in shape] for name, shape in self.channels.items()}
 
     @property
     def num_anchors(self) -> int:

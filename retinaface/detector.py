@@ -51,7 +51,8 @@ class Detector:
         if not 0.0 < nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
         if device is None:
-            device = next(model.parameters()).device
+            # an ONNX Runtime model (retinaface.runtime) has no parameters; it states its device
+            device = getattr(model, "device", None) or next(model.parameters()).device
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         if channels_last:
@@ -71,11 +72,28 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], backbone: Optional[str] = None,
-                        device: Union[str, torch.device] = "cpu", **kwargs) -> "Detector":
-        """A detector over :func:`retinaface.load_model` of ``path``."""
+                        device: Union[str, torch.device] = "cpu", backend: Optional[str] = None,
+                        providers: Optional[Sequence[str]] = None, width: Optional[float] = None,
+                        **kwargs) -> "Detector":
+        """A detector over :func:`retinaface.load_model` of ``path`` (at ``width`` for an adaptive
+        checkpoint), or over ONNX Runtime (:class:`retinaface.runtime.OnnxRuntimeModel`, with
+        ``providers``) when ``backend`` is ``"onnxruntime"`` or, by default, when ``path`` ends in
+        ``.onnx`` (an exported file has its width fixed at export time)."""
+        if backend is None:
+            backend = "onnxruntime" if Path(path).suffix.lower() == ".onnx" else "torch"
+        if backend == "onnxruntime":
+            if width is not None:
+                raise ValueError(f"{path}: width={width} needs the PyTorch checkpoint; an ONNX file runs at "
+                                 f"the width it was exported with (tools/export.py --width)")
+            from .runtime import load_onnx_model
+
+            return cls(load_onnx_model(path, backbone=backbone, providers=providers), device=device, **kwargs)
+        if backend != "torch" or providers is not None:
+            raise ValueError(f"backend={backend!r} with providers={providers!r}: use backend 'torch' "
+                             f"(no providers) or 'onnxruntime'")
         from .checkpoint import load_model
 
-        return cls(load_model(path, backbone=backbone, device=device), device=device, **kwargs)
+        return cls(load_model(path, backbone=backbone, device=device, width=width), device=device, **kwargs)
 
     # -- pre-processing ---------------------------------------------------------------------
     def _check_image(self, image: np.ndarray, index: int = 0) -> None:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from retinaface import Detector, load_model  # noqa: E402
+from retinaface import Detector  # noqa: E402
 from retinaface.checkpoint import CheckpointError  # noqa: E402
 from retinaface.fileio import atomic_write  # noqa: E402
 from retinaface.sources import (SourceError, detections_record, iter_frames, iter_sources,  # noqa: E402
@@ -46,12 +46,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, max_size=args.max_size)
     try:
-        if args.width is None:
-            detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
-                                                **settings)
-        else:
-            model = load_model(args.weights, backbone=args.backbone, device=args.device, width=args.width)
-            detector = Detector(model, device=args.device, **settings)
+        detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
+                                            width=args.width, **settings)
     except (CheckpointError, ValueError, RuntimeError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
