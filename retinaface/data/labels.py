@@ -27,6 +27,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .wider_bbx import BBX_FIELDS, read_bbx_blocks
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ _RF_FULL = 20
 # The blur value is ignored, so a line without it is still complete; a 4-number line is a box
 # without landmarks (the landmark-less val label files of some releases look like that).
 _RF_ACCEPTED = (4, 19, 20)
-_WIDER_FIELDS = 10  # x y w h blur expression illumination invalid occlusion pose
 _WIDER_INVALID_COLUMN = 7
 
 
@@ -237,54 +238,16 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
         split = "val" if "val" in gt_txt.name else "test" if "test" in gt_txt.name else "train"
         image_root = gt_txt.parent.parent / f"WIDER_{split}" / "images"
     image_root = Path(image_root)
-    lines = _read_lines(gt_txt)
     stats = LabelStats(source=str(gt_txt))
     out: List[ImageAnnotation] = []
-    n = len(lines)
-    pos = 0
-    while pos < n:
-        line = lines[pos].strip()
-        if not line:
-            pos += 1
-            continue
-        path_lineno = pos + 1
-        if len(line.split()) != 1 or _is_number(line):
-            raise ValueError(f"{gt_txt}:{path_lineno}: expected an image path '<event>/<file>.jpg', "
-                             f"got {line!r}")
-        rel = line
-        pos += 1
-        if pos >= n:
-            raise ValueError(f"{gt_txt}:{pos + 1}: file ends before the face count of {rel}")
-        count_text = lines[pos].strip()
-        try:
-            count = int(count_text)
-        except ValueError:
-            raise ValueError(f"{gt_txt}:{pos + 1}: expected the number of faces of {rel}, "
-                             f"got {count_text!r}") from None
-        if count < 0:
-            raise ValueError(f"{gt_txt}:{pos + 1}: negative face count {count}")
-        pos += 1
-        # A zero count is followed by one line of zeros in the official file.
-        n_lines = count
-        if count == 0 and pos < n:
-            tokens = lines[pos].split()
-            if len(tokens) == _WIDER_FIELDS and all(_is_number(t) and float(t) == 0 for t in tokens):
-                pos += 1
+    for block in read_bbx_blocks(gt_txt):
         rows: List[List[float]] = []
-        for _ in range(n_lines):
-            lineno = pos + 1
+        for lineno, tokens in block.faces:
             where = f"{gt_txt}:{lineno}"
-            if pos >= n:
-                raise ValueError(f"{where}: file ends after {len(rows)} of {count} faces of {rel}")
-            tokens = lines[pos].split()
-            if len(tokens) == 1 and not _is_number(tokens[0]):
-                raise ValueError(f"{where}: found an image path where face {_ + 1} of {count} of {rel} "
-                                 f"was expected (count does not match)")
-            if len(tokens) != _WIDER_FIELDS:
-                raise ValueError(f"{where}: expected {_WIDER_FIELDS} numbers (x y w h blur expression "
+            if len(tokens) != BBX_FIELDS:
+                raise ValueError(f"{where}: expected {BBX_FIELDS} numbers (x y w h blur expression "
                                  f"illumination invalid occlusion pose), got {len(tokens)}")
             values = _parse_numbers(tokens, where)
-            pos += 1
             if values[_WIDER_INVALID_COLUMN] != 0:
                 stats.num_skipped_invalid += 1
                 continue
@@ -294,7 +257,7 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
                     stats.dropped_lines.append(lineno)
                 continue
             rows.append(values[:4] + [-1.0] * 10)
-        out.append(_make_annotation(image_root, rel, rows, [False] * len(rows)))
+        out.append(_make_annotation(image_root, block.path, rows, [False] * len(rows)))
     _finish_stats(stats, out)
     return out, stats
 

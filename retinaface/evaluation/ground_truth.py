@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 
+from ..data.wider_bbx import read_bbx_blocks
 from ..fileio import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -366,13 +367,6 @@ def _split_image_path(line: str) -> tuple[str, str]:
     return parts[-2], name
 
 
-def _is_zero(token: str) -> bool:
-    try:
-        return float(token) == 0
-    except ValueError:
-        return False
-
-
 def load_text_ground_truth(txt_path: PathLike,
                            settings_from: Union[WiderGroundTruth, PathLike, None] = None) -> WiderGroundTruth:
     """Read the official text ground truth (``wider_face_val_bbx_gt.txt``).
@@ -383,57 +377,24 @@ def load_text_ground_truth(txt_path: PathLike,
     Malformed content raises ``ValueError("path:line: what is wrong")``.
     """
     txt_path = Path(txt_path)
-    with open(txt_path, "r", encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-
     order: list[str] = []
     per_event: dict[str, tuple[list[str], list[np.ndarray], list[np.ndarray]]] = {}
     seen: dict[tuple[str, str], int] = {}
     has_attrs = True
-    n = len(lines)
-    pos = 0
 
     def err(lineno: int, what: str) -> ValueError:
         return ValueError(f"{txt_path}:{lineno}: {what}")
 
-    while pos < n:
-        line = lines[pos].strip()
-        if not line:
-            pos += 1
-            continue
-        path_lineno = pos + 1
+    for block in read_bbx_blocks(txt_path):
         try:
-            event, name = _split_image_path(line)
+            event, name = _split_image_path(block.path)
         except ValueError as exc:
-            raise err(path_lineno, str(exc)) from None
+            raise err(block.lineno, str(exc)) from None
         if (event, name) in seen:
-            raise err(path_lineno, f"image {event}/{name} already listed at line {seen[event, name]}")
-        seen[event, name] = path_lineno
-        pos += 1
-        if pos >= n:
-            raise err(pos + 1, f"missing the face count after {line!r}")
-        count_text = lines[pos].strip()
-        try:
-            count = int(count_text)
-            if count < 0:
-                raise ValueError
-        except ValueError:
-            raise err(pos + 1, f"expected the number of faces, got {count_text!r}") from None
-        pos += 1
+            raise err(block.lineno, f"image {event}/{name} already listed at line {seen[event, name]}")
+        seen[event, name] = block.lineno
         rows, attrs = [], []
-        if count == 0:
-            # The official file follows a zero count with one line of zeros; consume it.
-            if pos < n:
-                tokens = lines[pos].split()
-                if len(tokens) >= 4 and all(_is_zero(t) for t in tokens):
-                    pos += 1
-        for _ in range(count):
-            if pos >= n:
-                raise err(pos + 1, f"file ends after {len(rows)} of {count} faces of {event}/{name}")
-            tokens = lines[pos].split()
-            if len(tokens) < 4:
-                raise err(pos + 1, f"expected 'x y w h blur expression illumination invalid occlusion "
-                                   f"pose', got {lines[pos]!r}")
+        for lineno, tokens in block.faces:
             try:
                 rows.append([float(t) for t in tokens[:4]])
                 if len(tokens) >= 10:
@@ -441,11 +402,10 @@ def load_text_ground_truth(txt_path: PathLike,
                 else:
                     has_attrs = False
             except ValueError:
-                raise err(pos + 1, f"not a number in {lines[pos]!r}") from None
-            pos += 1
+                raise err(lineno, f"not a number in {' '.join(tokens)!r}") from None
         box = np.array(rows, dtype=np.float64).reshape(-1, 4)
         if not np.all(np.isfinite(box)):
-            raise err(pos, f"non-finite box value for {event}/{name}")
+            raise err(block.faces[-1][0], f"non-finite box value for {event}/{name}")
         if np.all(box == np.round(box)) and (box.size == 0 or np.abs(box).max() < 2**31):
             box = box.astype(np.int32)
         attr = np.array(attrs, dtype=np.int64).reshape(-1, 6) if attrs else np.zeros((0, 6), np.int64)
