@@ -28,3 +28,14 @@ def legacy_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def legacy_checkpoint_dp() -> Path:
     return FIXTURES / "biubug6_mnet025_seed0_dp.pth"
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A small synthetic WIDER FACE (64 train / 48 val images of 160 x 160), shared by the training
+    and adaptive-width tests; tests must not write into it."""
+    from retinaface.data.synthetic import generate_synthetic_widerface
+
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    generate_synthetic_widerface(root, num_train=64, num_val=48, image_size=(160, 160), seed=0)
+    return root

@@ -1,0 +1,38 @@
+"""After-training artefacts for people: an annotated val image showing what the model finds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+
+from ..detector import Detector
+from ..visualize import draw_detections
+
+PathLike = Union[str, Path]
+
+
+def write_sample_detection(model, data_root: PathLike, path: PathLike, vis_threshold: float = 0.6
+                           ) -> Optional[Path]:
+    """Detect faces on the first val image under ``data_root`` and write it annotated to ``path``.
+    Returns the path, or None when the data root has no val split."""
+    from ..data.dataset import WiderFaceValDataset
+
+    try:
+        dataset = WiderFaceValDataset(data_root)
+    except FileNotFoundError:
+        return None
+    if len(dataset) == 0:
+        return None
+    image, _ = dataset[0]
+    detections = Detector(model.eval()).detect(image)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix or ".jpg", draw_detections(image, detections, vis_threshold))
+    if not ok:
+        raise ValueError(f"{path}: cannot encode an image with this suffix")
+    from ..fileio import atomic_write
+
+    with atomic_write(path, "wb") as handle:
+        handle.write(encoded.tobytes())
+    return path

@@ -1,0 +1,155 @@
+"""The training engine: resume, the non-finite guard, DDP over gloo, data errors, and that a short
+run on the synthetic set learns."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from retinaface import create_model, load_model
+from retinaface.checkpoint import read_checkpoint
+from retinaface.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainHook
+from retinaface.evaluation.predict import evaluate_model
+from tests.conftest import ROOT
+
+# Small and fast: 128 px crops, 2 steps of batch 4 per epoch, no workers (same data either way).
+SMALL = dict(backbone="mobilenet0.25", image_size=128, batch_size=4, max_steps_per_epoch=2, workers=0,
+             device="cpu", progress=False, optimizer="sgd", lr=1e-3, schedule="cosine", warmup_epochs=0,
+             save_every=0)
+
+
+class StopAfterEpoch(TrainHook):
+    """Simulates a kill: aborts the run once ``epoch`` epochs are complete and checkpointed."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def after_epoch(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def losses(history):
+    return np.array([[row[k] for k in ("loss", "box", "cls", "landmark")] for row in history])
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_losses(tiny_synthetic, tmp_path):
+    base = dict(SMALL, data=str(tiny_synthetic), epochs=3)
+    full = Trainer(TrainConfig(**base, output=str(tmp_path / "full"))).fit()
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**base, output=str(tmp_path / "cut")), hooks=[StopAfterEpoch(1)]).fit()
+    state = read_checkpoint(tmp_path / "cut" / "last.pth")
+    assert state["epoch"] == 1 and state["step"] == 2
+    resumed = Trainer(TrainConfig(**base, output=str(tmp_path / "cut"),
+                                  resume=str(tmp_path / "cut" / "last.pth"))).fit()
+
+    assert resumed.epochs_run == full.epochs_run == 3
+    assert len(resumed.history) == 3  # the interrupted epoch's row is kept, not repeated
+    np.testing.assert_allclose(losses(resumed.history), losses(full.history), rtol=1e-5, atol=1e-6)
+    a = load_model(tmp_path / "full" / "last.pth").state_dict()
+    b = load_model(tmp_path / "cut" / "last.pth").state_dict()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
+    # the CSV log is one table over both processes' epochs
+    rows = (tmp_path / "cut" / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+
+
+class PoisonStep(TrainHook):
+    """Makes the loss NaN from optimiser step ``step`` on."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def extra_loss(self, trainer, model):
+        return torch.tensor(float("nan")) if trainer.step + 1 >= self.step else None
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_synthetic, tmp_path):
+    config = TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=3, output=str(tmp_path)))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 4"):
+        Trainer(config, hooks=[PoisonStep(4)]).fit()
+    state = read_checkpoint(tmp_path / "last.pth")
+    assert state["epoch"] == 1  # epoch 2 never finished, nothing of it was written
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_every_optimizer_and_sam_run_through_the_trainer(tiny_synthetic, tmp_path):
+    for name in ("adamw", "adaboundw", "sgdp"):
+        config = TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, optimizer=name, sam=name == "sgdp",
+                                    output=str(tmp_path / name)))
+        summary = Trainer(config).fit()
+        state = read_checkpoint(summary.last_checkpoint)
+        assert state["train_config"]["optimizer"] == name and state["step"] == 2
+        assert np.isfinite(summary.history[0]["loss"])
+
+
+# --------------------------------------------------------------------------- DDP over gloo
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, output: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    config = TrainConfig(**dict(SMALL, data=data, epochs=1, batch_size=8, output=output, sync_bn=True))
+    trainer = Trainer(config)
+    trainer.fit()
+    # parameters only: DDP broadcasts rank 0's BN buffers before each forward, then each rank
+    # updates them with its own batch, so running statistics legitimately differ
+    flat = torch.cat([p.detach().flatten() for p in trainer.raw_model.parameters()])
+    torch.save({"params": flat, "steps": trainer.steps_per_epoch, "seen": list(iter(trainer.sampler)),
+                "history": trainer.history}, os.path.join(output, f"rank{rank}.pt"))
+
+
+def test_two_process_gloo_ddp_keeps_replicas_identical(tiny_synthetic, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_synthetic), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert torch.equal(r0["params"], r1["params"])  # gradients all-reduced: replicas never diverge
+    assert not set(r0["seen"]) & set(r1["seen"])    # each rank sees its own half of the data
+    assert (losses(r0["history"]) == losses(r1["history"])).all()  # logged losses: the mean over ranks
+    saved = torch.cat([v.detach().flatten() for v in load_model(tmp_path / "last.pth").parameters()])
+    assert torch.equal(saved, r0["params"])         # rank 0 wrote the trained weights
+    initial = torch.cat([v.detach().flatten() for v in create_model("mobilenet0.25").parameters()])
+    assert not torch.equal(saved, initial)
+    assert not (tmp_path / "rank1").exists()
+
+
+# --------------------------------------------------------------------------- learning and the CLI
+def test_short_synthetic_training_beats_the_untrained_model(tiny_synthetic, tmp_path):
+    config = TrainConfig(data=str(tiny_synthetic), backbone="mobilenet0.25", optimizer="adamw", lr=3e-3,
+                         epochs=40, batch_size=16, image_size=128, schedule="cosine", warmup_epochs=1,
+                         workers=0, device="cpu", progress=False, eval_every=40, save_every=0,
+                         output=str(tmp_path))
+    summary = Trainer(config).fit()
+    torch.manual_seed(0)
+    untrained = evaluate_model(create_model("mobilenet0.25").eval(), tiny_synthetic, workers=0,
+                               progress=False).as_dict()
+    for setting in ("medium", "hard"):
+        assert summary.metrics[setting] >= max(0.3, 5 * untrained[setting]), (summary.metrics, untrained)
+    assert summary.history[-1]["loss"] < 0.5 * summary.history[0]["loss"]
+    assert read_checkpoint(summary.best_checkpoint)["best_metric"] == pytest.approx(summary.metrics["hard"])
+
+
+def test_train_cli_reports_a_malformed_label_line(tmp_path):
+    train = tmp_path / "train"
+    (train / "images" / "0--Parade").mkdir(parents=True)
+    (train / "label.txt").write_text("# 0--Parade/a.jpg\n10 10 20 x\n")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--data", str(tmp_path),
+                             "--output", str(tmp_path / "out"), "--device", "cpu", "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"{train / 'label.txt'}:2:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "last.pth").exists()
