@@ -35,7 +35,12 @@ def test_batch_of_equal_sizes_equals_one_by_one(detector, fixture_io):
     for img, dets in zip([image] + others, batch):
         single = detector.detect(img)
         assert dets.shape == single.shape
-        assert np.allclose(dets, single, atol=1e-4)
+        assert np.all(np.diff(dets[:, 4]) <= 0)
+        # Batched convolutions differ from single ones by ~1e-7, which may swap two detections of
+        # near-equal score (or the last one kept); the same detections must come out otherwise.
+        assert np.allclose(dets[:, 4], single[:, 4], atol=1e-5)
+        assert match_fraction(dets, single, tol=1e-4) >= 0.998
+        assert match_fraction(single, dets, tol=1e-4) >= 0.998
 
 
 def test_padded_batch_of_mixed_sizes_agrees(legacy_checkpoint, fixture_io):
