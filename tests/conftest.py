@@ -39,3 +39,12 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_synthetic")
     generate_synthetic_widerface(root, num_train=64, num_val=48, image_size=(160, 160), seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """For modules of tiny tensors: one thread is faster and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

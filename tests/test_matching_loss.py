@@ -13,14 +13,7 @@ from retinaface.matching import PriorMatcher, batched_box_iou, match_priors, pad
 from retinaface.priors import generate_priors
 from tests.matching_reference import match_reference, multibox_loss_reference
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # two side-by-side priors and one shifted copy: small enough to reason about by hand
 SIDE_PRIORS = torch.tensor([[0.25, 0.5, 0.5, 1.0], [0.75, 0.5, 0.5, 1.0], [0.3125, 0.5, 0.5, 1.0]])

@@ -13,16 +13,8 @@ from retinaface.engine import (OPTIMIZERS, REFERENCE_RECIPES, SAM, build_optimiz
                                reference_recipe, sam_step)
 
 LRS = {"sgd": 0.05, "adamw": 1e-2, "adabound": 1e-2, "adaboundw": 1e-2, "sgdp": 0.05, "adamp": 1e-2}
-pytestmark = pytest.mark.filterwarnings("ignore:This overload of add:UserWarning")  # adabound package
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:This overload of add:UserWarning"),  # adabound package
+              pytest.mark.usefixtures("single_thread")]
 
 
 def tiny_net(seed: int = 0) -> nn.Module:

@@ -91,6 +91,23 @@ def test_every_optimizer_and_sam_run_through_the_trainer(tiny_synthetic, tmp_pat
         assert np.isfinite(summary.history[0]["loss"])
 
 
+def test_unset_flags_take_the_reference_recipe_of_the_backbone():
+    r50 = TrainConfig(data="data/widerface", backbone="resnet50").resolved()
+    assert (r50.image_size, r50.batch_size, r50.epochs, r50.decay_epochs) == (840, 24, 100, (70, 90))
+    mnet = TrainConfig(data="data/widerface", backbone="mobilenet0.25", lr=0.01).resolved()
+    assert (mnet.image_size, mnet.batch_size, mnet.epochs, mnet.lr, mnet.optimizer) == (640, 32, 250, 0.01, "sgd")
+    with pytest.raises(ValueError, match="--image-size"):
+        TrainConfig(image_size=16).resolved()
+
+
+def test_training_at_a_size_that_is_not_a_multiple_of_32(tiny_synthetic, tmp_path):
+    # 840 (the ResNet-50 recipe) is not a multiple of 32: priors and head outputs must still agree
+    config = TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, image_size=136, max_steps_per_epoch=1,
+                                output=str(tmp_path)))
+    summary = Trainer(config).fit()
+    assert np.isfinite(summary.history[0]["loss"])
+
+
 # --------------------------------------------------------------------------- DDP over gloo
 def _free_port() -> int:
     with socket.socket() as s:

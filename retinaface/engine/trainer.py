@@ -115,8 +115,8 @@ class TrainConfig:
         checks = [(self.lr is None or self.lr > 0, "--lr must be > 0"),
                   (self.epochs is None or self.epochs >= 1, "--epochs must be >= 1"),
                   (self.batch_size is None or self.batch_size >= 1, "--batch-size must be >= 1"),
-                  (self.image_size is None or (self.image_size >= 32 and self.image_size % 32 == 0),
-                   "--image-size must be a multiple of 32, at least 32"),
+                  # any size works (priors use ceil(size / step)); the reference trains ResNet-50 at 840
+                  (self.image_size is None or self.image_size >= 32, "--image-size must be at least 32"),
                   (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
                   (self.sam_rho > 0, "--sam-rho must be > 0"),
                   (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be > 0"),
