@@ -1,13 +1,18 @@
 #!/usr/bin/env python
-"""Cost of the full detect path against the bare forward pass, and batched throughput.
+"""Cost of the full detect path against the bare forward pass, memory layouts, and batching.
 
 mobilenet0.25 on a 640x480 image, 2 CPU threads. The class-head bias is shifted so that about
 300 priors score above 0.02, as with a trained model (untrained weights put thousands there).
-Prints both times and their ratio (the target is at most 1.10), then images/s for batch 1 vs 8.
+Prints, each pair timed in alternation so machine load affects both alike:
+  1. forward vs full detect (the target: detect costs at most 10 % more), in the Detector's
+     default layout;
+  2. forward latency in the contiguous (NCHW) and channels-last (NHWC) layouts;
+  3. images/s of detect_batch at batch 1, 2, 4 and 8 against one image at a time.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -17,38 +22,52 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from retinaface import Detector, create_model  # noqa: E402
-from retinaface.profiling import calibrate_score_bias, median_latency  # noqa: E402
+from retinaface.profiling import calibrate_score_bias, paired_latency  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="mobilenet0.25")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--candidates", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     model = create_model(args.backbone).eval()
     calibrate_score_bias(model, image, args.candidates)
-    detector = Detector(model, channels_last=args.channels_last)
+    contiguous = Detector(copy.deepcopy(model), channels_last=False)
+    detector = Detector(model)  # the default layout for this device
     batch = detector.to_batch([image])
     candidates = int((detector.forward(batch)[1][0, :, 1] > 0.02).sum())
 
-    forward = median_latency(lambda: detector.forward(batch), repeats=args.repeats)
-    detect = median_latency(lambda: detector.detect(image), repeats=args.repeats)
-    print(f"{args.backbone} 640x480, {args.threads} threads, {candidates} candidates above 0.02")
-    print(f"forward only : {forward * 1e3:7.2f} ms")
-    print(f"full detect  : {detect * 1e3:7.2f} ms")
-    print(f"ratio        : {detect / forward:7.3f}  (target <= 1.10)")
+    forward, detect = paired_latency([lambda: detector.forward(batch), lambda: detector.detect(image)],
+                                     repeats=args.repeats)
+    layout = "channels-last" if detector.channels_last else "contiguous"
+    print(f"{args.backbone} 640x480, {args.threads} threads, {candidates} candidates above 0.02, "
+          f"default layout {layout}")
+    print(f"forward only      : {forward * 1e3:7.2f} ms")
+    print(f"full detect       : {detect * 1e3:7.2f} ms")
+    print(f"ratio             : {detect / forward:7.3f}  (target <= 1.10)")
 
-    images = [image] * 8
-    one = median_latency(lambda: [detector.detect(img) for img in images], repeats=max(3, args.repeats // 5))
-    batched = median_latency(lambda: detector.detect_batch(images, batch_size=8), repeats=max(3, args.repeats // 5))
-    print(f"one by one   : {8 / one:7.2f} images/s")
-    print(f"batch of 8   : {8 / batched:7.2f} images/s  (x{one / batched:.2f})")
+    nchw_batch = contiguous.to_batch([image])
+    nhwc_detector = detector if detector.channels_last else Detector(copy.deepcopy(model), channels_last=True)
+    nhwc_batch = nhwc_detector.to_batch([image])
+    nchw, nhwc = paired_latency([lambda: contiguous.forward(nchw_batch), lambda: nhwc_detector.forward(nhwc_batch)],
+                                repeats=args.repeats)
+    print(f"forward NCHW      : {nchw * 1e3:7.2f} ms")
+    print(f"forward NHWC      : {nhwc * 1e3:7.2f} ms  (x{nchw / nhwc:.2f})")
+
+    n = max(args.batches)
+    images = [image] * n
+    runs = [lambda: [detector.detect(img) for img in images]]
+    runs += [lambda b=b: detector.detect_batch(images, batch_size=b) for b in args.batches]
+    times = paired_latency(runs, repeats=max(3, args.repeats // 5))
+    print(f"one at a time     : {n / times[0]:7.2f} images/s")
+    for b, t in zip(args.batches, times[1:]):
+        print(f"batch of {b:<2}       : {n / t:7.2f} images/s  (x{times[0] / t:.2f})")
 
 
 if __name__ == "__main__":

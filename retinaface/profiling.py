@@ -53,6 +53,25 @@ def median_latency(fn: Callable[[], object], device: torch.device | str = "cpu",
     return statistics.median(times)
 
 
+def paired_latency(fns: Sequence[Callable[[], object]], device: torch.device | str = "cpu", warmup: int = 3,
+                   repeats: int = 20) -> List[float]:
+    """Median seconds per call of each of ``fns``, timed in alternation (a, b, a, b, ...) so that
+    load changes on a shared machine affect every candidate alike: use it for ratios."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _synchronize(device)
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def calibrate_score_bias(model: nn.Module, image: np.ndarray, candidates: int,
                          threshold: float = 0.02) -> None:
     """Shift the class heads' face logit so that about ``candidates`` priors score above

@@ -95,3 +95,17 @@ def test_plus_one_nms_differs_from_plain_nms():
     scores = torch.tensor([0.9, 0.8])
     assert nms_keep(boxes, scores, 0.3, plus_one=True).tolist() == [0]
     assert nms_keep(boxes, scores, 0.3, plus_one=False).tolist() == [0, 1]
+
+
+def test_channels_last_input_gives_the_same_detections_and_leaves_the_model_alone(legacy_checkpoint, fixture_io):
+    model = load_model(legacy_checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = Detector(model)  # CPU default: NHWC batches
+    plain = Detector(model, channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    assert fast.to_batch([fixture_io["image_bgr"]]).is_contiguous(memory_format=torch.channels_last)
+    a, b = fast.detect(fixture_io["image_bgr"]), plain.detect(fixture_io["image_bgr"])
+    assert np.allclose(a[:, 4], b[:, 4], atol=1e-5)
+    assert match_fraction(a, b, tol=1e-3) >= 0.998
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous()
