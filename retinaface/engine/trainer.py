@@ -83,6 +83,7 @@ class TrainConfig:
     amp: bool = False
     amp_dtype: str = "auto"
     sync_bn: bool = False
+    channels_last: bool = False  # NHWC input batches (see Trainer.setup)
     seed: int = 0
     skip_bad: bool = False
     eval_every: int = 0
@@ -288,6 +289,9 @@ class Trainer:
         cfg = self.config
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist: DistInfo = init_distributed(self.device)
+        # NHWC steps run ~25 % faster on CPU, but there oneDNN's train-mode batch-norm backward in
+        # NHWC gives float32 gradients ~7x further from float64 ones than NCHW: opt-in only
+        self.channels_last = cfg.channels_last
         seed_everything(cfg.seed + self.dist.rank)
         resume_state = read_checkpoint(cfg.resume) if cfg.resume else None
         if resume_state is not None and "optimizer" not in resume_state:
@@ -391,6 +395,8 @@ class Trainer:
             images, targets = next(loader)
             data_wait += time.perf_counter() - fetch
             images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             targets = [t.to(self.device, non_blocking=True) for t in targets]
             output = self._optimiser_step(images, targets)
             self.scheduler.step()
