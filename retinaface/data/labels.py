@@ -27,7 +27,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .wider_bbx import BBX_FIELDS, read_bbx_blocks
+from .wider_bbx import BBX_FIELDS, is_number, read_bbx_blocks
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -127,19 +127,11 @@ def _parse_numbers(tokens: Sequence[str], where: str) -> List[float]:
     try:
         values = [float(t) for t in tokens]
     except ValueError:
-        bad = next(t for t in tokens if not _is_number(t))
+        bad = next(t for t in tokens if not is_number(t))
         raise ValueError(f"{where}: not a number: {bad!r}") from None
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{where}: non-finite value in face line")
     return values
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-        return True
-    except ValueError:
-        return False
 
 
 def _read_lines(path: Path) -> List[str]:
@@ -196,7 +188,7 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
             if not tokens:
                 raise ValueError(f"{where}: header line without an image path")
             # Some releases append the image size to the header: '# a/b.jpg 1024 768'.
-            if len(tokens) > 1 and not all(_is_number(t) for t in tokens[1:]):
+            if len(tokens) > 1 and not all(is_number(t) for t in tokens[1:]):
                 raise ValueError(f"{where}: expected '# <event>/<file>.jpg', got {line!r}")
             flush()
             current, rows, has_lm = tokens[0], [], []

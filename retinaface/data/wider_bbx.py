@@ -25,7 +25,8 @@ class BbxBlock(NamedTuple):
     faces: List[Tuple[int, List[str]]]
 
 
-def _is_number(token: str) -> bool:
+def is_number(token: str) -> bool:
+    """Whether ``token`` parses as a float."""
     try:
         float(token)
         return True
@@ -52,7 +53,7 @@ def read_bbx_blocks(path: PathLike) -> List[BbxBlock]:
             pos += 1
             continue
         image_lineno = pos + 1
-        if len(image.split()) != 1 or _is_number(image):
+        if len(image.split()) != 1 or is_number(image):
             raise error(image_lineno, f"expected an image path '<event>/<file>.jpg', got {image!r}")
         pos += 1
         if pos >= n:
@@ -67,14 +68,14 @@ def read_bbx_blocks(path: PathLike) -> List[BbxBlock]:
         pos += 1
         if count == 0 and pos < n:
             tokens = lines[pos].split()
-            if len(tokens) >= 4 and all(_is_number(t) and float(t) == 0 for t in tokens):
+            if len(tokens) >= 4 and all(is_number(t) and float(t) == 0 for t in tokens):
                 pos += 1
         faces = []
         for k in range(count):
             if pos >= n:
                 raise error(pos + 1, f"file ends after {k} of {count} faces of {image}")
             tokens = lines[pos].split()
-            if len(tokens) == 1 and not _is_number(tokens[0]):
+            if len(tokens) == 1 and not is_number(tokens[0]):
                 raise error(pos + 1, f"found an image path where face {k + 1} of {count} of {image} was "
                                      f"expected (count does not match)")
             if len(tokens) < 4:
