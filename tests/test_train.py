@@ -82,9 +82,11 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tin
 
 
 def test_every_optimizer_and_sam_run_through_the_trainer(tiny_synthetic, tmp_path):
+    # sgdp also runs SAM under bf16 autocast (the CPU's AMP) with clipping: two passes per step
     for name in ("adamw", "adaboundw", "sgdp"):
         config = TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, optimizer=name, sam=name == "sgdp",
-                                    channels_last=name == "adamw", output=str(tmp_path / name)))
+                                    channels_last=name == "adamw", amp=name == "sgdp", grad_clip=5.0,
+                                    output=str(tmp_path / name)))
         summary = Trainer(config).fit()
         state = read_checkpoint(summary.last_checkpoint)
         assert state["train_config"]["optimizer"] == name and state["step"] == 2
