@@ -465,3 +465,24 @@ def test_val_dataset(synthetic_root):
     assert (event, name) == (first.event, first.name)
     with pytest.raises(FileNotFoundError, match="wider_val.txt"):
         WiderFaceValDataset(synthetic_root / "train")
+
+
+def test_train_dataset_negative_seed_and_index(tmp_path):
+    """A negative seed (the trainer's seeding accepts one) must not crash sample generation, and
+    ds[-1] is the same sample as ds[len - 1], augmentation included."""
+    image, boxes, landmarks, labels, *_ = marker_scene()
+    anns = []
+    for i in range(3):
+        path = tmp_path / "ev" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+        anns.append(ImageAnnotation(str(path), boxes, landmarks, labels > 0))
+    ds = WiderFaceTrainDataset(anns, TrainTransform(image_size=64), seed=-3)
+    a, b = ds[1], ds[1]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], ds[0][0])
+    last, neg = ds[2], ds[-1]
+    assert torch.equal(last[0], neg[0]) and torch.equal(last[1], neg[1])
+    # Non-negative seeds keep their streams.
+    from retinaface.data import sample_rng
+    assert sample_rng(5, 1, 2).random() == np.random.default_rng(np.random.SeedSequence([5, 1, 2])).random()

@@ -7,6 +7,7 @@ Owns :class:`WiderFaceTrainDataset` (annotated images through a transform, repro
 """
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -36,8 +37,10 @@ def read_image(path: PathLike) -> np.ndarray:
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator for one sample: a function of (seed, epoch, index) only, so the
-    augmentation does not depend on which worker draws it or in what order."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+    augmentation does not depend on which worker draws it or in what order. Negative values (a
+    negative ``--seed`` is accepted elsewhere) are taken modulo 2**64, which ``SeedSequence``
+    needs; non-negative ones are used as they are."""
+    return np.random.default_rng(np.random.SeedSequence([int(v) % 2**64 for v in (seed, epoch, index)]))
 
 
 class WiderFaceTrainDataset(Dataset):
@@ -66,6 +69,9 @@ class WiderFaceTrainDataset(Dataset):
         return len(self.annotations)
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        index = operator.index(index)
+        if index < 0:                       # ds[-1] is ds[len - 1], augmentation included
+            index += len(self)
         ann = self.annotations[index]
         image = read_image(ann.path)
         rng = sample_rng(self.seed, self.epoch, index)
