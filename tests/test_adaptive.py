@@ -352,3 +352,44 @@ def test_detect_and_benchmark_clis_at_half_width(prioritized_run, tmp_path, caps
     table = capsys.readouterr().out
     assert code == 0
     assert "adaptive @1 |" in table and "adaptive @0.5 |" in table and "AP hard" in table
+
+
+def test_cached_slices_refresh_after_a_step_of_an_optimizer_writing_through_data(pruned):
+    # AdamP, SGDP and AdaBound (--optimizer adamp ...) update ``p.data`` in place, which leaves the
+    # parameter's version counter alone: the cache must still notice the step
+    from retinaface.engine.optim import build_optimizer
+
+    model = make_adaptive(pruned[0]).eval().set_width(0.5)
+    x = torch.randn(1, 3, 64, 64)
+    outputs(model, x)  # fills the cache at width 0.5
+    optimizer = build_optimizer("adamp", model, lr=0.1)
+    loc, conf, landms = model(x)
+    (loc.sum() + conf.sum() + landms.sum()).backward()
+    optimizer.step()
+    fresh = make_adaptive(pruned[0]).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert_same(outputs(model, x), outputs(fresh.set_width(0.5), x), atol=1e-6)
+
+
+def test_active_parameters_counts_batchnorm_act_parameters_once():
+    from timm.layers import BatchNormAct2d
+
+    from retinaface.adaptive.slim import SlimBatchNormAct2d
+
+    layer = SlimBatchNormAct2d.from_bn(BatchNormAct2d(8, act_layer=torch.nn.PReLU), [[0, 8]])
+    model = torch.nn.Sequential(layer)
+    layer.set_width(1.0, [8])
+    assert active_parameters(model) == sum(p.numel() for p in model.parameters())  # 8 + 8 + 1
+    layer.set_width(0.5, [8])
+    assert active_parameters(model) == 4 + 4 + 1
+
+
+def test_prioritize_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path, capsys):
+    tool = _load_tool("prioritize")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = tool.main(["--device", "cuda", "--output", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and "CUDA" in capsys.readouterr().err
+    # a bad pruning option is refused before the (long) pre-training starts
+    monkeypatch.setattr(tool, "run_prioritization", lambda cfg: pytest.fail("pre-training started"))
+    assert tool.main(["--min-channels", "0", "--output", str(tmp_path / "run")]) == 2
+    assert "min-channels" in capsys.readouterr().err

@@ -68,6 +68,9 @@ def main(argv=None) -> int:
     if any(not 0 < w <= 1 for w in args.widths):
         print("error: --widths must be in (0, 1]", file=sys.stderr)
         return 2
+    if args.min_channels < 1:  # checked here, not after the pre-training
+        print("error: --min-channels must be at least 1", file=sys.stderr)
+        return 2
     cfg = PrioritizeConfig(data=args.data, backbone=args.backbone, output=args.output,
                            pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
                            lambda_s=args.lambda_s, lambda_m=args.lambda_m, init_gamma=not args.no_init_gamma,
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
                            evaluate=not args.no_eval, flops_size=args.flops_size, progress=not args.no_progress)
     try:
         summary = run_prioritization(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as exc:
+        # RuntimeError: no CUDA for --device cuda, an unknown timm backbone, a non-finite loss
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"adaptive checkpoint: {summary.checkpoint} (load_model(path, width=p) or --width p)")

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..models.retinaface import RetinaFace
 from .groups import find_channel_groups, is_depthwise, layer_segments
@@ -38,6 +39,18 @@ ADAPTIVE_FORMAT = 1
 
 # a kept-channel selection: None = all, int k = the first k, tensor = these indices (sorted)
 Selection = Union[None, int, Tensor]
+
+# optimiser steps taken in this process. Some optimisers (AdamP, SGDP, AdaBound) write through
+# ``p.data``, which leaves the parameter's version counter alone, so the weight cache also checks this.
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 def keep_count(size: int, width: float) -> int:
@@ -98,13 +111,14 @@ class _Switchable:
 
     def _cached(self, tensors: Sequence[Optional[Tensor]], make) -> Tuple[Optional[Tensor], ...]:
         """``make()`` (the sliced tensors), cached per width while no gradient is recorded; entries
-        are refreshed when a weight changes (an optimiser step bumps its version counter)."""
+        are refreshed when a weight changes in place (its version counter) or an optimiser steps."""
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return make()
         key = (self.width, torch.is_inference_mode_enabled())
         try:
             # data_ptr: moving the model to another device or dtype swaps a parameter's storage
             versions = tuple((0, 0, 0) if t is None else (id(t), t._version, t.data_ptr()) for t in tensors)
+            versions += ((_optimizer_steps, 0, 0),)
         except RuntimeError:  # inference tensors have no version counter: do not cache
             return make()
         hit = self._cache.get(key)
@@ -301,8 +315,7 @@ def active_parameters(model: nn.Module) -> int:
             total += out_n * in_n * math.prod(module.kernel_size) + (out_n if module.bias is not None else 0)
         elif isinstance(module, SlimBatchNorm2d):
             n = selection_size(module.out_sel, module.num_features)
-            total += 2 * n if module.affine else 0
-            total += sum(p.numel() for c in module.children() for p in c.parameters())
+            total += 2 * n if module.affine else 0  # its children (timm's act, drop) are counted as modules
         else:
             total += sum(p.numel() for p in module.parameters(recurse=False))
     return total
