@@ -226,6 +226,21 @@ def _validate_size(size: Sequence[int], dynamic: bool) -> Tuple[int, int]:
     return height, width
 
 
+def _export_width(model: nn.Module, width: Optional[float]) -> Optional[float]:
+    """The width to record: the model's own for an adaptive model, else ``width`` (1.0 only).
+
+    ``width`` is not applied here (:func:`load_for_export` does that); a value the model does not
+    run at would make the metadata lie, so it is refused.
+    """
+    actual = getattr(model, "width", None) if hasattr(model, "set_width") else None
+    if width is None:
+        return None if actual is None else float(actual)
+    if float(width) != float(1.0 if actual is None else actual):
+        raise ExportError(f"--width {width}: the model runs at width {1.0 if actual is None else actual}; "
+                          f"load it at that width (load_for_export(..., width={width}))")
+    return float(width)
+
+
 def _exportable(model: nn.Module, with_postprocess: bool) -> nn.Module:
     if model.training:
         raise ExportError("the model is in training mode; call model.eval() before exporting")
@@ -253,6 +268,7 @@ def export_onnx(model: nn.Module, path: PathLike, *, dynamic: bool = False, with
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: opset {MIN_OPSET} or newer is required")
     size = _validate_size(size, dynamic)
+    width = _export_width(model, width)
     net = _exportable(model, with_postprocess)
     outputs = list(DECODED_OUTPUTS if with_postprocess else RAW_OUTPUTS)
     with torch.no_grad(), warnings.catch_warnings():
@@ -335,6 +351,7 @@ def export_torchscript(model: nn.Module, path: PathLike, *, with_postprocess: bo
     as ``_extra_files[TORCHSCRIPT_METADATA_FILE]`` (JSON).
     """
     size = _validate_size(size, dynamic=True)
+    width = _export_width(model, width)
     net = _exportable(model, with_postprocess)
     with torch.no_grad(), quiet_torchscript():
         # check_trace would re-run at the same size only; check_parity tests other sizes instead
@@ -457,7 +474,12 @@ def check_parity(model: nn.Module, path: PathLike, shapes: Optional[Sequence[Seq
         shapes = parity_shapes(json.loads(meta["export_size"]), json.loads(meta["dynamic"]))
     reference = _exportable(model, with_postprocess)
     names = DECODED_OUTPUTS if with_postprocess else RAW_OUTPUTS
-    run = load_exported(path)
+    try:
+        run = load_exported(path)
+    except ExportError:
+        raise
+    except Exception as exc:  # onnxruntime's errors are not RuntimeErrors
+        raise ExportError(f"{path}: cannot be loaded to run it ({_first_line(exc)})") from None
     generator = torch.Generator().manual_seed(seed)
     mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
     cases = []
@@ -466,20 +488,36 @@ def check_parity(model: nn.Module, path: PathLike, shapes: Optional[Sequence[Seq
         images = torch.rand(shape, generator=generator) * 255.0 - mean
         with torch.no_grad():
             expected = reference(images)
-        got = run(images)
+        try:
+            got = run(images)
+        except Exception as exc:  # a size baked into the graph fails here, in onnxruntime's own error types
+            raise ExportError(f"{path}: fails on input {'x'.join(map(str, shape))} "
+                              f"({_first_line(exc)})") from None
         diffs, tolerances = {}, {}
         for name, want, have in zip(names, expected, got):
             if tuple(want.shape) != tuple(have.shape):
                 raise ExportError(f"{path}: output {name} has shape {tuple(have.shape)} for input "
                                   f"{shape}, PyTorch gives {tuple(want.shape)}")
-            diffs[name] = float((want.float() - have.float()).abs().max()) if want.numel() else 0.0
-            scale = float(want.abs().max()) if want.numel() else 0.0
+            diffs[name] = _max_abs_diff(want, have)
+            finite = want[torch.isfinite(want)]
+            scale = float(finite.abs().max()) if finite.numel() else 0.0
             tolerances[name] = atol * max(1.0, scale)
         case = ParityCase(shape, diffs, tolerances)
         if not case.passed:
             _widen_by_float32_error(case, reference, images, expected, names)
         cases.append(case)
     return ParityReport(str(path), cases)
+
+
+def _max_abs_diff(want: torch.Tensor, have: torch.Tensor) -> float:
+    """Max abs difference where equal values (inf and inf, NaN and NaN included) count as 0 and a
+    non-finite value against a different one counts as inf."""
+    if not want.numel():
+        return 0.0
+    want, have = want.double(), have.double()
+    same = (want == have) | (torch.isnan(want) & torch.isnan(have))
+    diff = torch.where(same, torch.zeros_like(want), (want - have).abs())
+    return float(torch.nan_to_num(diff, nan=float("inf")).max())
 
 
 def _widen_by_float32_error(case: ParityCase, reference: nn.Module, images: torch.Tensor,
@@ -490,7 +528,8 @@ def _widen_by_float32_error(case: ParityCase, reference: nn.Module, images: torc
     exact_model = copy.deepcopy(reference).double()
     with torch.no_grad():
         exact = exact_model(images.double())
-    case.float32_error = {name: float((want.double() - ref).abs().max()) if want.numel() else 0.0
+    # where float32 overflowed, float64 has no comparable value: those positions are not measured
+    case.float32_error = {name: _max_abs_diff(want[torch.isfinite(want)], ref[torch.isfinite(want)])
                           for name, want, ref in zip(names, expected, exact)}
     for name in names:
         case.tolerances[name] += 2.0 * case.float32_error[name]

@@ -121,6 +121,25 @@ def test_onnx_export_with_the_dynamo_exporter(model, tmp_path):
     assert report.passed and report.max_diff <= 1e-4, "\n".join(report.lines())
 
 
+def test_parity_on_a_size_the_file_cannot_run_is_a_one_line_export_error(model, files):
+    # onnxruntime raises its own (non-RuntimeError) types; tools/export.py must get an ExportError
+    with pytest.raises(ExportError, match=r"mnet_static\.onnx: fails on input 1x3x128x160"):
+        check_parity(model, files["onnx_static"], shapes=[(1, 3, 128, 160)])
+
+
+def test_parity_counts_equal_non_finite_outputs_as_equal(model, tmp_path):
+    # exp() overflow in the decoded boxes: inf / nan at the same places in PyTorch and the trace
+    net = copy.deepcopy(model)
+    with torch.no_grad():
+        net.BboxHead[0].conv1x1.bias.fill_(1000.0)
+    path = tmp_path / "overflow.pt"
+    export_torchscript(net, path, with_postprocess=True, size=(64, 96))
+    report = check_parity(net, path, shapes=[(1, 3, 64, 96), (1, 3, 97, 131)])
+    assert report.passed and report.max_diff == 0.0, "\n".join(report.lines())
+    # an infinite output does not make the tolerance infinite
+    assert all(np.isfinite(t) for case in report.cases for t in case.tolerances.values())
+
+
 # -- in-graph decoding ---------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [(1, 1), (33, 65), (241, 317), (128, 160)])
 def test_pixel_priors_match_generate_priors(size):
@@ -171,6 +190,22 @@ def test_metadata_records_the_input_contract(model, files, key):
     assert set(json.loads(meta["outputs"])) == set(json.loads(meta["output_names"]))
     if key != "ts":
         assert int(meta["opset"]) >= 17
+
+
+def test_metadata_width_is_the_width_the_model_runs_at(model, tmp_path):
+    from retinaface.adaptive import make_adaptive
+
+    # a width the model does not run at must not be recorded (it used to be, silently)
+    with pytest.raises(ExportError, match="--width 0.5"):
+        export_onnx(model, tmp_path / "a.onnx", size=(64, 96), width=0.5)
+    adaptive = make_adaptive(copy.deepcopy(model)).eval().set_width(0.5)
+    with pytest.raises(ExportError, match="runs at width 0.5"):
+        export_torchscript(adaptive, tmp_path / "a.pt", size=(64, 96), width=0.75)
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "a.pt").exists()
+    # an adaptive model records its width even when none is passed
+    assert json.loads(export_onnx(adaptive, tmp_path / "b.onnx", size=(64, 96))["width"]) == 0.5
+    assert json.loads(read_metadata(tmp_path / "b.onnx")["width"]) == 0.5
+    assert "width" not in export_onnx(model, tmp_path / "c.onnx", size=(64, 96))
 
 
 def test_export_leaves_no_temporary_files(files):
@@ -415,3 +450,23 @@ def test_detect_tool_runs_an_onnx_file(files, tmp_path, capsys):
     assert records["onnx"].shape == records["torch"].shape
     # the tool rounds to 2 (coordinates) and 5 (scores) decimals; a rounding tie may differ by one unit
     assert match_fraction(records["onnx"], records["torch"], tol=0.011) == 1.0
+
+
+@pytest.mark.parametrize("extra, name", [(["--threads", "-1"], "--threads"), (["--threads", "0"], "--threads"),
+                                         (["--atol", "-1"], "--atol"), (["--atol", "nan"], "--atol")])
+def test_cli_bad_numbers_are_one_line_errors(tmp_path, capsys, extra, name):
+    tool = _load_tool()
+    out = tmp_path / "m.onnx"
+    assert tool.main(["--weights", str(WEIGHTS), "--format", "onnx", "--output", str(out),
+                      "--size", "64", "96", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and name in err[0]
+    assert not out.exists()
+
+
+def test_cli_output_directory_is_a_one_line_error(tmp_path, capsys):
+    assert _load_tool().main(["--weights", str(WEIGHTS), "--format", "onnx", "--output", str(tmp_path),
+                              "--size", "64", "96", "--no-check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --output") and "directory" in err[0]
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -60,6 +60,15 @@ def main(argv=None) -> int:
     if not Path(args.weights).is_file():
         print(f"error: {args.weights}: checkpoint file not found", file=sys.stderr)
         return 2
+    if Path(args.output).is_dir():
+        print(f"error: --output {args.output}: is a directory; name the file to write", file=sys.stderr)
+        return 2
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads {args.threads}: must be a positive integer", file=sys.stderr)
+        return 2
+    if not args.atol > 0:  # also refuses nan
+        print(f"error: --atol {args.atol}: must be a positive number", file=sys.stderr)
+        return 2
 
     import torch
 
