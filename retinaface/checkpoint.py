@@ -106,6 +106,10 @@ def split_checkpoint(data: Dict[str, Any], backbone: Optional[str] = None) -> Tu
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
             raise CheckpointError(f"checkpoint format version {data['format_version']} is newer than "
                                   f"this toolkit understands ({FORMAT_VERSION}); upgrade retinaface")
+        lacking = [key for key in ("config", "model") if not isinstance(data.get(key), dict)]
+        if lacking:
+            raise CheckpointError(f"retinaface checkpoint without its {' and '.join(lacking)} entry "
+                                  f"(incomplete or damaged file)")
         config = ModelConfig.from_dict(data["config"])
         if backbone is not None and backbone != config.backbone:
             raise CheckpointError(f"checkpoint holds backbone {config.backbone!r}, not {backbone!r}")

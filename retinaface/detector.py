@@ -27,6 +27,8 @@ def resize_scale(height: int, width: int, target_size: Optional[int], max_size: 
     if target_size is None and max_size is None:
         return 1.0
     short, long = min(height, width), max(height, width)
+    if short <= 0:  # an empty image: nothing to resize
+        return 1.0
     scale = float(target_size) / short if target_size is not None else 1.0
     if max_size is not None and np.round(scale * long) > max_size:
         scale = float(max_size) / long
@@ -108,13 +110,23 @@ class Detector:
             raise ValueError(f"image {index}: expected an (H, W, 3) BGR array, got "
                              f"{type(image).__name__} with shape {shape}")
 
-    def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, float]:
-        """Apply the resize policy; returns the image to feed (uint8, or float32 if resized) and its scale."""
-        scale = resize_scale(image.shape[0], image.shape[1], self.target_size, self.max_size)
+    def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Union[float, Tuple[float, float]]]:
+        """Apply the resize policy; returns the image to feed (uint8, or float32 if resized) and its
+        scale (one factor, or ``(sx, sy)`` when a side had to be kept at one pixel)."""
+        height, width = image.shape[:2]
+        scale = resize_scale(height, width, self.target_size, self.max_size)
         if scale != 1.0:
             # the reference resizes the float image, which avoids rounding to uint8
-            image = cv2.resize(image.astype(np.float32), None, None, fx=scale, fy=scale,
-                               interpolation=cv2.INTER_LINEAR)
+            new_w, new_h = int(np.round(width * scale)), int(np.round(height * scale))
+            if new_w >= 1 and new_h >= 1:
+                image = cv2.resize(image.astype(np.float32), None, None, fx=scale, fy=scale,
+                                   interpolation=cv2.INTER_LINEAR)
+            else:
+                # a thin strip whose short side would round to 0 pixels: keep it at 1 pixel, so
+                # each axis has its own factor
+                new_w, new_h = max(new_w, 1), max(new_h, 1)
+                image = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+                return image, (new_w / width, new_h / height)
         return image, scale
 
     def to_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -160,18 +172,23 @@ class Detector:
             chunk = list(images[start:start + batch_size])
             for i, img in enumerate(chunk):
                 self._check_image(img, start + i)
-            prepared = [self.prepare(img) for img in chunk]
-            batch = self.to_batch([img for img, _ in prepared])
-            loc, conf, landms = self.model(batch)
-            input_size = batch.shape[-2:]
-            priors = self.priors(input_size[0], input_size[1], self.device, loc.dtype)
-            for i, (_, scale) in enumerate(prepared):
-                dets = postprocess_image(
-                    loc[i], conf[i], landms[i], priors, self.box_coder, input_size, scale,
-                    conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
-                    pre_nms_topk=self.pre_nms_topk, post_nms_topk=self.post_nms_topk,
-                    plus_one_nms=self.plus_one_nms)
-                results.append(dets.float().cpu().numpy())
+            chunk_results = [empty_detections() for _ in chunk]
+            # an empty (0-pixel) image has no faces and cannot go through the convolutions
+            live = [i for i, img in enumerate(chunk) if img.shape[0] > 0 and img.shape[1] > 0]
+            if live:
+                prepared = [self.prepare(chunk[i]) for i in live]
+                batch = self.to_batch([img for img, _ in prepared])
+                loc, conf, landms = self.model(batch)
+                input_size = batch.shape[-2:]
+                priors = self.priors(input_size[0], input_size[1], self.device, loc.dtype)
+                for row, (index, (_, scale)) in enumerate(zip(live, prepared)):
+                    dets = postprocess_image(
+                        loc[row], conf[row], landms[row], priors, self.box_coder, input_size, scale,
+                        conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
+                        pre_nms_topk=self.pre_nms_topk, post_nms_topk=self.post_nms_topk,
+                        plus_one_nms=self.plus_one_nms)
+                    chunk_results[index] = dets.float().cpu().numpy()
+            results.extend(chunk_results)
         return results
 
 

@@ -81,6 +81,13 @@ def iter_frames(source: Source) -> Iterator[Tuple[int, np.ndarray]]:
             index += 1
         if index == 0:
             raise SourceError(f"{source.location}: no frames could be read")
+        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if source.kind == "video" else 0
+        # the container's frame count is an estimate for some formats: a shortfall of a frame or
+        # two (or 1 %) is not taken for damage
+        if index < expected - max(2, expected // 100):
+            # decoding failed mid-way (a truncated or damaged file); the frames read were yielded
+            raise SourceError(f"{source.location}: stopped after {index} of {expected} frames "
+                              f"(truncated or damaged video)")
     finally:
         capture.release()
 

@@ -138,3 +138,9 @@ def test_pretrained_offline_fails_with_one_line():
                          cwd=ROOT, timeout=120).stdout.strip()
     assert out.startswith("BackboneError|could not get ImageNet weights for timm model 'resnet50'")
     assert "\n" not in out and "backbone_weights=PATH" in out
+
+
+def test_own_format_without_config_or_weights_is_named(tmp_path):
+    torch.save({"format": "retinaface", "format_version": 1}, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="empty.pth: retinaface checkpoint without its config and model"):
+        load_model(tmp_path / "empty.pth")

@@ -4,6 +4,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -48,3 +49,77 @@ def test_detect_cli_bad_weights_is_one_line(tmp_path):
     result = run_detect("--weights", bad, tmp_path, "--output", tmp_path / "o")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {bad}: checkpoint file not found"
+
+
+def write_video(path, image, frames, fourcc="MJPG"):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (image.shape[1], image.shape[0]))
+    for _ in range(frames):
+        writer.write(image)
+    writer.release()
+
+
+def test_detect_cli_same_names_in_subfolders_and_spaces_do_not_overwrite(tmp_path, fixture_io, legacy_checkpoint):
+    image = fixture_io["image_bgr"]
+    folder = tmp_path / "my photos"
+    for sub in ("day one", "day two"):
+        (folder / sub).mkdir(parents=True)
+        cv2.imwrite(str(folder / sub / "a face.jpg"), image)
+    cv2.imwrite(str(folder / "a face.png"), image)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result = run_detect("--weights", legacy_checkpoint, folder, "--output", out, "--conf", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["a face.jpg", "a face_2.jpg", "a face_3.jpg"]
+    records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+
+
+def test_detect_cli_video_failing_mid_way_is_reported(tmp_path, fixture_io, legacy_checkpoint):
+    image = np.ascontiguousarray(fixture_io["image_bgr"][:120, :160])
+    whole = tmp_path / "whole.avi"
+    write_video(whole, image, 20)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) // 2])  # the header still promises 20 frames
+    write_video(whole, image, 2)
+    out = tmp_path / "out"
+    result = run_detect("--weights", legacy_checkpoint, cut, whole, "--output", out, "--conf", "0.5")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {cut}: stopped after ")
+    records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    read_from_cut = [r["frame"] for r in records if r["source"] == str(cut)]
+    assert 0 < len(read_from_cut) < 20 and read_from_cut == list(range(len(read_from_cut)))
+    assert [r["frame"] for r in records if r["source"] == str(whole)] == [0, 1]
+    assert (out / "cut.mp4").stat().st_size > 0 and (out / "whole.mp4").stat().st_size > 0
+
+
+def test_detect_cli_interrupt_keeps_results_so_far(tmp_path, fixture_io, legacy_checkpoint, monkeypatch):
+    # a webcam run ends with Ctrl-C: the detections written until then must survive
+    import importlib.util
+
+    from retinaface import Detector
+
+    spec = importlib.util.spec_from_file_location("detect_tool", ROOT / "tools" / "detect.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    video = tmp_path / "clip.avi"
+    write_video(video, fixture_io["image_bgr"], 5)
+    original, calls = Detector.detect, []
+
+    def interrupted_detect(self, image):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, image)
+
+    monkeypatch.setattr(Detector, "detect", interrupted_detect)
+    out = tmp_path / "out"
+    try:
+        code = tool.main(["--weights", str(legacy_checkpoint), str(video), "--output", str(out), "--conf", "0.5"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped tools/detect.py and discarded the detections written so far")
+    assert code == 130
+    records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1]
+    assert (out / "clip.mp4").stat().st_size > 0

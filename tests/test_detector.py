@@ -109,3 +109,31 @@ def test_channels_last_input_gives_the_same_detections_and_leaves_the_model_alon
     assert match_fraction(a, b, tol=1e-3) >= 0.998
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]) and v.is_contiguous()
+
+
+def test_empty_images_give_no_detections(detector, fixture_io):
+    empty = np.zeros((0, 40, 3), np.uint8)
+    assert detector.detect(empty).shape == (0, 15)
+    image = fixture_io["image_bgr"]
+    batch = detector.detect_batch([empty, image, np.zeros((0, 0, 3), np.uint8)])
+    assert batch[0].shape == (0, 15) and batch[2].shape == (0, 15)
+    assert np.allclose(batch[1], detector.detect(image), atol=1e-4)
+    assert resize_scale(0, 40, 1600, 2150) == 1.0
+    policy = Detector(detector.model, target_size=1600, max_size=2150)
+    assert policy.detect(empty).shape == (0, 15)
+
+
+def test_thin_strip_resized_to_one_pixel_maps_back_per_axis(legacy_checkpoint):
+    # long side 500 -> 100 makes the 1-pixel short side round to 0: keep it at 1 pixel and map x
+    # back by 500/100 and y by 1/1
+    strip = np.full((1, 500, 3), 128, np.uint8)
+    detector = Detector(load_model(legacy_checkpoint), max_size=100)
+    prepared, scale = detector.prepare(strip)
+    assert prepared.shape == (1, 100, 3) and scale == (0.2, 1.0)
+    dets = detector.detect(strip)
+    reference = Detector(detector.model).detect(np.full((1, 100, 3), 128, np.uint8))
+    assert len(dets) == len(reference) > 0
+    expected = reference.copy()
+    expected[:, 0:4:2] *= 5
+    expected[:, 5:15:2] *= 5
+    assert np.allclose(dets, expected, rtol=1e-5, atol=1e-3)

@@ -37,9 +37,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def output_path(output: Path, location: str, suffix: str) -> Path:
-    name = Path(location).stem if not location.isdigit() else f"webcam{location}"
-    return output / f"{name}{suffix}"
+def output_path(output: Path, location: str, suffix: str, used: set | None = None,
+                webcam: bool | None = None) -> Path:
+    """``output/<stem><suffix>``; with ``used`` (names taken so far in this run), a stem already taken
+    (``a.jpg`` and ``a.png``, or ``x.jpg`` in two sub-folders) gets ``_2``, ``_3``, ... appended."""
+    if webcam is None:
+        webcam = location.isdigit()
+    stem = f"webcam{location}" if webcam else Path(location).stem
+    name, count = f"{stem}{suffix}", 1
+    while used is not None and name in used:
+        count += 1
+        name = f"{stem}_{count}{suffix}"
+    if used is not None:
+        used.add(name)
+    return output / name
 
 
 def main(argv=None) -> int:
@@ -54,36 +65,47 @@ def main(argv=None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     failures = faces = frames = 0
+    interrupted = False
+    used_names: set = set()  # output file names taken in this run: inputs never overwrite each other
     with atomic_write(output / "detections.jsonl") as log:
-        for source in iter_sources(args.inputs):
-            writer = None
-            try:
-                for index, frame in iter_frames(source):
-                    if args.max_frames is not None and index >= args.max_frames:
-                        break
-                    dets = detector.detect(frame)
-                    log.write(detections_record(source.location, index, dets) + "\n")
-                    frames += 1
-                    faces += int((dets[:, 4] >= args.vis_threshold).sum())
-                    annotated = draw_detections(frame, dets, args.vis_threshold)
-                    if source.kind == "image":
-                        cv2.imwrite(str(output_path(output, source.location, ".jpg")), annotated)
-                        continue
-                    if writer is None:
-                        fps = video_fps(source.location) if source.kind == "video" else 25.0
-                        writer = cv2.VideoWriter(str(output_path(output, source.location, ".mp4")),
-                                                 cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                                 (frame.shape[1], frame.shape[0]))
-                    writer.write(annotated)
-            except SourceError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failures += 1
-            finally:
-                if writer is not None:
-                    writer.release()
+        try:
+            for source in iter_sources(args.inputs):
+                writer = None
+                try:
+                    for index, frame in iter_frames(source):
+                        if args.max_frames is not None and index >= args.max_frames:
+                            break
+                        dets = detector.detect(frame)
+                        log.write(detections_record(source.location, index, dets) + "\n")
+                        frames += 1
+                        faces += int((dets[:, 4] >= args.vis_threshold).sum())
+                        annotated = draw_detections(frame, dets, args.vis_threshold)
+                        webcam = source.kind == "webcam"
+                        if source.kind == "image":
+                            cv2.imwrite(str(output_path(output, source.location, ".jpg", used_names, webcam)),
+                                        annotated)
+                            continue
+                        if writer is None:
+                            fps = video_fps(source.location) if source.kind == "video" else 25.0
+                            writer = cv2.VideoWriter(str(output_path(output, source.location, ".mp4",
+                                                                     used_names, webcam)),
+                                                     cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                     (frame.shape[1], frame.shape[0]))
+                        writer.write(annotated)
+                except SourceError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    failures += 1
+                finally:
+                    if writer is not None:
+                        writer.release()
+        except KeyboardInterrupt:
+            # Ctrl-C is how a webcam run ends: keep what was detected so far (the JSON lines file is
+            # written atomically and would otherwise be thrown away with everything in it)
+            interrupted = True
+            print("interrupted: stopping; results so far are kept", file=sys.stderr)
     print(f"{frames} frame(s), {faces} face(s) at score >= {args.vis_threshold}; "
           f"results in {output}" + (f"; {failures} input(s) failed" if failures else ""))
-    return 1 if failures else 0
+    return 130 if interrupted else 1 if failures else 0
 
 
 if __name__ == "__main__":
