@@ -81,6 +81,74 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tin
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+class NanGradientAtStep(TrainHook):
+    """A finite loss term (0) whose gradient is NaN (sqrt at 0), at optimiser step ``step`` only."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def extra_loss(self, trainer, model):
+        if trainer.step + 1 != self.step:
+            return None
+        return (next(model.parameters()).sum() * 0).sqrt()
+
+
+def test_nan_gradients_on_an_epochs_last_step_are_never_checkpointed(tiny_synthetic, tmp_path):
+    # step 2 is epoch 1's last: its loss is finite but the update puts NaN into the weights
+    config = TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=3, output=str(tmp_path)))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2"):
+        Trainer(config, hooks=[NanGradientAtStep(2)]).fit()
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
+
+
+def test_rng_states_round_trip_exactly_through_a_checkpoint():
+    import io
+    import random
+
+    from retinaface.engine.trainer import _rng_state, _set_rng_state
+
+    def draw():
+        return (np.random.rand(3).tolist(), np.random.randn(1).tolist(), random.gauss(0, 1), torch.rand(2).tolist())
+
+    np.random.seed(0), random.seed(0), torch.manual_seed(0)
+    np.random.randn(1), random.gauss(0, 1)  # leaves cached Gaussians and a mid-block position
+    buffer = io.BytesIO()
+    torch.save(_rng_state(), buffer)
+    expected = draw()
+    np.random.rand(1000), random.random(), np.random.randn(1), random.gauss(0, 1)
+    buffer.seek(0)
+    _set_rng_state(torch.load(buffer, weights_only=True))
+    assert draw() == expected
+
+
+def test_epoch_checkpoints_follow_the_reference_every_10_then_every_5_after_the_first_decay():
+    trainer = Trainer(TrainConfig(data="data/widerface", backbone="mobilenet0.25"))
+    due = [e for e in range(1, 251) if trainer._epoch_checkpoint_due(e)]
+    assert due == list(range(10, 191, 10)) + list(range(195, 251, 5))
+    assert not any(Trainer(TrainConfig(data="data/widerface", save_every=0))._epoch_checkpoint_due(e)
+                   for e in range(1, 251))
+
+
+def test_cli_resume_continues_with_the_checkpoints_settings(tiny_synthetic, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "tools" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, optimizer="adamw", sam=True,
+                               output=str(out)))).fit()
+    last = str(out / "last.pth")
+    options = cli.train_options(["--resume", last, "--epochs", "2", "--no-progress"])
+    assert (options["data"], options["optimizer"], options["sam"], options["output"]) == \
+        (str(tiny_synthetic), "adamw", True, str(out))
+    assert (options["image_size"], options["batch_size"], options["epochs"], options["resume"]) == (128, 4, 2, last)
+    assert cli.train_options(["--resume", last, "--optimizer", "sgd"])["optimizer"] == "sgd"  # flags win
+    assert cli.main(["--resume", last, "--epochs", "2", "--no-progress", "--sample", str(tmp_path / "s.jpg")]) == 0
+    state = read_checkpoint(out / "last.pth")
+    assert (state["epoch"], state["step"], state["train_config"]["optimizer"]) == (2, 4, "adamw")
+
+
 def test_every_optimizer_and_sam_run_through_the_trainer(tiny_synthetic, tmp_path):
     # sgdp also runs SAM under bf16 autocast (the CPU's AMP) with clipping: two passes per step
     for name in ("adamw", "adaboundw", "sgdp"):

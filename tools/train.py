@@ -6,7 +6,7 @@ Examples:
   python tools/train.py --data data/widerface --backbone resnet50 --pretrained
   torchrun --nproc_per_node=8 tools/train.py --data data/widerface --backbone res2net101 \\
       --optimizer adaboundw --batch-size 32 --amp --sync-bn
-Flags left unset take the reference recipe's values for the backbone.
+Flags left unset take the reference recipe's values for the backbone (with --resume: the checkpoint's).
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Dict, Set
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retinaface.engine.optim import OPTIMIZERS, SCHEDULES  # noqa: E402
-from retinaface.engine.trainer import TrainConfig, Trainer  # noqa: E402
+from retinaface.engine.trainer import TrainConfig, Trainer, resume_options  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: min(4, CPU count))")
     p.add_argument("--output", default="runs/train")
-    p.add_argument("--resume", default=None, help="a last.pth/epoch_N.pth to continue from")
+    p.add_argument("--resume", default=None, help="a last.pth/epoch_N.pth to continue from (flags not "
+                   "given take the checkpoint's training settings)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 or fp16 with a loss scaler)")
     p.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16"), default="auto")
@@ -59,26 +61,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None,
                    help="WIDER AP on the val split every K epochs (default: at the end for synthetic data)")
     p.add_argument("--gt", default=None, help="val ground-truth .mat folder (default DATA/val/ground_truth)")
-    p.add_argument("--save-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=10,
+                   help="epoch_NNN.pth every N epochs, every N//2 after the first step decay (0: none)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cut epochs short (smoke tests)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--sample", default=None, help="after training, write this annotated val image")
     return p
 
 
-def main(argv=None) -> int:
+def given_flags(argv=None) -> Set[str]:
+    """The option names given on the command line (as opposed to left at their defaults)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def train_options(argv=None) -> Dict[str, Any]:
+    """The TrainConfig keyword arguments for a command line. With --resume, the flags not given
+    take the checkpoint's saved training settings (data, backbone, optimizer, SAM, schedule, output,
+    ...), so that ``--resume runs/x/last.pth`` alone continues that run."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = {k: v for k, v in vars(args).items() if k not in ("no_progress", "sample")}
     options["progress"] = not args.no_progress
+    options = resume_options(options, given_flags(argv))
     if options["decay_epochs"] is not None:
         options["decay_epochs"] = tuple(options["decay_epochs"])
     if options["eval_every"] is None:
         options["eval_every"] = 0
-        if args.data == "synthetic":
+        if options["data"] == "synthetic":
             options["eval_every"] = 10**6  # only the final epoch
+    return options
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        trainer = Trainer(TrainConfig(**options))
+        trainer = Trainer(TrainConfig(**train_options(argv)))
         summary = trainer.fit()
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -89,7 +109,7 @@ def main(argv=None) -> int:
         print(f"easy: {summary.metrics['easy']:.4f}  medium: {summary.metrics['medium']:.4f}  "
               f"hard: {summary.metrics['hard']:.4f}")
     print(f"checkpoints: {summary.last_checkpoint} (last), {summary.best_checkpoint} (best)")
-    sample = args.sample or str(Path(args.output) / "sample.jpg")
+    sample = args.sample or str(trainer.output / "sample.jpg")
     from retinaface.engine.report import write_sample_detection
 
     written = write_sample_detection(trainer.raw_model, trainer.data_root, sample)

@@ -132,6 +132,21 @@ class TrainConfig:
         return out
 
 
+def resume_options(options: Dict[str, Any], given: Sequence[str]) -> Dict[str, Any]:
+    """``options`` (TrainConfig keyword arguments) with every field not in ``given`` taken from the
+    training settings saved in ``options["resume"]``, so that resuming with no other flags
+    continues the run as it was configured (data, backbone, optimizer, SAM, schedule, output...)."""
+    if not options.get("resume"):
+        return dict(options)
+    saved = read_checkpoint(options["resume"]).get("train_config") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = dict(options)
+    for key, value in saved.items():
+        if key in fields and key not in given and key not in ("resume", "progress"):
+            merged[key] = tuple(value) if key == "decay_epochs" and value is not None else value
+    return merged
+
+
 class TrainHook:
     """Callbacks into the training loop; override what you need. Every method may use ``trainer``'s
     attributes (``raw_model``, ``criterion``, ``priors``, ``optimizer``, ``epoch``, ``step``, ...)."""
@@ -165,8 +180,12 @@ class TrainSummary:
 
 
 def _rng_state() -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
+    # numpy's position / cached Gaussian and Python's cached Gaussian are part of the state too
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    _, py_internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": keys.tolist(),
+             "numpy_extra": [int(pos), int(has_gauss), float(cached)],
+             "python": list(py_internal), "python_gauss": py_gauss}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -175,9 +194,11 @@ def _rng_state() -> Dict[str, Any]:
 def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np_state = np.random.get_state()
-    np.random.set_state((np_state[0], np.asarray(state["numpy"], dtype=np.uint32), *np_state[2:]))
+    pos, has_gauss, cached = state.get("numpy_extra", np_state[2:])
+    np.random.set_state((np_state[0], np.asarray(state["numpy"], dtype=np.uint32), int(pos), int(has_gauss),
+                         float(cached)))
     py_state = random.getstate()
-    random.setstate((py_state[0], tuple(state["python"]), py_state[2]))
+    random.setstate((py_state[0], tuple(state["python"]), state.get("python_gauss", py_state[2])))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -327,6 +348,18 @@ class Trainer:
         if self.dist.is_main:
             save_model(self.raw_model, path, **self.training_state())
 
+    def _epoch_checkpoint_due(self, epoch: int) -> bool:
+        """``epoch_NNN.pth`` every ``save_every`` epochs and, with the step schedule, every
+        ``save_every // 2`` after the first decay (the reference: every 10, every 5 after it)."""
+        cfg = self.config
+        if not cfg.save_every:
+            return False
+        if epoch % cfg.save_every == 0:
+            return True
+        half = cfg.save_every // 2
+        return (cfg.schedule == "step" and bool(cfg.decay_epochs) and half > 0
+                and epoch > min(cfg.decay_epochs) and epoch % half == 0)
+
     # -- the loop ---------------------------------------------------------------------------
     def _autocast(self):
         if self.amp_dtype is None:
@@ -356,6 +389,18 @@ class Trainer:
                 f"class {output.cls.item():.4g}, landmark {output.landmark.item():.4g}); stopped without "
                 f"saving: the last good checkpoint in {self.output} is intact. Try a lower --lr, "
                 f"--grad-clip, or --amp-dtype bf16")
+
+    def _check_finite_weights(self) -> None:
+        """Before anything is written: a finite loss can still give NaN / inf gradients (e.g. a sqrt
+        at 0), and without a loss scaler the last step of an epoch would put them into the weights
+        that the epoch's checkpoints save (the next step's loss check would come too late)."""
+        tensors = [t for t in self.raw_model.state_dict().values() if t.is_floating_point()]
+        finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all().item()) if tensors else True
+        if not all_ranks_agree(finite, self.device, self.dist):
+            raise NonFiniteLossError(
+                f"non-finite weights after epoch {self.epoch + 1}, step {self.step} (a finite loss gave NaN/inf "
+                f"gradients); stopped without saving: the last good checkpoint in {self.output} is intact. "
+                f"Try a lower --lr, --grad-clip, or --amp-dtype bf16")
 
     def _optimiser_step(self, images: torch.Tensor, targets: List[torch.Tensor]) -> LossOutput:
         cfg = self.config
@@ -466,6 +511,7 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs:
                 row = self.train_epoch()
+                self._check_finite_weights()
                 self.epoch += 1
                 if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
                     metrics = self.evaluate()
@@ -480,7 +526,7 @@ class Trainer:
                 self.save_checkpoint(last)
                 if improved:
                     self.save_checkpoint(best)
-                if cfg.save_every and self.epoch % cfg.save_every == 0:
+                if self._epoch_checkpoint_due(self.epoch):
                     self.save_checkpoint(self.output / f"epoch_{self.epoch:03d}.pth")
                 if self.dist.is_main:
                     logger.info("epoch %d: loss %.4f (box %.4f cls %.4f landmark %.4f) %.1f img/s%s",
