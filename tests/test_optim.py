@@ -208,6 +208,26 @@ def test_sam_step_with_grad_scaler_equals_unscaled_and_skips_overflow():
     assert scaler.get_scale() == 2.0 ** 11
 
 
+def test_sam_step_skips_the_step_when_only_the_first_pass_overflows():
+    # an unperturbed update would be plain SGD, not SAM: the step is skipped and the scale lowered
+    x, y = problem()
+    model = tiny_net()
+    sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    before, passes = weights(model), []
+
+    def closure():
+        passes.append(len(passes))
+        loss = mse(model, x, y)
+        return loss * float("inf") if len(passes) == 1 else loss
+
+    sam_step(model, sam, closure, scaler)
+    assert torch.equal(weights(model), before) and not sam.perturbed
+    assert passes == [0]  # the second forward/backward is not run for nothing
+    assert scaler.get_scale() == 2.0 ** 11
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_sam_step_second_pass_leaves_batchnorm_running_stats_alone():
     model, (x, y) = tiny_net(), problem()
     reference = tiny_net()

@@ -14,7 +14,8 @@ How the trainer runs one SAM iteration (``sam_step`` does exactly this)::
     optimizer.zero_grad()
     loss = forward(); scaler.scale(loss).backward()        # pass 1, DDP all-reduces as usual
     scaler.unscale_(optimizer.base_optimizer)              # true gradients for the perturbation
-    optimizer.first_step(zero_grad=True)                    # w += rho * g / ||g|| (skipped if g overflowed)
+    if g overflowed: zero_grad(); scaler.update(); done     # no direction to perturb: skip, like GradScaler
+    optimizer.first_step(zero_grad=True)                    # w += rho * g / ||g||
     loss2 = forward(); scaler.scale(loss2).backward()       # pass 2 at the perturbed weights, all-reduced
     optimizer.restore()                                     # weights back before any update
     scaler.step(optimizer); scaler.update()                 # unscales pass 2, skips on inf, base step
@@ -253,6 +254,13 @@ def _loss_tensor(output: Any) -> Tensor:
     return output.total if hasattr(output, "total") else output
 
 
+def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])).all())
+
+
 def sam_step(model: nn.Module, optimizer: SAM, closure_fn: Callable[[], Any],
              scaler: Optional["torch.amp.GradScaler"] = None, *, clip_grad_norm: Optional[float] = None,
              freeze_bn_second_pass: bool = True) -> Any:
@@ -271,6 +279,13 @@ def sam_step(model: nn.Module, optimizer: SAM, closure_fn: Callable[[], Any],
     if use_scaler:
         # unscaled under the base optimizer's id; the wrapper's own id stays free for scaler.step
         scaler.unscale_(optimizer.base_optimizer)
+        if not _grads_finite(optimizer):
+            # no perturbation direction: an update now would be a plain, unperturbed step. Skip it
+            # as GradScaler skips any overflowed step (update() lowers the scale from the record
+            # unscale_ made). Gradients are all-reduced, so every DDP rank takes this branch.
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+            return output
     optimizer.first_step(zero_grad=True)
     try:
         with frozen_bn_stats(model, freeze_bn_second_pass):
