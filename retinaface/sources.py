@@ -51,6 +51,25 @@ def iter_sources(inputs: Sequence[str]) -> List[Source]:
     return sources
 
 
+class OutputNames:
+    """Output files for sources, unique within one run: ``folder/<stem><suffix>`` (``webcam<i>`` for
+    a webcam); a name already given (``a.jpg`` and ``a.png``, or ``x.jpg`` in two sub-folders) gets
+    ``_2``, ``_3``, ... so that no input overwrites another's output."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._used: set = set()
+
+    def __call__(self, source: Source, suffix: str) -> Path:
+        stem = f"webcam{source.location}" if source.kind == "webcam" else Path(source.location).stem
+        name, count = f"{stem}{suffix}", 1
+        while name in self._used:
+            count += 1
+            name = f"{stem}_{count}{suffix}"
+        self._used.add(name)
+        return self.folder / name
+
+
 def read_image(path: str) -> np.ndarray:
     """A BGR uint8 image, or :class:`SourceError` naming the file."""
     if not Path(path).is_file():

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from .detector import Detector, resize_scale
+from .detector import Detector
 from .postprocess import nms_keep
 
 # Short-side test sizes of the multi-scale WIDER protocol used with RetinaFace (each still capped
@@ -99,7 +99,3 @@ class TestTimeAugmentation:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         return self.detect_batch([image])[0]
-
-    def scales_for(self, height: int, width: int) -> List[float]:
-        """The resize factors the views of an image of this size use (for reporting)."""
-        return [resize_scale(height, width, t, m) for (t, m), flipped in self._views() if not flipped]

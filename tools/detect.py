@@ -16,8 +16,8 @@ import cv2  # noqa: E402
 from retinaface import Detector  # noqa: E402
 from retinaface.checkpoint import CheckpointError  # noqa: E402
 from retinaface.fileio import atomic_write  # noqa: E402
-from retinaface.sources import (SourceError, detections_record, iter_frames, iter_sources,  # noqa: E402
-                                video_fps)
+from retinaface.sources import (OutputNames, SourceError, detections_record, iter_frames,  # noqa: E402
+                                iter_sources, video_fps)
 from retinaface.visualize import draw_detections  # noqa: E402
 
 
@@ -37,22 +37,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def output_path(output: Path, location: str, suffix: str, used: set | None = None,
-                webcam: bool | None = None) -> Path:
-    """``output/<stem><suffix>``; with ``used`` (names taken so far in this run), a stem already taken
-    (``a.jpg`` and ``a.png``, or ``x.jpg`` in two sub-folders) gets ``_2``, ``_3``, ... appended."""
-    if webcam is None:
-        webcam = location.isdigit()
-    stem = f"webcam{location}" if webcam else Path(location).stem
-    name, count = f"{stem}{suffix}", 1
-    while used is not None and name in used:
-        count += 1
-        name = f"{stem}_{count}{suffix}"
-    if used is not None:
-        used.add(name)
-    return output / name
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, max_size=args.max_size)
@@ -66,7 +50,7 @@ def main(argv=None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     failures = faces = frames = 0
     interrupted = False
-    used_names: set = set()  # output file names taken in this run: inputs never overwrite each other
+    output_names = OutputNames(output)  # inputs never overwrite each other's outputs
     with atomic_write(output / "detections.jsonl") as log:
         try:
             for source in iter_sources(args.inputs):
@@ -80,15 +64,12 @@ def main(argv=None) -> int:
                         frames += 1
                         faces += int((dets[:, 4] >= args.vis_threshold).sum())
                         annotated = draw_detections(frame, dets, args.vis_threshold)
-                        webcam = source.kind == "webcam"
                         if source.kind == "image":
-                            cv2.imwrite(str(output_path(output, source.location, ".jpg", used_names, webcam)),
-                                        annotated)
+                            cv2.imwrite(str(output_names(source, ".jpg")), annotated)
                             continue
                         if writer is None:
                             fps = video_fps(source.location) if source.kind == "video" else 25.0
-                            writer = cv2.VideoWriter(str(output_path(output, source.location, ".mp4",
-                                                                     used_names, webcam)),
+                            writer = cv2.VideoWriter(str(output_names(source, ".mp4")),
                                                      cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                                      (frame.shape[1], frame.shape[0]))
                         writer.write(annotated)

@@ -87,10 +87,6 @@ def train_options(argv=None) -> Dict[str, Any]:
     options = resume_options(options, given_flags(argv))
     if options["decay_epochs"] is not None:
         options["decay_epochs"] = tuple(options["decay_epochs"])
-    if options["eval_every"] is None:
-        options["eval_every"] = 0
-        if options["data"] == "synthetic":
-            options["eval_every"] = 10**6  # only the final epoch
     return options
 
 

@@ -86,7 +86,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC input batches (see Trainer.setup)
     seed: int = 0
     skip_bad: bool = False
-    eval_every: int = 0
+    eval_every: Optional[int] = None  # None: the last epoch for synthetic data, else never
     gt: Optional[str] = None
     save_every: int = 10
     max_steps_per_epoch: Optional[int] = None
@@ -106,6 +106,9 @@ class TrainConfig:
         if values["schedule"] is None:
             values["schedule"] = recipe["schedule"]
         values["decay_epochs"] = tuple(int(e) for e in values["decay_epochs"])
+        if values["eval_every"] is None:
+            # the synthetic set exists to show the whole loop: its AP is printed at the end
+            values["eval_every"] = values["epochs"] if self.data == "synthetic" else 0
         if values["workers"] is None:
             values["workers"] = min(4, os.cpu_count() or 1)
         out = TrainConfig(**values)
@@ -310,8 +313,8 @@ class Trainer:
         cfg = self.config
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist: DistInfo = init_distributed(self.device)
-        # NHWC steps run ~25 % faster on CPU, but there oneDNN's train-mode batch-norm backward in
-        # NHWC gives float32 gradients ~7x further from float64 ones than NCHW: opt-in only
+        # NHWC steps run ~25 % faster on CPU, but there their float32 gradients are 3-7x further from
+        # float64 ones than NCHW's (benchmarks/bench_channels_last.py): opt-in only
         self.channels_last = cfg.channels_last
         seed_everything(cfg.seed + self.dist.rank)
         resume_state = read_checkpoint(cfg.resume) if cfg.resume else None

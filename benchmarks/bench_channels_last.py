@@ -1,0 +1,69 @@
+"""Why training keeps NCHW by default on CPU: NHWC (channels-last) steps are faster, but their
+float32 gradients are further from float64 ones.
+
+    python benchmarks/bench_channels_last.py [--backbone mobilenet0.25] [--size 320] [--batch 16]
+
+Prints the median training-step time (forward + backward of a simple loss, train-mode batch norm)
+for NCHW and NHWC input, timed in alternation, and for each layout the worst relative gradient
+error ``||g32 - g64|| / ||g64||`` over the parameters whose float64 gradient norm exceeds 1e-3.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from retinaface import create_model  # noqa: E402
+from retinaface.profiling import paired_latency  # noqa: E402
+
+
+def gradients(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loc, conf, landms = model(images)
+    (loc.square().mean() + conf.square().mean() + landms.square().mean()).backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mobilenet0.25")
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.backbone).train()
+    state = copy.deepcopy(model.state_dict())
+    images = torch.randn(args.batch, 3, args.size, args.size) * 50  # mean-subtracted pixel scale
+    nhwc = images.contiguous(memory_format=torch.channels_last)
+
+    nchw_s, nhwc_s = paired_latency([lambda: gradients(model, images), lambda: gradients(model, nhwc)],
+                                    repeats=args.repeats, warmup=1)
+    print(f"{args.backbone}, batch {args.batch} at {args.size}, {args.threads} threads")
+    print(f"training step NCHW : {nchw_s * 1e3:8.1f} ms")
+    print(f"training step NHWC : {nhwc_s * 1e3:8.1f} ms  (x{nchw_s / nhwc_s:.2f})")
+
+    errors = {}
+    for name, batch in (("NCHW", images), ("NHWC", nhwc)):
+        model.load_state_dict(state)  # batch-norm running statistics back to the same start
+        errors[name] = gradients(model, batch)
+    exact_model = copy.deepcopy(model).double()
+    exact_model.load_state_dict(state)
+    exact = gradients(exact_model, images.double())
+    for name, grads in errors.items():
+        worst = max(float((grads[k].double() - exact[k]).norm() / exact[k].norm())
+                    for k in exact if exact[k].norm() > 1e-3)
+        print(f"worst relative gradient error, {name} float32 vs float64: {worst:.2%}")
+
+
+if __name__ == "__main__":
+    main()
