@@ -3,16 +3,57 @@
 The main entry points: :func:`create_model` builds a network by backbone name, :func:`load_model`
 loads this toolkit's or Pytorch_Retinaface checkpoints, :class:`Detector` turns images into boxes,
 scores and five landmarks.
+
+Names are resolved lazily (PEP 562): ``import retinaface`` loads no heavy dependency, and torch,
+timm or OpenCV are imported only when a name that needs them is first used. So
+``retinaface.evaluation`` and ``retinaface eval --preds`` start in a blink.
 """
-from .box_coder import BoxCoder
-from .checkpoint import CheckpointError, load_model, save_model
-from .config import ModelConfig
-from .detector import Detector
-from .models import BackboneError, RetinaFace, create_model, list_backbones, register_backbone
-from .priors import PriorGenerator, generate_priors
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
 
-__all__ = ["BackboneError", "BoxCoder", "CheckpointError", "Detector", "ModelConfig", "PriorGenerator",
-           "RetinaFace", "create_model", "generate_priors", "list_backbones", "load_model",
-           "register_backbone", "save_model", "__version__"]
+from .version import __version__
+
+# public name -> module that defines it
+_LAZY: Dict[str, str] = {
+    "BoxCoder": "retinaface.box_coder",
+    "CheckpointError": "retinaface.checkpoint",
+    "load_model": "retinaface.checkpoint",
+    "save_model": "retinaface.checkpoint",
+    "ModelConfig": "retinaface.config",
+    "Detector": "retinaface.detector",
+    "build_model": "retinaface.build",
+    "create_model": "retinaface.build",
+    "BackboneError": "retinaface.models",
+    "RetinaFace": "retinaface.models",
+    "list_backbones": "retinaface.models",
+    "register_backbone": "retinaface.models",
+    "PriorGenerator": "retinaface.priors",
+    "generate_priors": "retinaface.priors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'retinaface' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from .box_coder import BoxCoder
+    from .build import build_model, create_model
+    from .checkpoint import CheckpointError, load_model, save_model
+    from .config import ModelConfig
+    from .detector import Detector
+    from .models import BackboneError, RetinaFace, list_backbones, register_backbone
+    from .priors import PriorGenerator, generate_priors

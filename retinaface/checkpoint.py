@@ -16,7 +16,9 @@ from torch import nn
 
 from .config import ModelConfig
 from .fileio import atomic_torch_save
-from .models import RetinaFace, create_model
+from .build import build_model
+from .models import RetinaFace
+from .models.wrappers import unwrap_model
 
 FORMAT_NAME = "retinaface"
 FORMAT_VERSION = 1
@@ -34,17 +36,6 @@ def save_model(model: RetinaFace, path: PathLike, **extra: Any) -> None:
                                "config": model.config.to_dict(), "model": model.state_dict()}
     payload.update(extra)
     atomic_torch_save(payload, path)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -135,7 +126,7 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     except (CheckpointError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
-        model = create_model(config=config, width=width)
+        model = build_model(config, width=width)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     own = model.state_dict()

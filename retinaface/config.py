@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 from .box_coder import DEFAULT_VARIANCES
+from .conventions import FEATURE_STRIDES
 from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
 
 
@@ -16,7 +17,9 @@ class ModelConfig:
     ``backbone_kwargs`` go to the backbone builder (e.g. a width multiplier).
     ``channels`` (set by pruning) maps layer names to pruned shapes, ``[in, out]`` for a conv and
     ``[n]`` for a batch norm; ``adaptive`` (set by :func:`retinaface.adaptive.make_adaptive`) makes
-    the model width-switchable. Both are plain data, applied by ``create_model``.
+    the model width-switchable. Both are plain data, applied by :func:`retinaface.build.build_model`.
+    ``steps`` must be the backbone's feature strides (checked when the model is built);
+    ``num_classes`` is fixed at 2.
     """
 
     backbone: str = "mobilenet0.25"
@@ -35,6 +38,12 @@ class ModelConfig:
         self.variances = (float(self.variances[0]), float(self.variances[1]))
         if len(self.min_sizes) != len(self.steps):
             raise ValueError(f"min_sizes has {len(self.min_sizes)} levels but steps has {len(self.steps)}")
+        if len(self.steps) != len(FEATURE_STRIDES):
+            raise ValueError(f"steps {self.steps} give {len(self.steps)} levels, but every backbone returns "
+                             f"{len(FEATURE_STRIDES)} feature maps (strides {FEATURE_STRIDES}): one level each")
+        if self.num_classes != 2:
+            # heads, loss, decoding and export all treat class 1 as "face": other counts are not supported
+            raise ValueError(f"num_classes must be 2 (background, face), got {self.num_classes}")
         if len({len(level) for level in self.min_sizes}) != 1:
             raise ValueError("every level needs the same number of anchor sizes")
         if self.fpn_width is not None and (self.fpn_width <= 0 or self.fpn_width % 4):

@@ -17,7 +17,7 @@ training they are sliced on every forward so gradients reach the shared full-siz
 
 :class:`AdaptiveRetinaFace` is a RetinaFace with ``set_width(p)``; :func:`make_adaptive` converts a
 (pruned) plain RetinaFace into one, storing the slicing description in ``config.adaptive`` so that
-``create_model(config=...)`` and ``load_model(path, width=p)`` rebuild it from a checkpoint.
+``build_model(config)`` and ``load_model(path, width=p)`` rebuild it from a checkpoint.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..models.retinaface import RetinaFace
+from ..models import RetinaFace, build_retinaface, create_body
+from ..models.wrappers import unwrap_model
 from .groups import find_channel_groups, is_depthwise, layer_segments
 from .prune import apply_channels, record_channels
 
@@ -238,7 +239,7 @@ def convert_to_switchable(model: nn.Module, layers: Dict[str, Dict[str, List[Lis
 class AdaptiveRetinaFace(RetinaFace):
     """A (pruned) RetinaFace whose prioritised channels can be switched off from the end.
 
-    Built by :func:`retinaface.models.create_model` from a config with ``adaptive`` set; call
+    Built by :func:`retinaface.build.build_model` from a config with ``adaptive`` set; call
     :meth:`set_width` to choose the utilisation level (1.0 by default).
     """
 
@@ -267,8 +268,6 @@ class AdaptiveRetinaFace(RetinaFace):
 def set_width(model: nn.Module, width: float) -> nn.Module:
     """``model.set_width(width)`` for an adaptive model (DDP/compile wrappers are looked through);
     a plain model accepts only 1.0."""
-    from ..checkpoint import unwrap_model
-
     inner = unwrap_model(model)
     if isinstance(inner, AdaptiveRetinaFace):
         inner.set_width(width)
@@ -291,18 +290,12 @@ def make_adaptive(model: RetinaFace, widths: Sequence[float] = DEFAULT_WIDTHS) -
         g.gid = renumber[g.gid]
     spec = {"format": ADAPTIVE_FORMAT, "widths": widths, "group_sizes": [g.size for g in groups],
             "layers": layer_segments(model, groups)}
-    from ..models import create_model
-
     config = dataclasses.replace(model.config, adaptive=spec)
     device = next(model.parameters()).device
-    adaptive = create_model(config=config)
+    body, config = create_body(config)
+    adaptive = AdaptiveRetinaFace(body, config)
     adaptive.load_state_dict(model.state_dict())
     return adaptive.to(device).train(model.training)
-
-
-def width_channels(model: AdaptiveRetinaFace, width: float) -> int:
-    """The number of prioritised channels active at ``width`` (all groups together)."""
-    return sum(keep_count(n, width) for n in model.group_sizes)
 
 
 def active_parameters(model: nn.Module) -> int:
@@ -325,8 +318,6 @@ def active_parameters(model: nn.Module) -> int:
 def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
     """A plain (pruned) RetinaFace holding only the weights ``model`` uses at ``width``: same
     outputs, no switching machinery, so it can be fused (``fuse()``) or exported like any model."""
-    from ..models import create_model
-
     was = model.width
     model.set_width(width)
     try:
@@ -351,7 +342,8 @@ def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
     finally:
         model.set_width(was)
     config = dataclasses.replace(model.config, adaptive=None, channels=channels)
-    plain = create_model(config=config)
+    plain = build_retinaface(config)
+    apply_channels(plain, channels)
     plain.load_state_dict(state)
     device = next(model.parameters()).device
     return plain.to(device).train(model.training)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..checkpoint import read_checkpoint, save_model, split_checkpoint, unwrap_model
 from ..fileio import atomic_write
 from ..loss import LossOutput, MultiBoxLoss
-from ..models import create_model
+from ..build import create_model
 from ..priors import generate_priors
 from .distributed import (DistInfo, all_ranks_agree, all_reduce_mean, barrier, cleanup,
                           init_distributed, resolve_device)

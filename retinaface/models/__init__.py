@@ -1,51 +1,62 @@
-"""RetinaFace networks and the backbone registry."""
+"""Plain RetinaFace networks and the one backbone registry.
+
+Importing this package registers every built-in backbone: each is registered by the module that
+defines it (``mobilenet``, ``mobiface``, the timm aliases in ``backbones``), and all of them are
+imported here. Pruned and width-switchable models are built one layer up, by
+:func:`retinaface.build.build_model`.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional, Tuple
+
+from torch import nn
 
 from ..config import ModelConfig
-from .backbones import (BackboneError, backbone_spec, create_backbone, list_backbones,
-                        register_backbone)
+from .backbones import (FEATURE_STRIDES, BackboneError, backbone_spec, create_backbone, list_backbones,
+                        register_backbone, timm_backbone)
+from .mobiface import MobiFace
+from .mobilenet import MobileNetV1
 from .retinaface import FPN, SSH, RetinaFace
-from . import mobiface  # noqa: F401  (registers the "mobiface" backbone)
 
 
-def create_model(backbone: str = "mobilenet0.25", pretrained: bool = False,
-                 backbone_weights: Optional[str] = None, width: Optional[float] = None,
-                 **overrides: Any) -> RetinaFace:
-    """Build a RetinaFace variant by backbone name.
-
-    ``overrides`` are :class:`~retinaface.config.ModelConfig` fields (``fpn_width``, ``min_sizes``,
-    ``steps``, ``variances``, ``backbone_kwargs``). ``pretrained=True`` asks timm for ImageNet
-    weights; ``backbone_weights=PATH`` loads them from a local file instead.
-    A config with ``channels`` gets those pruned layer shapes; one with ``adaptive`` gives a
-    width-switchable :class:`~retinaface.adaptive.AdaptiveRetinaFace` set to ``width`` (default 1.0).
-    """
-    config = overrides.pop("config", None)
-    if config is None:
-        config = ModelConfig(backbone=backbone, **overrides)
-    elif overrides:
-        config = dataclasses.replace(config, **overrides)
+def resolve_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with the backbone's defaults filled in (``fpn_width``) and checked against the
+    backbone: one FPN level per backbone feature map, and steps equal to the backbone's strides."""
     spec = backbone_spec(config.backbone)
     if config.fpn_width is None:
         config = dataclasses.replace(config, fpn_width=spec.fpn_width)
+    return config
+
+
+def create_body(config: ModelConfig, pretrained: bool = False,
+                backbone_weights: Optional[str] = None) -> Tuple[nn.Module, ModelConfig]:
+    """The backbone ``config`` names, and the resolved config (see :func:`resolve_config`).
+
+    Raises ``ValueError`` naming both sides when the config's levels or steps do not fit the
+    backbone's feature maps (a mismatch would otherwise surface deep inside the loss).
+    """
+    config = resolve_config(config)
     body = create_backbone(config.backbone, pretrained=pretrained, weights_path=backbone_weights,
                            **config.backbone_kwargs)
-    if config.adaptive:
-        from ..adaptive.slim import AdaptiveRetinaFace
-
-        return AdaptiveRetinaFace(body, config).set_width(1.0 if width is None else width)
-    if width is not None and float(width) != 1.0:
-        raise ValueError(f"width {width} needs an adaptive (channel-prioritised) model; "
-                         f"{config.backbone} runs at width 1.0 only")
-    model = RetinaFace(body, config)
-    if config.channels:
-        from ..adaptive.prune import apply_channels
-
-        apply_channels(model, config.channels)
-    return model
+    strides = tuple(int(s) for s in getattr(body, "strides", FEATURE_STRIDES))
+    if len(config.steps) != len(strides) or tuple(config.steps) != strides:
+        raise ValueError(f"config steps {tuple(config.steps)} ({len(config.steps)} levels) do not match "
+                         f"backbone {config.backbone}'s feature strides {strides} ({len(strides)} maps)")
+    return body, config
 
 
-__all__ = ["BackboneError", "FPN", "ModelConfig", "RetinaFace", "SSH", "backbone_spec",
-           "create_backbone", "create_model", "list_backbones", "register_backbone"]
+def build_retinaface(config: ModelConfig, pretrained: bool = False,
+                     backbone_weights: Optional[str] = None) -> RetinaFace:
+    """The full-size plain RetinaFace architecture of ``config``.
+
+    ``config.channels`` (pruned shapes) and ``config.adaptive`` (width switching) are recorded in
+    the model's config but not applied here: :func:`retinaface.build.build_model` applies them.
+    """
+    body, config = create_body(config, pretrained, backbone_weights)
+    return RetinaFace(body, config)
+
+
+__all__ = ["BackboneError", "FEATURE_STRIDES", "FPN", "MobiFace", "MobileNetV1", "ModelConfig", "RetinaFace",
+           "SSH", "backbone_spec", "build_retinaface", "create_backbone", "create_body", "list_backbones",
+           "register_backbone", "resolve_config", "timm_backbone"]

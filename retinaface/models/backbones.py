@@ -2,7 +2,8 @@
 
 A backbone is an ``nn.Module`` whose ``forward`` returns the stride 8, 16 and 32 feature maps as a
 list and which carries ``out_channels`` (one count per returned map) and ``strides``.
-Built-in names are registered with :func:`register_backbone`; any timm model with stride 8/16/32
+Built-in names are registered with :func:`register_backbone` by the module that defines each
+(``mobilenet.py``, ``mobiface.py``, the timm aliases below); ``retinaface.models`` imports them all; any timm model with stride 8/16/32
 features is available as ``"timm:<model name>"`` through ``features_only``, using the channel counts
 timm reports in its ``feature_info``.
 """
@@ -15,9 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .mobilenet import MobileNetV1
+from ..conventions import FEATURE_STRIDES
 
-FEATURE_STRIDES = (8, 16, 32)
 
 
 class BackboneError(RuntimeError):
@@ -143,14 +143,6 @@ def timm_backbone(model_name: str, pretrained: bool = False, strides: Sequence[i
     body.out_channels = list(body.feature_info.channels())
     body.strides = list(body.feature_info.reduction())
     return body
-
-
-@register_backbone("mobilenet0.25", fpn_width=64, description="MobileNetV1 x0.25 (Pytorch_Retinaface layout)")
-def _mobilenet025(pretrained: bool = False, **kwargs) -> nn.Module:
-    if pretrained:
-        raise BackboneError("no downloadable ImageNet weights exist for mobilenet0.25; pass "
-                            "backbone_weights=PATH (e.g. Pytorch_Retinaface's mobilenetV1X0.25_pretrain.tar)")
-    return MobileNetV1(**kwargs)
 
 
 def _register_timm_alias(name: str, timm_name: str, description: str) -> None:

@@ -7,6 +7,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .backbones import BackboneError, register_backbone
 from .layers import conv_bn, conv_dw
 
 
@@ -30,3 +31,11 @@ class MobileNetV1(nn.Module):
         c4 = self.stage2(c3)
         c5 = self.stage3(c4)
         return [c3, c4, c5]
+
+
+@register_backbone("mobilenet0.25", fpn_width=64, description="MobileNetV1 x0.25 (Pytorch_Retinaface layout)")
+def _mobilenet025(pretrained: bool = False, **kwargs) -> nn.Module:
+    if pretrained:
+        raise BackboneError("no downloadable ImageNet weights exist for mobilenet0.25; pass "
+                            "backbone_weights=PATH (e.g. Pytorch_Retinaface's mobilenetV1X0.25_pretrain.tar)")
+    return MobileNetV1(**kwargs)
