@@ -1,0 +1,59 @@
+"""Face recognition: aligned crops -> embeddings, margin losses, recognition data sets.
+
+Names are resolved lazily (PEP 562), so ``import retinaface.recognition`` is cheap and does not
+import torch until a torch-backed name (a network, a loss, ``preprocess``) is used.
+
+* :mod:`~retinaface.recognition.transforms` -- ``preprocess`` (the one input transform) and
+  ``FaceTrainTransform`` (rotation / scale / shift / flip augmentation).
+* :mod:`~retinaface.recognition.models` -- the embedder registry: ``mobiface``, ``mobilefacenet``,
+  ``timm:<name>``.
+* :mod:`~retinaface.recognition.losses` -- ArcFace, CosFace, softmax + center loss.
+* :mod:`~retinaface.recognition.data` -- folder-per-identity and RecordIO training sets, LFW
+  ``pairs.txt`` and insightface ``.bin`` verification sets.
+* :mod:`~retinaface.recognition.synthetic` -- built-in synthetic identities.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict
+
+_NAMES: Dict[str, str] = {
+    "preprocess": "transforms",
+    "FaceTrainTransform": "transforms",
+    "EmbedderConfig": "models",
+    "create_embedder": "models",
+    "embedder_from_config": "models",
+    "list_embedders": "models",
+    "register_embedder": "models",
+    "ArcFaceLoss": "losses",
+    "CosFaceLoss": "losses",
+    "SoftmaxCenterLoss": "losses",
+    "build_recognition_loss": "losses",
+    "list_recognition_losses": "losses",
+    "FaceFolderDataset": "data",
+    "RecordIODataset": "data",
+    "VerificationPairs": "data",
+    "RecognitionDataError": "data",
+    "load_verification_bin": "data",
+    "read_lfw_pairs": "data",
+    "RecordIOError": "recordio",
+    "RecordIOReader": "recordio",
+    "RecordIOWriter": "recordio",
+    "SyntheticIdentityPaths": "synthetic",
+    "generate_synthetic_identities": "synthetic",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # cache: the next access does not come back here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
