@@ -44,21 +44,31 @@ class CropResult:
     roi: Optional[np.ndarray]   # x1 y1 x2 y2 of the crop in the input image; None if every try failed
 
 
-def random_square_crop(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
-                       has_landmarks: np.ndarray, rng: np.random.Generator,
-                       tries: int = CROP_TRIES, scales: Sequence[float] = CROP_SCALES) -> CropResult:
-    """Step 1: the reference's random square crop.
+@dataclass
+class CropPlan:
+    """Step 1 drawn from the image's size alone (so the crop is known before decoding)."""
+
+    boxes: np.ndarray           # (K', 4) float32 kept boxes, in crop pixels
+    landmarks: np.ndarray       # (K', 10) float32
+    keep: np.ndarray            # indices of the input faces that were kept
+    roi: Optional[np.ndarray]   # x1 y1 x2 y2 (float64, whole pixels) of the crop; None if every try failed
+
+
+def draw_square_crop(height: int, width: int, boxes: np.ndarray, landmarks: np.ndarray,
+                     has_landmarks: np.ndarray, rng: np.random.Generator, tries: int = CROP_TRIES,
+                     scales: Sequence[float] = CROP_SCALES) -> CropPlan:
+    """Step 1 for an image of ``height x width``: the reference's random square crop, without the
+    pixels (see :func:`random_square_crop` for the rule).
 
     All tries are drawn at once and the first that succeeds is used, which has the same
     distribution as trying one after another. A try succeeds when at least one face box lies
     entirely inside it and at least one face centre lies strictly inside it; the faces with their
     centre strictly inside are kept, their boxes clipped, their landmarks shifted and clipped
-    (only for faces that have landmarks). On failure the input comes back unchanged, ``roi=None``.
+    (only for faces that have landmarks). On failure the faces come back unchanged, ``roi=None``.
     """
-    height, width = image.shape[:2]
     k = len(boxes)
     if k == 0:
-        return CropResult(image, boxes, landmarks, np.arange(0), None)
+        return CropPlan(boxes, landmarks, np.arange(0), None)
     short = min(width, height)
     side = (np.asarray(scales, dtype=np.float64)[rng.integers(0, len(scales), size=tries)] * short).astype(np.int64)
     # Top-left uniform over every valid position (0 .. width - side inclusive).
@@ -77,11 +87,10 @@ def random_square_crop(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarr
                  & (roi[:, None, 1] < cy[None]) & (cy[None] < roi[:, None, 3]))  # (T, K)
     ok = inside.any(axis=1) & centre_in.any(axis=1)
     if not ok.any():
-        return CropResult(image, boxes, landmarks, np.arange(k), None)
+        return CropPlan(boxes, landmarks, np.arange(k), None)
     t = int(np.argmax(ok))
     x1, y1, x2, y2 = roi[t]
     keep = np.flatnonzero(centre_in[t])
-    crop = image[int(y1):int(y2), int(x1):int(x2)]
 
     kb = b[keep]
     kb[:, 0:2] = np.maximum(kb[:, 0:2], (x1, y1)) - (x1, y1)
@@ -91,7 +100,20 @@ def random_square_crop(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarr
     shifted = kl.reshape(-1, 5, 2) - (x1, y1)
     shifted = np.clip(shifted, 0, (x2 - x1, y2 - y1)).reshape(-1, 10)
     kl = np.where(lm[:, None], shifted, kl)
-    return CropResult(crop, kb.astype(np.float32), kl.astype(np.float32), keep, roi[t].copy())
+    return CropPlan(kb.astype(np.float32), kl.astype(np.float32), keep, roi[t].copy())
+
+
+def random_square_crop(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
+                       has_landmarks: np.ndarray, rng: np.random.Generator,
+                       tries: int = CROP_TRIES, scales: Sequence[float] = CROP_SCALES) -> CropResult:
+    """Step 1: the reference's random square crop (:func:`draw_square_crop`), applied to ``image``.
+    On failure the input comes back unchanged, ``roi=None``."""
+    height, width = image.shape[:2]
+    plan = draw_square_crop(height, width, boxes, landmarks, has_landmarks, rng, tries, scales)
+    if plan.roi is None:
+        return CropResult(image, plan.boxes, plan.landmarks, plan.keep, None)
+    x1, y1, x2, y2 = (int(v) for v in plan.roi)
+    return CropResult(image[y1:y2, x1:x2], plan.boxes, plan.landmarks, plan.keep, plan.roi)
 
 
 def _lut(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -101,32 +123,74 @@ def _lut(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
     return np.clip(values, 0, 255).astype(np.uint8)
 
 
-def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Step 2: brightness, contrast, saturation, hue, each with probability 1/2; a fair coin puts
-    contrast before or after the HSV steps. Returns a new uint8 BGR image."""
-    image = np.ascontiguousarray(image)
+@dataclass(frozen=True)
+class Distortion:
+    """The draws of step 2; ``None`` means that step does not fire."""
+
+    contrast_first: bool
+    brightness: Optional[float] = None   # shift in [-32, 32]
+    contrast: Optional[float] = None     # factor in [0.5, 1.5]
+    saturation: Optional[float] = None   # factor in [0.5, 1.5]
+    hue: Optional[int] = None            # shift in [-18, 18], OpenCV hue units (0..179, wrapping)
+
+
+def draw_distortion(rng: np.random.Generator) -> Distortion:
+    """Step 2's random draws, in a fixed order (the image is not needed)."""
     contrast_first = rng.random() < 0.5
-    if rng.random() < 0.5:
-        image = cv2.LUT(image, _lut(beta=rng.uniform(-32, 32)))
+    brightness = rng.uniform(-32, 32) if rng.random() < 0.5 else None
+    contrast = None
     if contrast_first and rng.random() < 0.5:
-        image = cv2.LUT(image, _lut(alpha=rng.uniform(0.5, 1.5)))
+        contrast = rng.uniform(0.5, 1.5)
     do_sat = rng.random() < 0.5
     sat = rng.uniform(0.5, 1.5)
     do_hue = rng.random() < 0.5
     hue = int(rng.integers(-18, 19))
+    if not contrast_first and rng.random() < 0.5:
+        contrast = rng.uniform(0.5, 1.5)
+    return Distortion(bool(contrast_first), brightness, contrast, sat if do_sat else None,
+                      hue if do_hue else None)
+
+
+def apply_distortion(image: np.ndarray, d: Distortion) -> np.ndarray:
+    """Step 2 with its draws given: uint8 BGR in, a new uint8 BGR image out.
+
+    Every step is a 256-entry lookup table equal, value for value, to the reference's float64
+    ``clip(x * alpha + beta, 0, 255)`` stored to uint8 (tests/test_augment_pipeline.py checks it
+    bit for bit), so no float copy of the image is ever made."""
+    image = np.ascontiguousarray(image)
+    hsv_steps = d.saturation is not None or d.hue is not None
+    # brightness and contrast are per-value maps of the same channels: consecutive ones compose
+    # into one table (exact, as each table holds uint8 values), one pass over the image instead of two
+    before: Optional[np.ndarray] = None
+    if d.brightness is not None:
+        before = _lut(beta=d.brightness)
+    if d.contrast is not None and (d.contrast_first or not hsv_steps):
+        contrast = _lut(alpha=d.contrast)
+        before = contrast if before is None else contrast[before]
+        after = None
+    else:
+        after = _lut(alpha=d.contrast) if d.contrast is not None else None
+    if before is not None:
+        image = cv2.LUT(image, before)
     # The reference converts to HSV and back even when neither step fires; that round trip only
     # adds quantisation noise, so it is skipped here.
-    if do_sat or do_hue:
+    if hsv_steps:
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)  # uint8: H in 0..179
         h, s, v = cv2.split(hsv)
-        if do_sat:
-            s = cv2.LUT(s, _lut(alpha=sat))
-        if do_hue:
-            h = cv2.LUT(h, ((np.arange(256) + hue) % 180).astype(np.uint8))
+        if d.saturation is not None:
+            s = cv2.LUT(s, _lut(alpha=d.saturation))
+        if d.hue is not None:
+            h = cv2.LUT(h, ((np.arange(256) + d.hue) % 180).astype(np.uint8))
         image = cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2BGR)
-    if not contrast_first and rng.random() < 0.5:
-        image = cv2.LUT(image, _lut(alpha=rng.uniform(0.5, 1.5)))
+    if after is not None:
+        image = cv2.LUT(image, after)
     return image
+
+
+def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Step 2: brightness, contrast, saturation, hue, each with probability 1/2; a fair coin puts
+    contrast before or after the HSV steps. Returns a new uint8 BGR image."""
+    return apply_distortion(image, draw_distortion(rng))
 
 
 def pad_to_square(image: np.ndarray, fill: Sequence[float]) -> np.ndarray:
@@ -141,30 +205,39 @@ def pad_to_square(image: np.ndarray, fill: Sequence[float]) -> np.ndarray:
     return out
 
 
-def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.ndarray
-           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 4 (the deterministic part): flip left-right; x -> width - x; swap the left/right
-    landmarks. Absent landmarks stay -1."""
-    width = image.shape[1]
-    image = cv2.flip(image, 1)
+def mirror_targets(boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.ndarray, width: float
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """Step 4's geometry: x -> width - x for boxes (x1 and x2 swap roles) and present landmarks,
+    then left/right landmarks swap. Absent landmarks stay -1."""
     boxes = boxes.copy()
     boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
     flipped = landmarks.copy()
     flipped[:, 0::2] = width - flipped[:, 0::2]
     flipped = flipped[:, _MIRROR_COLUMNS]
-    landmarks = np.where(has_landmarks[:, None], flipped, landmarks)
-    return image, boxes, landmarks
+    return boxes, np.where(has_landmarks[:, None], flipped, landmarks)
+
+
+def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.ndarray
+           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 4 (the deterministic part): flip left-right; x -> width - x; swap the left/right
+    landmarks. Absent landmarks stay -1."""
+    boxes, landmarks = mirror_targets(boxes, landmarks, has_landmarks, image.shape[1])
+    return cv2.flip(image, 1), boxes, landmarks
+
+
+def normalise_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
+    """uint8 HxWx3 -> (3, H, W) float32 minus ``mean``."""
+    mean = np.asarray(mean, dtype=np.float32)
+    # Plane by plane straight into CHW: several times faster than float HWC then a transposed copy.
+    out = np.empty((image.shape[2],) + image.shape[:2], dtype=np.float32)
+    for c, plane in enumerate(cv2.split(image)):
+        np.subtract(plane, mean[c], out=out[c], dtype=np.float32)
+    return out
 
 
 def resize_normalise(image: np.ndarray, size: int, interpolation: int, mean: Sequence[float]) -> np.ndarray:
     """Step 5 (image part): resize to ``size x size``, subtract ``mean``, HWC -> CHW float32."""
-    resized = cv2.resize(image, (size, size), interpolation=interpolation)
-    mean = np.asarray(mean, dtype=np.float32)
-    # Plane by plane straight into CHW: several times faster than float HWC then a transposed copy.
-    out = np.empty((resized.shape[2], size, size), dtype=np.float32)
-    for c, plane in enumerate(cv2.split(resized)):
-        np.subtract(plane, mean[c], out=out[c], dtype=np.float32)
-    return out
+    return normalise_chw(cv2.resize(image, (size, size), interpolation=interpolation), mean)
 
 
 def make_targets(boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.ndarray,
@@ -188,12 +261,35 @@ def _split_inputs(boxes, landmarks, labels) -> Tuple[np.ndarray, np.ndarray, np.
     return boxes, landmarks, labels > 0
 
 
+@dataclass
+class SamplePlan:
+    """Every random draw of one training sample, made before any pixel is touched.
+
+    ``crop_roi`` is the square crop in input pixels (``None``: no crop, the image is padded to a
+    square); ``canvas`` is the side of the square that is resized (crop side, or max(h, w));
+    ``targets`` are final. ``distortion`` is ``None`` when distortion is switched off."""
+
+    crop_roi: Optional[np.ndarray]
+    canvas: int
+    distortion: Optional[Distortion]
+    flip: bool
+    interpolation: int
+    targets: np.ndarray
+
+
 class TrainTransform:
     """The reference training augmentation.
 
     ``__call__(image, boxes, landmarks, labels, rng)`` takes a uint8 BGR HxWx3 image, (K, 4) pixel
     boxes ``x1 y1 x2 y2``, (K, 10) pixel landmarks, (K,) labels (> 0: has landmarks) and returns
-    ``(image (3, S, S) float32, targets (K, 15) float32)``.
+    ``(image (3, S, S) float32, targets (K', 15) float32)``.
+
+    :meth:`load` does the same from an image file, bit for bit. With ``reduced_decode`` (opt-in) it
+    draws the sample from the file header's size first and, when the crop will be shrunk 2x or
+    more, decodes the JPEG at 1/2, 1/4 or 1/8 size: same crops, draws and targets, but the pixels
+    are resampled differently, and measurably softer (``benchmarks/bench_data.py --check``: mean
+    |Laplacian| about 20 % lower than ``cv2.resize``'s unfiltered downscaling), so it is not the
+    reference's sample distribution.
 
     ``distort``, ``mirror_prob`` and ``interpolations`` exist to switch steps off for tests and
     experiments; the defaults are the reference's.
@@ -201,40 +297,140 @@ class TrainTransform:
 
     def __init__(self, image_size: int = 640, rgb_mean: Sequence[float] = DEFAULT_RGB_MEAN,
                  distort: bool = True, mirror_prob: float = 0.5,
-                 interpolations: Sequence[int] = INTERPOLATIONS, crop: bool = True) -> None:
+                 interpolations: Sequence[int] = INTERPOLATIONS, crop: bool = True,
+                 reduced_decode: bool = False) -> None:
         self.image_size = int(image_size)
         self.rgb_mean = tuple(float(m) for m in rgb_mean)
         self.distort = distort
         self.mirror_prob = float(mirror_prob)
         self.interpolations = tuple(interpolations)
         self.crop = crop
+        self.reduced_decode = bool(reduced_decode)
+
+    def plan(self, height: int, width: int, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
+             rng: np.random.Generator) -> SamplePlan:
+        """All draws for an image of ``height x width``, in the recipe's order (crop, distortion,
+        mirror, interpolation), and the final ``(K', 15)`` targets."""
+        boxes, landmarks, has_lm = _split_inputs(boxes, landmarks, labels)
+        roi = None
+        if self.crop:
+            crop = draw_square_crop(height, width, boxes, landmarks, has_lm, rng)
+            boxes, landmarks, roi = crop.boxes, crop.landmarks, crop.roi
+            has_lm = has_lm[crop.keep]
+        distortion = draw_distortion(rng) if self.distort else None
+        canvas_w, canvas_h = (width, height) if roi is None else (int(roi[2] - roi[0]), int(roi[3] - roi[1]))
+        if roi is None:
+            canvas_w = canvas_h = max(height, width)   # padded to a square (step 3)
+        flip = bool(rng.random() < self.mirror_prob)
+        if flip:
+            boxes, landmarks = mirror_targets(boxes, landmarks, has_lm, canvas_w)
+        interpolation = self.interpolations[int(rng.integers(0, len(self.interpolations)))]
+        targets = make_targets(boxes, landmarks, has_lm, canvas_w, canvas_h)
+        return SamplePlan(roi, canvas_w, distortion, flip, interpolation, targets)
+
+    def render(self, image: np.ndarray, plan: SamplePlan) -> np.ndarray:
+        """The image part of ``plan`` on the full-resolution image: (3, S, S) float32."""
+        if plan.crop_roi is not None:
+            x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)
+            image = image[y1:y2, x1:x2]
+        if plan.distortion is not None:
+            image = apply_distortion(image, plan.distortion)
+        if plan.crop_roi is None:
+            image = pad_to_square(image, self.rgb_mean)
+        if plan.flip:
+            image = cv2.flip(image, 1)
+        return resize_normalise(image, self.image_size, plan.interpolation, self.rgb_mean)
+
+    def render_reduced(self, image: np.ndarray, factor: int, height: int, width: int,
+                       plan: SamplePlan) -> np.ndarray:
+        """The image part of ``plan`` on ``image``, the ``height x width`` input decoded at
+        ``1 / factor`` (see :mod:`retinaface.data.fast_decode` for its geometry).
+
+        The distortion runs on the reduced crop (it is per pixel, so only its input is smaller).
+        Crop, pad and resize become one ``warpAffine`` whose map sends output pixel centres exactly
+        where ``cv2.resize`` of the full-resolution crop samples them; mirroring flips the output.
+        ``INTER_AREA`` has no warp form: its crop is rounded to whole reduced pixels (at most
+        ``factor / 2`` input pixels, under half an output pixel) and resized with ``cv2.resize``."""
+        size, side = self.image_size, float(plan.canvas)
+        rh, rw = image.shape[:2]
+        if plan.crop_roi is None:
+            x1 = y1 = 0.0
+            region = image if plan.distortion is None else apply_distortion(image, plan.distortion)
+            long_r = -(-max(height, width) // factor)
+            region = pad_to_square(region, self.rgb_mean) if rh != rw else region
+            region = region[:long_r, :long_r]
+            ox = oy = 0
+        else:
+            x1, y1 = float(plan.crop_roi[0]), float(plan.crop_roi[1])
+            if plan.interpolation == cv2.INTER_AREA:
+                n = max(1, int(round(side / factor)))
+                ox = min(int(round(x1 / factor)), rw - n)
+                oy = min(int(round(y1 / factor)), rh - n)
+                region = image[oy:oy + n, ox:ox + n]
+            else:
+                ox, oy = int(x1 // factor), int(y1 // factor)
+                ex = min(rw, -(-int(x1 + side) // factor))
+                ey = min(rh, -(-int(y1 + side) // factor))
+                region = image[oy:ey, ox:ex]
+            if plan.distortion is not None:
+                region = apply_distortion(region, plan.distortion)
+        if plan.interpolation == cv2.INTER_AREA:
+            out = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+        else:
+            # output x (centre x + 0.5) -> input x1 + (x + 0.5) * side / S -> reduced (that / f) - 0.5
+            scale = side / (size * factor)
+            tx = (x1 + 0.5 * side / size) / factor - 0.5 - ox
+            ty = (y1 + 0.5 * side / size) / factor - 0.5 - oy
+            matrix = np.array([[scale, 0.0, tx], [0.0, scale, ty]])
+            out = cv2.warpAffine(region, matrix, (size, size), flags=plan.interpolation | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        if plan.flip:
+            out = cv2.flip(out, 1)
+        return normalise_chw(out, self.rgb_mean)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}")
-        boxes, landmarks, has_lm = _split_inputs(boxes, landmarks, labels)
-        if self.crop:
-            cropped = random_square_crop(image, boxes, landmarks, has_lm, rng)
-            image, boxes, landmarks = cropped.image, cropped.boxes, cropped.landmarks
-            has_lm = has_lm[cropped.keep]
-            crop_failed = cropped.roi is None
-        else:
-            crop_failed = True
-        if self.distort:
-            image = photometric_distort(image, rng)
-        if crop_failed:
-            image = pad_to_square(image, self.rgb_mean)
-        if rng.random() < self.mirror_prob:
-            image, boxes, landmarks = mirror(image, boxes, landmarks, has_lm)
-        height, width = image.shape[:2]
-        interpolation = self.interpolations[int(rng.integers(0, len(self.interpolations)))]
-        chw = resize_normalise(image, self.image_size, interpolation, self.rgb_mean)
-        return chw, make_targets(boxes, landmarks, has_lm, width, height)
+        plan = self.plan(image.shape[0], image.shape[1], boxes, landmarks, labels, rng)
+        return self.render(image, plan), plan.targets
+
+    def load(self, path: str, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
+             rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        """``__call__`` on the image file ``path``, decoding no more pixels than the sample needs.
+
+        The draws come from the header's size, in ``__call__``'s order, so the crop, distortion,
+        mirror, interpolation and targets are exactly those of ``__call__(cv2.imread(path), ...)``
+        with the same generator. When ``reduced_decode`` is on and the canvas (crop side, or the
+        padded square) is at least 2x ``image_size``, the JPEG is decoded at 1/2, 1/4 or 1/8 and
+        :meth:`render_reduced` resamples it (same geometry, softer pixels: see the class
+        docstring); otherwise the result is bit for bit ``__call__``'s.
+        Files whose header gives no size, or whose decoded size differs from it (EXIF rotation),
+        are decoded whole and go through ``__call__``. Raises ``OSError`` naming an unreadable file.
+        """
+        from .fast_decode import decode_reduced, image_size_from_header, read_full, reduction_factor
+
+        size = image_size_from_header(path) if self.reduced_decode else None
+        if size is None:   # the plain path: whole file, then __call__
+            return self(read_full(path), boxes, landmarks, labels, rng)
+        height, width = size
+        state = rng.bit_generator.state
+        plan = self.plan(height, width, boxes, landmarks, labels, rng)
+        factor = reduction_factor(plan.canvas, self.image_size)
+        if factor > 1:
+            reduced = decode_reduced(path, factor, height, width)
+            if reduced is not None:
+                return self.render_reduced(reduced, factor, height, width, plan), plan.targets
+        image = read_full(path)
+        if image.shape[:2] != (height, width):   # the header's size was not the decoded one: redraw
+            rng.bit_generator.state = state
+            return self(image, boxes, landmarks, labels, rng)
+        return self.render(image, plan), plan.targets
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(image_size={self.image_size}, rgb_mean={self.rgb_mean}, "
-                f"distort={self.distort}, mirror_prob={self.mirror_prob}, crop={self.crop})")
+                f"distort={self.distort}, mirror_prob={self.mirror_prob}, crop={self.crop}, "
+                f"reduced_decode={self.reduced_decode})")
 
 
 class ValTransform:

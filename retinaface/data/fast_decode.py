@@ -1,0 +1,88 @@
+"""Cheaper image decoding for training: the size from the file header, and JPEG decoding at 1/2,
+1/4 or 1/8 resolution when the sample's crop will be shrunk at least that much anyway.
+
+Owns :func:`image_size_from_header` (height and width of a JPEG or PNG without decoding it) and
+:func:`decode_reduced` (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``, checked against the header's size).
+libjpeg's reduced decoding scales in the DCT domain: reduced pixel ``i`` covers original pixels
+``[i * f, (i + 1) * f)``, so a point at continuous coordinate ``u`` of the original lies at ``u / f``
+of the reduced image (``retinaface.data.augment`` relies on that to keep the crop geometry exact).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from typing import Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+REDUCTION_FACTORS = (8, 4, 2)
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# start-of-frame markers carry the size: C0..CF except DHT (C4), JPG (C8) and DAC (CC)
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_HEADER_BYTES = 1 << 16
+
+
+def image_size_from_header(path: PathLike) -> Optional[Tuple[int, int]]:
+    """``(height, width)`` of a JPEG (from its start-of-frame segment) or PNG (IHDR), reading at most
+    64 KiB and decoding nothing; ``None`` for any other format or an unreadable header (the caller
+    then decodes the whole file). Raises ``OSError`` when the file cannot be opened."""
+    with open(path, "rb") as handle:
+        data = handle.read(_HEADER_BYTES)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return int(height), int(width)
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:          # fill byte
+            pos += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker in _SOF_MARKERS:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return (int(height), int(width)) if height > 0 and width > 0 else None
+        if marker == 0xDA:          # start of scan before any frame header: not a valid file
+            return None
+        pos += 2 + length
+    return None
+
+
+def reduction_factor(side: float, output_size: int) -> int:
+    """Largest ``f`` in (8, 4, 2) with ``side / f >= output_size`` (the crop is still shrunk, or
+    kept, after decoding at ``1/f``), else 1."""
+    for f in REDUCTION_FACTORS:
+        if side >= f * output_size:
+            return f
+    return 1
+
+
+def decode_reduced(path: PathLike, factor: int, height: int, width: int) -> Optional[np.ndarray]:
+    """The file decoded at ``1/factor`` (uint8 BGR, ``ceil(height / f) x ceil(width / f)``), or
+    ``None`` when the decoded size is not that (e.g. an EXIF rotation swapped the sides, or the
+    header lied): the caller then falls back to a full decode."""
+    image = cv2.imread(os.fspath(path), _REDUCED_FLAGS[factor])
+    if image is None or image.ndim != 3:
+        return None
+    expected = (-(-height // factor), -(-width // factor))
+    return image if image.shape[:2] == expected else None
+
+
+def read_full(path: PathLike) -> np.ndarray:
+    """``cv2.imread`` as uint8 BGR HxWx3; raises ``OSError`` naming the file when it cannot."""
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "file not found" if not os.path.exists(path) else "not a readable image"
+        raise OSError(f"cannot read image {path}: {reason}")
+    return image
