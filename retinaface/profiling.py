@@ -81,7 +81,7 @@ def calibrate_score_bias(model: nn.Module, image: np.ndarray, candidates: int,
 
     detector = Detector(model)
     with torch.inference_mode():
-        _, scores, _ = detector.forward(detector.to_batch([image]))
+        _, scores, _ = detector.forward(detector.transform([image])[0])
     # the eval-mode softmax gives back the logit margin as log(p1) - log(p0)
     margin = (scores[0, :, 1].log() - scores[0, :, 0].log()).sort(descending=True).values
     # softmax score > t  <=>  logit margin > log(t / (1 - t))
@@ -119,7 +119,7 @@ def benchmark_model(model: nn.Module, height: int, width: int, name: str = "",
     params = count_parameters(model) / 1e6
     gflops = count_flops(model, height, width) / 1e9
     detector = Detector(model, device=device)
-    batch = detector.to_batch([image])
+    batch = detector.transform([image])[0]
     if not detect:
         forward = median_latency(lambda: detector.forward(batch), device, repeats=repeats)
         return BenchmarkRow(name or model.config.backbone, params, gflops, forward * 1e3, None)

@@ -1,23 +1,47 @@
-"""ONNX Runtime as a drop-in for the PyTorch network inside :class:`retinaface.Detector`.
+"""Running exported files: the one place that opens ONNX Runtime sessions.
 
-Owns :class:`OnnxRuntimeModel`: it opens an ``.onnx`` file written by :mod:`retinaface.export`
-(raw outputs, i.e. exported without ``with_postprocess``), rebuilds the :class:`ModelConfig` from
-the file's metadata, and is called like the torch model: a ``(B, 3, H, W)`` float tensor in,
-``(loc, conf, landms)`` tensors out. Pre- and post-processing stay the Detector's, so both
-backends share one pipeline.
+Owns :func:`open_session` (every ``onnxruntime.InferenceSession`` of the toolkit is made here),
+:class:`OnnxRuntimeModel`, a drop-in for the PyTorch network inside :class:`retinaface.Detector`,
+and :func:`load_exported`, a plain function running any exported file (ONNX or TorchScript, used by
+the parity check). :class:`OnnxRuntimeModel` opens an ``.onnx`` file written by
+:mod:`retinaface.export` (raw outputs, i.e. exported without ``with_postprocess``), rebuilds the
+:class:`ModelConfig` from the file's metadata, and is called like the torch model: a
+``(B, 3, H, W)`` float tensor in, ``(loc, conf, landms)`` tensors out. Pre- and post-processing stay
+the Detector's, so both backends share one pipeline.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .config import ModelConfig
-from .export import EXPORT_FORMAT, RAW_OUTPUTS, ExportError
+from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportError, first_line, quiet_torchscript,
+                              read_metadata)
 
 PathLike = Union[str, Path]
+
+
+def open_session(path: PathLike, providers: Optional[Sequence[str]] = None,
+                 session_options: Optional[Any] = None, threads: Optional[int] = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``path``; ``ExportError`` naming the file if it cannot
+    be opened. ``providers`` default to ``["CPUExecutionProvider"]``; ``threads`` sets the intra-op
+    thread count (on a fresh ``SessionOptions`` when none are given)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: ONNX file not found")
+    if threads:
+        session_options = session_options or ort.SessionOptions()
+        session_options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), session_options,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime's errors are not RuntimeErrors
+        raise ExportError(f"{path}: ONNX Runtime cannot open it ({first_line(exc)})") from None
 
 
 class OnnxRuntimeModel:
@@ -27,24 +51,16 @@ class OnnxRuntimeModel:
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` for a GPU build of onnxruntime.
     Outputs are returned on the device of the input tensor. ``eval()``, ``to()`` and ``train(False)``
     are accepted and do nothing (the file is an inference graph); there are no parameters.
+    ``fixed_input`` is ``(batch, height, width)`` for a file exported without ``--dynamic`` (the
+    Detector letterboxes images into it), ``None`` for a size-generic one.
     """
 
     training = False
 
     def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None,
                  session_options: Optional[Any] = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ExportError(f"{self.path}: ONNX file not found")
-        try:
-            self.session = ort.InferenceSession(str(self.path), session_options,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
-            raise ExportError(f"{self.path}: ONNX Runtime cannot open it ({reason})") from None
+        self.session = open_session(self.path, providers, session_options)
         self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         if self.metadata.get("format") != EXPORT_FORMAT:
             raise ExportError(f"{self.path}: no retinaface metadata (export it with tools/export.py)")
@@ -61,6 +77,10 @@ class OnnxRuntimeModel:
             raise ExportError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
         # static exports have integer dims; dynamic ones have names (strings)
         self.input_shape = tuple(self.session.get_inputs()[0].shape)
+        dims = self.input_shape
+        self.fixed_input: Optional[Tuple[int, int, int]] = (
+            (int(dims[0]), int(dims[2]), int(dims[3]))
+            if len(dims) == 4 and all(isinstance(d, int) for d in (dims[0], dims[2], dims[3])) else None)
         self.device = torch.device("cpu")
 
     @property
@@ -111,4 +131,27 @@ def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
     return model
 
 
-__all__ = ["OnnxRuntimeModel", "load_onnx_model"]
+def load_exported(path: PathLike, threads: Optional[int] = None
+                  ) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
+    """A function running an exported file (ONNX via ONNX Runtime on CPU, or TorchScript): a
+    ``(B, 3, H, W)`` float tensor in, the file's outputs as CPU tensors out."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("file_format") == "torchscript":
+        with quiet_torchscript():
+            module = torch.jit.load(str(path), map_location="cpu")
+
+        def run_torchscript(images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+            with torch.no_grad():
+                return tuple(module(images))
+        return run_torchscript
+    session = open_session(path, threads=threads)
+    input_name = session.get_inputs()[0].name
+
+    def run_onnx(images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        feed = {input_name: images.detach().cpu().float().contiguous().numpy()}
+        return tuple(torch.from_numpy(out) for out in session.run(None, feed))
+    return run_onnx
+
+
+__all__ = ["OnnxRuntimeModel", "load_exported", "load_onnx_model", "open_session"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+# every output folder of a detect run holds this file; walking a folder skips such sub-folders, so a
+# second run inside a photo folder does not detect faces in the first run's annotated copies
+OUTPUT_MARKER = "detections.jsonl"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -28,17 +31,19 @@ class Source:
     location: str  # a path, or a webcam index as text
 
 
-def iter_sources(inputs: Sequence[str]) -> List[Source]:
+def iter_sources(inputs: Sequence[str], skip: Iterable[Path] = ()) -> List[Source]:
     """Expand inputs: a folder yields its images and videos (sorted, recursively); a bare integer is a
     webcam index; anything else is a file classified by its suffix (unknown suffixes are tried as
-    images)."""
+    images). Walking a folder leaves out the folders in ``skip`` and every sub-folder holding
+    :data:`OUTPUT_MARKER` (an earlier run's output); an input named explicitly is always taken."""
+    skipped = {Path(p).resolve() for p in skip}
     sources: List[Source] = []
     for item in inputs:
         path = Path(item)
         if item.isdigit() and not path.exists():
             sources.append(Source("webcam", item))
         elif path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            for child in _walk(path, skipped):
                 suffix = child.suffix.lower()
                 if suffix in IMAGE_SUFFIXES:
                     sources.append(Source("image", str(child)))
@@ -49,6 +54,38 @@ def iter_sources(inputs: Sequence[str]) -> List[Source]:
         else:
             sources.append(Source("image", item))
     return sources
+
+
+def _walk(folder: Path, skipped: set) -> List[Path]:
+    """Files under ``folder`` (sorted by path), not descending into skipped or output folders."""
+    files: List[Path] = []
+    for child in folder.iterdir():
+        if child.is_dir():
+            if child.resolve() in skipped or (child / OUTPUT_MARKER).is_file():
+                continue
+            files.extend(_walk(child, skipped))
+        elif child.is_file():
+            files.append(child)
+    return sorted(files)
+
+
+def fresh_output_folder(requested: Path) -> Path:
+    """``requested`` if it does not exist or is an empty folder, else the first free numbered
+    sibling ``<requested>2``, ``<requested>3``, ... (as ultralytics does): a run never writes into a
+    folder that already holds files, so it cannot overwrite anything nor leave stale outputs beside
+    its own. ``NotADirectoryError`` if ``requested`` is an existing file."""
+    requested = Path(requested)
+    if requested.exists() and not requested.is_dir():
+        raise NotADirectoryError(f"{requested} is an existing file, not a folder")
+    if not requested.exists() or not any(requested.iterdir()):
+        return requested
+    base = requested.resolve() if requested.name in ("", ".", "..") else requested
+    number = 2
+    while True:
+        candidate = base.with_name(f"{base.name}{number}")
+        if not candidate.exists() or (candidate.is_dir() and not any(candidate.iterdir())):
+            return candidate
+        number += 1
 
 
 class OutputNames:

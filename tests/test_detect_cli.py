@@ -31,7 +31,7 @@ def test_detect_cli_on_images_video_and_a_corrupt_file(tmp_path, fixture_io, leg
                         "--output", out, "--conf", "0.5")
     assert result.returncode == 1  # one input failed, the others still ran
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert errors == [f"error: {corrupt}: not a readable image"]
+    assert errors == [f"tools/detect.py: error: {corrupt}: not a readable image"]
     annotated = cv2.imread(str(out / "face.jpg"))
     assert annotated is not None and annotated.shape == image.shape
     assert np.abs(annotated.astype(int) - image.astype(int)).sum() > 0  # something was drawn
@@ -48,7 +48,8 @@ def test_detect_cli_bad_weights_is_one_line(tmp_path):
     bad = tmp_path / "nothing.pth"
     result = run_detect("--weights", bad, tmp_path, "--output", tmp_path / "o")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {bad}: checkpoint file not found"
+    assert result.stderr.strip() == f"tools/detect.py: error: {bad}: checkpoint file not found"
+    assert not (tmp_path / "o").exists()  # nothing left behind by a run that did not start
 
 
 def write_video(path, image, frames, fourcc="MJPG"):
@@ -85,8 +86,8 @@ def test_detect_cli_video_failing_mid_way_is_reported(tmp_path, fixture_io, lega
     out = tmp_path / "out"
     result = run_detect("--weights", legacy_checkpoint, cut, whole, "--output", out, "--conf", "0.5")
     assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {cut}: stopped after ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tools/detect.py: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"tools/detect.py: error: {cut}: stopped after ")
     records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
     read_from_cut = [r["frame"] for r in records if r["source"] == str(cut)]
     assert 0 < len(read_from_cut) < 20 and read_from_cut == list(range(len(read_from_cut)))
@@ -96,13 +97,9 @@ def test_detect_cli_video_failing_mid_way_is_reported(tmp_path, fixture_io, lega
 
 def test_detect_cli_interrupt_keeps_results_so_far(tmp_path, fixture_io, legacy_checkpoint, monkeypatch):
     # a webcam run ends with Ctrl-C: the detections written until then must survive
-    import importlib.util
-
     from retinaface import Detector
+    from retinaface.cli import detect as tool
 
-    spec = importlib.util.spec_from_file_location("detect_tool", ROOT / "tools" / "detect.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     video = tmp_path / "clip.avi"
     write_video(video, fixture_io["image_bgr"], 5)
     original, calls = Detector.detect, []
@@ -118,7 +115,7 @@ def test_detect_cli_interrupt_keeps_results_so_far(tmp_path, fixture_io, legacy_
     try:
         code = tool.main(["--weights", str(legacy_checkpoint), str(video), "--output", str(out), "--conf", "0.5"])
     except KeyboardInterrupt:
-        pytest.fail("Ctrl-C escaped tools/detect.py and discarded the detections written so far")
+        pytest.fail("Ctrl-C escaped retinaface detect and discarded the detections written so far")
     assert code == 130
     records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1]

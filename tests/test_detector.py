@@ -103,7 +103,7 @@ def test_channels_last_input_gives_the_same_detections_and_leaves_the_model_alon
     fast = Detector(model)  # CPU default: NHWC batches
     plain = Detector(model, channels_last=False)
     assert fast.channels_last and not plain.channels_last
-    assert fast.to_batch([fixture_io["image_bgr"]]).is_contiguous(memory_format=torch.channels_last)
+    assert fast.transform([fixture_io["image_bgr"]])[0].is_contiguous(memory_format=torch.channels_last)
     a, b = fast.detect(fixture_io["image_bgr"]), plain.detect(fixture_io["image_bgr"])
     assert np.allclose(a[:, 4], b[:, 4], atol=1e-5)
     assert match_fraction(a, b, tol=1e-3) >= 0.998
@@ -128,7 +128,7 @@ def test_thin_strip_resized_to_one_pixel_maps_back_per_axis(legacy_checkpoint):
     # back by 500/100 and y by 1/1
     strip = np.full((1, 500, 3), 128, np.uint8)
     detector = Detector(load_model(legacy_checkpoint), max_size=100)
-    prepared, scale = detector.prepare(strip)
+    prepared, scale = detector.transform.resize(strip)
     assert prepared.shape == (1, 100, 3) and scale == (0.2, 1.0)
     dets = detector.detect(strip)
     reference = Detector(detector.model).detect(np.full((1, 100, 3), 128, np.uint8))

@@ -3,7 +3,6 @@ backend of the Detector, BatchNorm folding, and tools/export.py end to end. CPU 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,11 +15,12 @@ from torch import nn
 
 import retinaface
 from retinaface import BoxCoder, Detector, ModelConfig, generate_priors, load_model
-from retinaface.export import (DECODED_OUTPUTS, RAW_OUTPUTS, ExportError,
-                               check_parity, export_onnx, export_torchscript, load_exported,
-                               pixel_priors, read_metadata)
+from retinaface.export import (DECODED_OUTPUTS, RAW_OUTPUTS, ExportError, export_onnx, export_torchscript,
+                               read_metadata)
 from retinaface.fusion import count_batchnorm, fuse_conv_bn
-from retinaface.runtime import OnnxRuntimeModel
+from retinaface.parity import check_parity
+from retinaface.priors import pixel_priors
+from retinaface.runtime import OnnxRuntimeModel, load_exported
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -358,10 +358,9 @@ def _run_cli(*args):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from retinaface.cli import export
+
+    return export
 
 
 def test_cli_exports_onnx_and_checks_parity(tmp_path):
@@ -378,7 +377,7 @@ def test_cli_bad_weights_is_a_one_line_error(tmp_path):
     result = _run_cli("--weights", missing, "--format", "onnx", "--output", tmp_path / "x.onnx")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "nope.pth" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("tools/export.py: error:") and "nope.pth" in lines[0]
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -397,7 +396,7 @@ def test_cli_torchscript_with_postprocess_in_process(model, tmp_path, capsys):
 
 
 def test_cli_parity_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
-    import retinaface.export as library
+    import retinaface.parity as library
 
     def failing_check(model, path, **kwargs):
         case = library.ParityCase((1, 3, 96, 128), {"loc": 0.5}, {"loc": 1e-4})
@@ -412,13 +411,6 @@ def test_cli_parity_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
     assert out.exists()  # kept for inspection
 
 
-def test_cli_defaults_mirror_the_library():
-    import retinaface.export as library
-
-    tool = _load_tool()
-    assert (tool.DEFAULT_SIZE, tool.MIN_OPSET) == (library.DEFAULT_SIZE, library.MIN_OPSET)
-
-
 def test_cli_argument_errors_in_process(tmp_path, capsys):
     tool = _load_tool()
     base = ["--weights", str(WEIGHTS), "--output", str(tmp_path / "m.onnx")]
@@ -427,19 +419,17 @@ def test_cli_argument_errors_in_process(tmp_path, capsys):
     # adaptive widths belong to another part of the toolkit; a plain checkpoint must refuse one
     assert tool.main(base + ["--format", "onnx", "--width", "0.5", "--no-check"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "width" in err[0]
+    assert len(err) == 1 and err[0].startswith("retinaface export: error:") and "width" in err[0]
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.skipif(not (ROOT / "tools" / "detect.py").is_file(), reason="tools/detect.py not present")
 def test_detect_tool_runs_an_onnx_file(files, tmp_path, capsys):
     import cv2
 
     image = np.load(FIXTURES / "biubug6_mnet025_io.npz")["image_bgr"]
     cv2.imwrite(str(tmp_path / "face.png"), image)
-    spec = importlib.util.spec_from_file_location("detect_tool", ROOT / "tools" / "detect.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from retinaface.cli import detect as tool
+
     records = {}
     for name, weights in (("onnx", files["onnx"]), ("torch", WEIGHTS)):
         out = tmp_path / name
@@ -460,7 +450,9 @@ def test_cli_bad_numbers_are_one_line_errors(tmp_path, capsys, extra, name):
     assert tool.main(["--weights", str(WEIGHTS), "--format", "onnx", "--output", str(out),
                       "--size", "64", "96", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and name in err[0]
+    # argparse's usage line, then one line naming the flag and the allowed range
+    assert err[-1].startswith(f"retinaface export: error: argument {name}:")
+    assert "allowed range" in err[-1]
     assert not out.exists()
 
 
@@ -468,5 +460,5 @@ def test_cli_output_directory_is_a_one_line_error(tmp_path, capsys):
     assert _load_tool().main(["--weights", str(WEIGHTS), "--format", "onnx", "--output", str(tmp_path),
                               "--size", "64", "96", "--no-check"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --output") and "directory" in err[0]
+    assert len(err) == 1 and err[0].startswith("retinaface export: error: --output") and "directory" in err[0]
     assert [p.name for p in tmp_path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -1,0 +1,109 @@
+"""``retinaface benchmark``: params, GFLOPs and latency of RetinaFace variants as a markdown table.
+
+One backbone (``--backbone``, untrained), every built-in backbone (``--all``), or a checkpoint
+(``--weights``). With ``--widths 1.0 0.75 0.5`` it measures one adaptive (channel-prioritised)
+model at each width: the ``--weights`` checkpoint (see ``retinaface prioritize``) or an untrained
+width-switchable ``--backbone``; ``--data ROOT`` adds the WIDER AP of each width on ROOT's val split.
+Forward and detect are timed in alternation, so their ratio survives a busy machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .common import fail, number_in_range, positive_int
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser of ``retinaface benchmark`` (no heavy imports)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="mobilenet0.25", help="backbone name (see --list)")
+    parser.add_argument("--all", action="store_true", help="every built-in backbone, as a markdown table")
+    parser.add_argument("--list", action="store_true", help="list the built-in backbones and exit")
+    parser.add_argument("--size", nargs=2, type=number_in_range(int, 32), default=(480, 640), metavar=("H", "W"),
+                        help="input height and width (>= 32; default 480 640)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--no-detect", action="store_true", help="time the forward pass only")
+    parser.add_argument("--widths", type=number_in_range(float, 0.0, 1.0, low_open=True), nargs="+", default=None,
+                        help="measure an adaptive model at these widths in (0, 1] (e.g. 1.0 0.75 0.5)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint to measure (with --widths: an adaptive one); not with --all")
+    parser.add_argument("--data", default=None, help="with --widths: also the val AP per width on this data root")
+    return parser
+
+
+def _measure(args: argparse.Namespace, prog: str) -> int:
+    """One row per model (or per width); each width loads the model afresh (timing shifts the
+    class biases)."""
+    from ..build import create_model
+    from ..checkpoint import CheckpointError, load_model
+    from ..models import BackboneError, list_backbones
+    from ..profiling import benchmark_model, markdown_table
+
+    height, width = args.size
+    if args.widths:
+        from ..adaptive import make_adaptive
+        from ..adaptive.slim import active_parameters
+
+        def build(w: float):
+            if args.weights:
+                return load_model(args.weights, device=args.device, width=w)
+            return make_adaptive(create_model(args.backbone)).set_width(w)
+
+        label = Path(args.weights).stem if args.weights else args.backbone
+        jobs = [(f"{label} @{w:g}", lambda w=w: build(w), w) for w in args.widths]
+    elif args.weights:
+        jobs = [(Path(args.weights).stem, lambda: load_model(args.weights, device=args.device), None)]
+    else:
+        names = list_backbones() if args.all else [args.backbone]
+        jobs = [(name, lambda name=name: create_model(name), None) for name in names]
+    rows = []
+    for name, build_model, w in jobs:
+        try:
+            model = build_model()
+        except (CheckpointError, BackboneError, ValueError, RuntimeError, OSError) as exc:
+            return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        extra = {}
+        if args.data and w is not None:
+            from ..evaluation.predict import evaluate_model
+
+            ap = evaluate_model(model.eval(), args.data, progress=False).as_dict()
+            extra = {f"AP {k}": v for k, v in ap.items()}
+        row = benchmark_model(model, height, width, name, args.device, args.repeats, detect=not args.no_detect)
+        if w is not None:
+            row.params_m = active_parameters(model) / 1e6  # the weights this width computes with
+        row.extra.update(extra)
+        rows.append(row)
+        print(f"measured {name}", file=sys.stderr)
+    print(markdown_table(rows, height, width))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    """Run ``retinaface benchmark``; returns the exit status (0, 2 bad arguments)."""
+    prog = prog or "retinaface benchmark"
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed by argparse
+        return int(exit_.code or 0)
+    if args.list:
+        from ..models import list_backbones
+
+        print("\n".join(list_backbones()))
+        return 0
+    if args.all and args.weights:
+        return fail(prog, "--all measures the built-in backbones; --weights measures one checkpoint: use one")
+    if args.data and not args.widths:
+        return fail(prog, "--data goes with --widths (the AP of each width)")
+    if args.weights and not Path(args.weights).is_file():
+        return fail(prog, f"--weights {args.weights}: checkpoint file not found")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return _measure(args, prog)

@@ -1,0 +1,100 @@
+"""``retinaface export``: a checkpoint to ONNX or TorchScript, then the file checked against PyTorch.
+
+Example: retinaface export --weights mobilenet0.25_Final.pth --format onnx --output mnet.onnx --dynamic
+The work is done by :mod:`retinaface.export` and :mod:`retinaface.parity`; see docs/deployment.md.
+The file is written atomically. Exit status: 0 written and parity passed (or --no-check), 1 parity
+failed (the file is kept for inspection), 2 bad input or export error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from ..export.metadata import DEFAULT_SIZE, MIN_OPSET, first_line
+from .common import fail, number_in_range, positive_float, positive_int
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser of ``retinaface export`` (no heavy imports)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint (.pth) of this toolkit or Pytorch_Retinaface")
+    parser.add_argument("--backbone", default=None,
+                        help="backbone name; needed only for Pytorch_Retinaface files whose backbone "
+                             "cannot be inferred")
+    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser.add_argument("--output", required=True, help="file to write (replaced atomically)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="ONNX: symbolic batch, height and width (TorchScript is always size-generic); "
+                             "without it the file takes 1x3xH x W of --size only (the Detector letterboxes "
+                             "other images into it)")
+    parser.add_argument("--width", type=number_in_range(float, 0.0, 1.0, low_open=True), default=None,
+                        help="adaptive-width models: the width to export, in (0, 1]")
+    parser.add_argument("--with-postprocess", action="store_true",
+                        help="decode in the graph: outputs boxes, scores, landmarks in pixels (NMS stays outside)")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument("--dynamo", action="store_true",
+                        help="ONNX: use torch's torch.export-based exporter (slower here) instead of the "
+                             "TorchScript-based one")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="compare the written file with PyTorch on several input sizes (default on)")
+    parser.add_argument("--atol", type=positive_float, default=1e-4, help="parity tolerance (> 0, default 1e-4)")
+    parser.add_argument("--size", nargs=2, type=positive_int, default=DEFAULT_SIZE, metavar=("H", "W"),
+                        help="example input size for tracing; the fixed size of a non-dynamic ONNX file")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    """Run ``retinaface export``; returns the exit status (0, 1 parity failed, 2)."""
+    prog = prog or "retinaface export"
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed by argparse
+        return int(exit_.code or 0)
+    if args.format == "torchscript" and (args.dynamo or args.opset != MIN_OPSET):
+        return fail(prog, "--dynamo and --opset apply to --format onnx only")
+    if not Path(args.weights).is_file():
+        return fail(prog, f"{args.weights}: checkpoint file not found")
+    if Path(args.output).is_dir():
+        return fail(prog, f"--output {args.output}: is a directory; name the file to write")
+
+    import torch
+
+    from .. import parity
+    from ..checkpoint import CheckpointError
+    from ..export.metadata import ExportError
+    from ..export.writers import export_model, load_for_export
+    from ..models import BackboneError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
+        started = time.perf_counter()
+        options = dict(with_postprocess=args.with_postprocess, size=tuple(args.size), width=args.width)
+        if args.format == "onnx":
+            options.update(dynamic=args.dynamic, opset=args.opset, dynamo=args.dynamo)
+        meta = export_model(model, args.output, args.format, **options)
+    except (ExportError, CheckpointError, BackboneError, ValueError, OSError) as exc:
+        return fail(prog, first_line(exc))
+    except RuntimeError as exc:  # the exporter itself failed; its first line says why
+        return fail(prog, f"exporting {args.weights} to {args.format} failed: {first_line(exc)}")
+    size_text = "dynamic batch/height/width" if meta["dynamic"] == "true" else f"fixed 1x3x{meta['input_size']}"
+    print(f"wrote {args.output} ({args.format}, {meta['backbone']}, {size_text}, outputs "
+          f"{', '.join(json.loads(meta['output_names']))}) in {time.perf_counter() - started:.1f} s")
+    if not args.check:
+        return 0
+    try:
+        report = parity.check_parity(model, args.output, atol=args.atol)
+    except (ExportError, OSError, RuntimeError) as exc:
+        fail(prog, f"parity check could not run: {first_line(exc)}")
+        return 1
+    print("\n".join(report.lines()))
+    if not report.passed:
+        fail(prog, f"FAIL: {args.output} was written but does not match PyTorch")
+        return 1
+    return 0

@@ -1,0 +1,37 @@
+"""Deployment export: ONNX and TorchScript files of a RetinaFace model.
+
+* :mod:`retinaface.export.metadata`: the file contract (input/output names, recorded metadata,
+  :class:`ExportError`), shared with :mod:`retinaface.runtime` and :mod:`retinaface.parity`;
+* :mod:`retinaface.export.writers`: :func:`export_onnx`, :func:`export_torchscript`,
+  :func:`export_model`, :func:`load_for_export`.
+
+The in-graph decoding (``with_postprocess``) is :class:`retinaface.postprocess.DecodedRetinaFace`;
+its priors are :func:`retinaface.priors.pixel_priors`; running a written file is
+:func:`retinaface.runtime.load_exported`; comparing it with PyTorch is
+:func:`retinaface.parity.check_parity`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule; loaded on first use, so importing the light metadata module (command-line
+# argument checks, the runtime) does not pull in torch's exporters
+_LAZY = {name: "metadata" for name in ("DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "ExportError",
+                                       "MIN_OPSET", "RAW_OUTPUTS", "build_metadata", "read_metadata")}
+_LAZY.update({name: "writers" for name in ("export_model", "export_onnx", "export_torchscript",
+                                           "load_for_export")})
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

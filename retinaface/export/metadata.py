@@ -1,0 +1,140 @@
+"""The contract an exported file carries: names, defaults, metadata written and read back.
+
+Every fact about an exported file that a writer, a runtime and a parity check must agree on is
+stated here once: the metadata keys (:func:`build_metadata`, :func:`read_metadata`), the input and
+output names, the export defaults, and :class:`ExportError`. This module imports torch only when it
+reads a TorchScript file and onnx only when it reads an ONNX file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+from ..conventions import BGR_MEAN
+
+PathLike = Union[str, Path]
+
+EXPORT_FORMAT = "retinaface-export"
+EXPORT_FORMAT_VERSION = 1
+INPUT_NAME = "input"
+RAW_OUTPUTS = ("loc", "conf", "landms")
+DECODED_OUTPUTS = ("boxes", "scores", "landmarks")
+TORCHSCRIPT_METADATA_FILE = "retinaface_metadata.json"
+DEFAULT_SIZE = (640, 640)
+MIN_OPSET = 17
+# the coarsest level (stride 32) must have more than one cell, or export specialises on it
+MIN_DYNAMIC_SIDE = 33
+MAX_DYNAMIC_SIDE = 8192
+
+OUTPUT_DESCRIPTIONS = {
+    "loc": "(B,P,4) box offsets against the priors, variance-encoded",
+    "conf": "(B,P,2) softmax scores, column 1 = face",
+    "landms": "(B,P,10) landmark offsets against the priors, variance-encoded",
+    "boxes": "(B,P,4) x1,y1,x2,y2 in input pixels (not clipped, before NMS)",
+    "scores": "(B,P) face probability",
+    "landmarks": "(B,P,10) five x,y points in input pixels",
+}
+
+
+class ExportError(RuntimeError):
+    """An export could not be made, read or checked; the message is one line naming the file or argument."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def build_metadata(model: Any, fmt: str, with_postprocess: bool, dynamic: bool,
+                   size: Sequence[int], opset: Optional[int] = None,
+                   width: Optional[float] = None) -> Dict[str, str]:
+    """The input contract and provenance recorded in an exported file (string keys and values).
+
+    ``model`` is the exported network (its ``config`` is recorded); ``size`` ``(H, W)`` is the
+    export size, the fixed input of a non-dynamic file.
+    """
+    import torch
+
+    from .. import __version__
+
+    config = model.config
+    outputs = DECODED_OUTPUTS if with_postprocess else RAW_OUTPUTS
+    meta = {
+        "format": EXPORT_FORMAT,
+        "format_version": str(EXPORT_FORMAT_VERSION),
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+        "file_format": fmt,
+        "backbone": config.backbone,
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "input_name": INPUT_NAME,
+        "input_layout": "NCHW",
+        "input_dtype": "float32",
+        "input_color": "BGR",
+        "input_mean": json.dumps(list(BGR_MEAN)),
+        "input_preprocessing": "float32(image_bgr) - mean, HWC -> CHW, no scaling, no std division",
+        "input_size": "dynamic" if dynamic else f"{int(size[0])}x{int(size[1])}",
+        "export_size": json.dumps([int(size[0]), int(size[1])]),
+        "dynamic": json.dumps(bool(dynamic)),
+        "with_postprocess": json.dumps(bool(with_postprocess)),
+        "output_names": json.dumps(list(outputs)),
+        "outputs": json.dumps({name: OUTPUT_DESCRIPTIONS[name] for name in outputs}),
+        "postprocess": ("decoded in-graph; apply score threshold and NMS outside" if with_postprocess
+                        else "decode against priors (ceil(H/s) grids), threshold and NMS outside"),
+    }
+    if opset is not None:
+        meta["opset"] = str(opset)
+    if width is not None:
+        meta["width"] = json.dumps(width)
+    return meta
+
+
+def is_torchscript_file(path: PathLike) -> bool:
+    """TorchScript files are zip archives; ONNX files are bare protobuf."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Silence torch's "torch.jit.* is deprecated" notices: TorchScript output is asked for on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
+def read_metadata(path: PathLike) -> Dict[str, str]:
+    """The metadata :func:`build_metadata` wrote into an ``.onnx`` or TorchScript file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: file not found")
+    if is_torchscript_file(path):
+        import torch
+
+        extra = {TORCHSCRIPT_METADATA_FILE: ""}
+        try:
+            with quiet_torchscript():
+                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as exc:
+            raise ExportError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
+        if not extra[TORCHSCRIPT_METADATA_FILE]:
+            raise ExportError(f"{path}: TorchScript file without {TORCHSCRIPT_METADATA_FILE} "
+                              f"(not exported by retinaface)")
+        return json.loads(extra[TORCHSCRIPT_METADATA_FILE])
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(f"{path}: not a readable ONNX file ({first_line(exc)})") from None
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+__all__ = ["DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ExportError",
+           "INPUT_NAME", "MAX_DYNAMIC_SIDE", "MIN_DYNAMIC_SIDE", "MIN_OPSET", "OUTPUT_DESCRIPTIONS",
+           "RAW_OUTPUTS", "TORCHSCRIPT_METADATA_FILE", "build_metadata", "first_line",
+           "is_torchscript_file", "quiet_torchscript", "read_metadata"]

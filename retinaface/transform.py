@@ -1,0 +1,176 @@
+"""The inference transform: BGR uint8 images -> one network batch, and the scale back to pixels.
+
+Owns :class:`InferenceTransform` (the role torchvision's ``GeneralizedRCNNTransform`` plays for its
+detectors): the test-time resize policy (origin size, a target short side, a cap on the long side),
+the BGR mean subtraction, batching of images of any sizes into one ``(B, 3, H, W)`` float tensor
+(NHWC memory on CPU when asked), and the per-image factor that maps network-input pixels back to the
+original image's pixels. A transform is immutable after construction, so one instance may serve
+several threads; :meth:`InferenceTransform.replace` makes a variant (test-time augmentation builds
+one per view).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from .conventions import BGR_MEAN
+
+# One resize factor, or ``(sx, sy)`` when the two axes had to be scaled differently.
+Scale = Union[float, Tuple[float, float]]
+
+_CONVERSION_HINTS = {
+    "b": "bool masks are not images; use mask.astype(np.uint8) * 255",
+    "f": "for float images in [0, 1] use (img * 255).round().clip(0, 255).astype(np.uint8); "
+         "for float images in [0, 255] use img.round().clip(0, 255).astype(np.uint8)",
+    "u": "for 16-bit images use (img >> 8).astype(np.uint8) (or cv2.imread without IMREAD_ANYDEPTH)",
+    "i": "use img.clip(0, 255).astype(np.uint8) if the values are already 0..255",
+}
+
+
+def resize_scale(height: int, width: int, target_size: Optional[int], max_size: Optional[int]) -> float:
+    """The WIDER test-protocol scale: short side to ``target_size`` unless the long side would then
+    exceed ``max_size`` (then the long side goes to ``max_size``). ``None`` for both keeps 1.0."""
+    if target_size is None and max_size is None:
+        return 1.0
+    short, long = min(height, width), max(height, width)
+    if short <= 0:  # an empty image: nothing to resize
+        return 1.0
+    scale = float(target_size) / short if target_size is not None else 1.0
+    if max_size is not None and np.round(scale * long) > max_size:
+        scale = float(max_size) / long
+    return scale
+
+
+def check_image(image: object, index: int = 0) -> np.ndarray:
+    """``image`` if it is an ``(H, W, 3)`` BGR uint8 array; else ``ValueError`` saying how to fix it.
+
+    uint8 is the contract: a float image in [0, 1] would silently find nothing and a 16-bit one
+    would saturate every score, so other dtypes are refused with the conversion to use.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"image {index}: expected an (H, W, 3) BGR array, got "
+                         f"{type(image).__name__} with shape {shape}")
+    if image.dtype != np.uint8:
+        hint = _CONVERSION_HINTS.get(image.dtype.kind, "convert it to uint8 0..255 BGR")
+        raise ValueError(f"image {index}: expected dtype uint8 (BGR 0..255), got {image.dtype}; {hint}")
+    return image
+
+
+def _check_size(name: str, value: Optional[int]) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 32:
+        # below one stride-32 cell the network sees a single location: no useful detection
+        raise ValueError(f"{name} must be an integer >= 32 or None, got {value!r}")
+    return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceTransform:
+    """Resize policy, mean subtraction and batching of BGR uint8 images.
+
+    ``target_size``: short side to resize to (``None``: keep); ``max_size``: cap on the long side
+    (``None``: none); both ``None`` runs at the original size (the reference protocol). ``mean``:
+    subtracted per BGR channel. ``channels_last``: build NHWC-strided batches (faster convolutions
+    on CPU; values unchanged). ``device``: where batches are built. ``fixed_size``: ``(H, W)`` of a
+    network that accepts only that input (an ONNX file exported without ``--dynamic``): images are
+    letterboxed into it, i.e. downscaled (keeping the aspect ratio) when larger and padded
+    bottom-right with the mean colour, and detections are mapped back by the same scale.
+    """
+
+    target_size: Optional[int] = None
+    max_size: Optional[int] = None
+    mean: Tuple[float, float, float] = BGR_MEAN
+    channels_last: bool = False
+    device: torch.device = torch.device("cpu")
+    fixed_size: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        if self.fixed_size is not None:
+            fixed = tuple(int(v) for v in self.fixed_size)
+            if len(fixed) != 2 or min(fixed) < 1:
+                raise ValueError(f"fixed_size must be (height, width) of positive integers, got {self.fixed_size!r}")
+            object.__setattr__(self, "fixed_size", fixed)
+        object.__setattr__(self, "target_size", _check_size("target_size", self.target_size))
+        object.__setattr__(self, "max_size", _check_size("max_size", self.max_size))
+        if len(self.mean) != 3:
+            raise ValueError(f"mean must have 3 (B, G, R) values, got {self.mean!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "device", torch.device(self.device))
+
+    def replace(self, **changes) -> "InferenceTransform":
+        """A copy with some fields changed (this one is left as it is)."""
+        return dataclasses.replace(self, **changes)
+
+    def scale_for(self, height: int, width: int) -> float:
+        """The resize factor this policy applies to an ``height x width`` image."""
+        scale = resize_scale(height, width, self.target_size, self.max_size)
+        if self.fixed_size is not None and min(height, width) > 0:
+            fixed_h, fixed_w = self.fixed_size
+            if np.round(height * scale) > fixed_h or np.round(width * scale) > fixed_w:
+                scale = min(fixed_h / height, fixed_w / width)  # letterbox: fit inside
+        return scale
+
+    def resize(self, image: np.ndarray) -> Tuple[np.ndarray, Scale]:
+        """Apply the resize policy; returns the image to feed (uint8, or float32 if resized) and its
+        scale (one factor, or ``(sx, sy)`` when a side had to be kept at one pixel)."""
+        height, width = image.shape[:2]
+        scale = self.scale_for(height, width)
+        if scale == 1.0:
+            return image, scale
+        # the reference resizes the float image, which avoids rounding to uint8
+        new_w, new_h = int(np.round(width * scale)), int(np.round(height * scale))
+        if new_w >= 1 and new_h >= 1:
+            return cv2.resize(image.astype(np.float32), None, None, fx=scale, fy=scale,
+                              interpolation=cv2.INTER_LINEAR), scale
+        # a thin strip whose short side would round to 0 pixels: keep it at 1 pixel, so each axis
+        # has its own factor
+        new_w, new_h = max(new_w, 1), max(new_h, 1)
+        resized = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        return resized, (new_w / width, new_h / height)
+
+    def batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Mean-subtracted ``(B, 3, H, W)`` float32 tensor of already resized images; smaller images
+        are padded bottom-right with zeros (the mean colour) up to the largest height and width."""
+        if self.fixed_size is not None:
+            height, width = self.fixed_size
+            images = [img[:height, :width] for img in images]  # rounding never exceeds it; be sure
+        else:
+            height = max(img.shape[0] for img in images)
+            width = max(img.shape[1] for img in images)
+        padded = any(img.shape[:2] != (height, width) for img in images)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        batch = torch.empty((len(images), 3, height, width), dtype=torch.float32, device=self.device,
+                            memory_format=memory_format)
+        if padded:
+            batch.zero_()  # zero = the mean colour, as the network saw it in training padding
+        mean = torch.tensor(self.mean, device=self.device).view(3, 1, 1)
+        for i, img in enumerate(images):
+            pixels = torch.from_numpy(np.ascontiguousarray(img)).to(self.device).permute(2, 0, 1)
+            # one pass: HWC uint8 -> CHW float minus mean, written straight into the batch
+            torch.sub(pixels, mean, out=batch[i, :, :img.shape[0], :img.shape[1]])
+        return batch
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[Scale]]:
+        """Resize and batch non-empty images: ``(batch (B, 3, H, W), scale of each image)``."""
+        prepared = [self.resize(img) for img in images]
+        return self.batch([img for img, _ in prepared]), [scale for _, scale in prepared]
+
+
+def to_original_pixels(boxes: torch.Tensor, points: torch.Tensor, scale: Scale
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Boxes ``(N, 4)`` and flat landmark pairs ``(N, 2k)`` in network-input pixels divided by the
+    image's resize ``scale``, i.e. in the original image's pixels."""
+    sx, sy = (scale, scale) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
+    if (sx, sy) == (1.0, 1.0):
+        return boxes, points
+    factors = boxes.new_tensor([sx, sy])
+    return boxes / factors.repeat(2), points / factors.repeat(points.shape[-1] // 2)
+
+
+__all__ = ["InferenceTransform", "Scale", "check_image", "resize_scale", "to_original_pixels"]
