@@ -75,8 +75,9 @@ class FaceTrainTransform:
         factor = 1.0 + rng.uniform(-self.scale, self.scale)
         dx, dy = rng.uniform(-self.shift, self.shift, 2) * s
         mirror = rng.random() < self.flip
-        # continuous-pixel centre (s / 2), the same convention as conventions.mirror_x
-        centre = s / 2.0
+        # warpAffine maps pixel indices: the centre of a size-s crop is (s - 1) / 2, so a pure flip
+        # is exactly crop[:, ::-1]
+        centre = (s - 1) / 2.0
         cos, sin = factor * math.cos(angle), factor * math.sin(angle)
         linear = np.array([[cos, -sin], [sin, cos]])
         if mirror:
