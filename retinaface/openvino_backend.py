@@ -1,0 +1,189 @@
+"""OpenVINO as a third runtime inside :class:`retinaface.Detector`, beside PyTorch and ONNX Runtime.
+
+Owns :class:`OpenVinoModel`: it reads an ``.onnx`` file written by this toolkit's exporter (float,
+or INT8 from :mod:`retinaface.quantize`; raw outputs only), rebuilds the :class:`ModelConfig` from
+the file's metadata, and is called like the torch model and like
+:class:`retinaface.runtime.OnnxRuntimeModel`: a ``(B, 3, H, W)`` float tensor in, ``(loc, conf,
+landms)`` tensors out. Pre- and post-processing stay the Detector's, so all runtimes share one
+pipeline and give the same detections up to float rounding.
+
+A dynamic-shape file is compiled once per input shape met (reshaped to it first: OpenVINO's CPU
+plugin is faster on static shapes); the last few compiled shapes are cached, so a video or a
+benchmark at one size compiles once.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+
+from .config import ModelConfig
+
+PathLike = Union[str, Path]
+# the export contract (retinaface.export writes these)
+EXPORT_FORMAT = "retinaface-export"
+RAW_OUTPUTS = ("loc", "conf", "landms")
+COMPILED_SHAPES_KEPT = 4
+
+
+class OpenVinoError(RuntimeError):
+    """The file cannot run on OpenVINO; the message is one line naming the file."""
+
+
+def openvino_available() -> bool:
+    """Whether the optional ``openvino`` package can be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoModel:
+    """An exported RetinaFace run by OpenVINO, usable wherever the Detector expects the model.
+
+    ``device`` is OpenVINO's device name (``"CPU"`` by default); ``threads`` caps its inference
+    threads (``None``: OpenVINO's choice). ``hint`` is OpenVINO's performance hint (``LATENCY``:
+    one request at a time, what the Detector does). Outputs are CPU float32 tensors; ``eval()``,
+    ``to()`` and ``train(False)`` are accepted and do nothing; there are no parameters.
+    """
+
+    training = False
+
+    def __init__(self, path: PathLike, device: str = "CPU", threads: Optional[int] = None,
+                 hint: str = "LATENCY") -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise OpenVinoError("OpenVINO is not installed: pip install 'retinaface[openvino]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OpenVinoError(f"{self.path}: ONNX file not found")
+        self.metadata = _onnx_metadata(self.path)
+        if self.metadata.get("format") != EXPORT_FORMAT:
+            raise OpenVinoError(f"{self.path}: no retinaface metadata (export it with 'retinaface export')")
+        if json.loads(self.metadata.get("with_postprocess", "false")):
+            raise OpenVinoError(f"{self.path}: exported with --with-postprocess; the Detector needs the raw "
+                                f"outputs, export without it")
+        try:
+            self.config = ModelConfig.from_dict(json.loads(self.metadata["config"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise OpenVinoError(f"{self.path}: unusable config metadata ({exc})") from None
+        self.core = ov.Core()
+        try:
+            self._model = self.core.read_model(str(self.path))
+        except Exception as exc:
+            raise OpenVinoError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)})") from None
+        names = [out.get_any_name() for out in self._model.outputs]
+        if tuple(names) != RAW_OUTPUTS:
+            raise OpenVinoError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
+        self.input_name = self._model.inputs[0].get_any_name()
+        partial = self._model.inputs[0].get_partial_shape()
+        # static dims are ints, dynamic ones None (as OnnxRuntimeModel's names play that role)
+        self.input_shape = tuple(int(d.get_length()) if d.is_static else None for d in partial)
+        dims = self.input_shape
+        # (batch, height, width) of a file exported without --dynamic: the Detector letterboxes
+        # images into it, as for retinaface.runtime.OnnxRuntimeModel
+        self.fixed_input: Optional[Tuple[int, int, int]] = (
+            (dims[0], dims[2], dims[3]) if len(dims) == 4 and None not in (dims[0], dims[2], dims[3]) else None)
+        self.ov_device = device
+        self.config_options: Dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        if threads is not None:
+            self.config_options["INFERENCE_NUM_THREADS"] = int(threads)
+        self.device = torch.device("cpu")
+        self._compiled: "collections.OrderedDict[Tuple[int, ...], Any]" = collections.OrderedDict()
+
+    @property
+    def backbone(self) -> str:
+        return self.config.backbone
+
+    @property
+    def precision(self) -> str:
+        """``"int8"`` for a quantised file, else ``"float32"``."""
+        return self.metadata.get("precision", "float32")
+
+    def _request(self, shape: Tuple[int, ...]):
+        key = shape if any(d is None for d in self.input_shape) else tuple(self.input_shape)
+        request = self._compiled.get(key)
+        if request is not None:
+            self._compiled.move_to_end(key)
+            return request
+        model = self._model
+        if key != self.input_shape:
+            model = model.clone()
+            model.reshape({self.input_name: list(shape)})
+        try:
+            compiled = self.core.compile_model(model, self.ov_device, self.config_options)
+        except Exception as exc:
+            raise OpenVinoError(f"{self.path}: OpenVINO cannot compile it for {shape} "
+                                f"({_first_line(exc)})") from None
+        request = compiled.create_infer_request()
+        self._compiled[key] = request
+        while len(self._compiled) > COMPILED_SHAPES_KEPT:
+            self._compiled.popitem(last=False)
+        return request
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = tuple(int(d) for d in images.shape)
+        self._check_shape(shape)
+        request = self._request(shape)
+        feed = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        results = request.infer({0: feed})
+        # copy out: the request's output buffers are reused by the next call
+        outs = [torch.from_numpy(results[request.model_outputs[i]].copy()) for i in range(3)]
+        return tuple(out.to(images.device) for out in outs)
+
+    forward = __call__
+
+    def _check_shape(self, shape: Tuple[int, ...]) -> None:
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{self.path.name}: expected a (B, 3, H, W) input, got {shape}")
+        if any(dim is not None and shape[i] != dim for i, dim in enumerate(self.input_shape)):
+            raise ValueError(f"{self.path.name}: fixed input shape {self.input_shape} (exported without "
+                             f"--dynamic), got {shape}; re-export with --dynamic or resize to it")
+
+    # nn.Module look-alikes the Detector calls
+    def eval(self) -> "OpenVinoModel":
+        return self
+
+    def train(self, mode: bool = True) -> "OpenVinoModel":
+        if mode:
+            raise RuntimeError(f"{self.path.name}: an OpenVINO model cannot be trained")
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "OpenVinoModel":
+        return self
+
+    def __repr__(self) -> str:
+        return (f"OpenVinoModel({str(self.path)!r}, backbone={self.config.backbone!r}, "
+                f"precision={self.precision!r}, device={self.ov_device!r})")
+
+
+def load_openvino_model(path: PathLike, backbone: Optional[str] = None, device: str = "CPU",
+                        threads: Optional[int] = None) -> OpenVinoModel:
+    """:class:`OpenVinoModel` of ``path``; a given ``backbone`` must be the one the file holds."""
+    model = OpenVinoModel(path, device=device, threads=threads)
+    if backbone is not None and backbone != model.config.backbone:
+        raise OpenVinoError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
+    return model
+
+
+def _onnx_metadata(path: Path) -> Dict[str, str]:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise OpenVinoError(f"{path}: not a readable ONNX file ({_first_line(exc)})") from None
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["OpenVinoError", "OpenVinoModel", "load_openvino_model", "openvino_available"]

@@ -1,0 +1,439 @@
+"""INT8 post-training quantisation of exported RetinaFace ONNX files, and what it costs in accuracy.
+
+Owns:
+
+* :class:`DetectorCalibrationReader`: calibration batches made by the Detector's own
+  pre-processing (its transform is called, not re-implemented), so the activation ranges are the
+  ones inference will see;
+* :func:`calibration_images`: images from a folder, or the synthetic training split;
+* :func:`quantize_onnx`: ONNX Runtime static quantisation in QDQ format (per-channel int8 weights,
+  uint8 activations), with a choice of which op types / nodes stay float, and metadata recording
+  the method, the calibration images and what was kept float;
+* :func:`accuracy_report`: easy / medium / hard AP of the float and the INT8 file on a val split,
+  the share of float detections the INT8 model reproduces at IoU >= 0.9, both latencies, and a
+  warning when AP drops by more than 0.01.
+
+Which layers stay float (:data:`DEFAULT_FLOAT_OP_TYPES`): the output tail (Transpose, Reshape,
+Concat, Softmax) — it moves bytes and does no arithmetic worth quantising, and an int8 softmax
+would clip the scores the threshold compares against; the first convolution (3 input channels)
+is kept float by :data:`KEEP_FIRST_CONV_FLOAT` because it reads the raw mean-subtracted pixels,
+whose range is the widest in the network, and costs little. See docs/edge.md for the measurements.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, Path]
+
+QUANT_METHODS: Tuple[str, ...] = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"
+DEFAULT_CALIBRATION_IMAGES = 64
+# the output tail: layout ops and the softmax whose scores the threshold reads
+DEFAULT_FLOAT_OP_TYPES: Tuple[str, ...] = ("Transpose", "Reshape", "Concat", "Softmax")
+KEEP_FIRST_CONV_FLOAT = True
+AP_DROP_WARNING = 0.01
+REPRODUCED_IOU = 0.9
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+QUANT_METADATA_KEY = "quantization"
+
+
+class QuantizationError(RuntimeError):
+    """A quantisation could not be made or checked; the message is one line naming the file or option."""
+
+
+# -- calibration -----------------------------------------------------------------------------------
+def calibration_images(source: PathLike, count: int = DEFAULT_CALIBRATION_IMAGES,
+                       seed: int = 0) -> Tuple[List[Path], str]:
+    """Up to ``count`` image paths for calibration and a description of where they came from.
+
+    ``source`` is a folder (searched recursively for images; a random ``count`` of them, fixed by
+    ``seed``, when there are more) or ``"synthetic"``: the training split of the built-in synthetic
+    set (generated under ``data/synthetic`` if missing) — the training split, so that the val split
+    the accuracy report uses was never seen by calibration.
+    """
+    if count < 1:
+        raise QuantizationError(f"--calibration-images {count}: need at least 1 image")
+    if str(source) == "synthetic":
+        from .conventions import TRAIN_IMAGES
+        from .data.synthetic import generate_synthetic_widerface
+
+        root = Path("data/synthetic")
+        generate_synthetic_widerface(root)
+        folder = root / TRAIN_IMAGES
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise QuantizationError(f"--calibration {folder}: not a folder (give a folder of images or 'synthetic')")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise QuantizationError(f"--calibration {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    if len(paths) > count:
+        rng = np.random.default_rng(seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=count, replace=False))]
+    return paths, f"{source}: {len(paths)} images"
+
+
+def network_input(detector: Any, image: np.ndarray) -> np.ndarray:
+    """``(1, 3, H, W)`` float32 C-contiguous network input of one BGR uint8 ``image``, made by
+    ``detector``'s own transform (resize policy, mean subtraction), so calibration sees what
+    inference feeds."""
+    transform = getattr(detector, "transform", None)
+    if callable(transform):
+        batch, _ = transform([image])
+    else:  # a Detector without a transform object exposes the two steps
+        batch = detector.to_batch([detector.prepare(image)[0]])
+    return batch.detach().to("cpu").contiguous().numpy()
+
+
+def _fixed_hw(input_shape: Sequence[Any]) -> Optional[Tuple[int, int]]:
+    """``(H, W)`` of a static ONNX input shape, ``None`` when they are symbolic."""
+    h, w = input_shape[2], input_shape[3]
+    return (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
+
+
+class DetectorCalibrationReader:
+    """Feeds calibration images, pre-processed by a Detector, to ONNX Runtime's calibrator.
+
+    ``fixed_size`` ``(H, W)``: images are first resized to it (a static export accepts only that
+    size); otherwise they keep their size (or the detector's resize policy). Images that cannot be
+    read are refused with their path. Implements ONNX Runtime's ``CalibrationDataReader`` protocol
+    (``get_next`` returning a feed dict, then ``None``; ``rewind``).
+    """
+
+    def __init__(self, detector: Any, images: Sequence[PathLike], input_name: str = "input",
+                 fixed_size: Optional[Tuple[int, int]] = None) -> None:
+        self.detector = detector
+        self.images = [Path(p) for p in images]
+        self.input_name = input_name
+        self.fixed_size = fixed_size
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        import cv2
+
+        if self._next >= len(self.images):
+            return None
+        path = self.images[self._next]
+        self._next += 1
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise QuantizationError(f"{path}: cannot read this calibration image")
+        # a detector over a fixed-size file letterboxes by itself; otherwise stretch to the size
+        own_fixed = getattr(getattr(self.detector, "transform", None), "fixed_size", None)
+        if self.fixed_size is not None and own_fixed is None and image.shape[:2] != self.fixed_size:
+            image = cv2.resize(image, (self.fixed_size[1], self.fixed_size[0]), interpolation=cv2.INTER_LINEAR)
+        return {self.input_name: network_input(self.detector, image)}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+# -- quantisation ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class QuantizationResult:
+    """What :func:`quantize_onnx` wrote: the path, its metadata and the nodes it kept float."""
+
+    path: Path
+    metadata: Dict[str, str]
+    float_nodes: List[str]
+    quantized_nodes: int
+
+
+def _calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}
+    if method not in table:
+        raise QuantizationError(f"--method {method!r}: choose one of {', '.join(QUANT_METHODS)}")
+    return table[method]
+
+
+def first_conv_nodes(model_proto) -> List[str]:
+    """Names of the Conv nodes fed directly by a graph input (the stem convolution)."""
+    inputs = {i.name for i in model_proto.graph.input}
+    return [n.name for n in model_proto.graph.node if n.op_type == "Conv" and n.input and n.input[0] in inputs]
+
+
+def depthwise_conv_nodes(model_proto) -> List[str]:
+    """Names of grouped (depthwise) Conv nodes."""
+    return [n.name for n in model_proto.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images: Sequence[PathLike],
+                  method: str = DEFAULT_METHOD, calibration_source: str = "",
+                  float_op_types: Sequence[str] = DEFAULT_FLOAT_OP_TYPES,
+                  keep_first_conv_float: bool = KEEP_FIRST_CONV_FLOAT,
+                  float_nodes: Sequence[str] = (), keep_depthwise_float: bool = False,
+                  per_channel: bool = True, overwrite: bool = False) -> QuantizationResult:
+    """Write the INT8 (QDQ) version of the float ONNX file ``float_path`` to ``output``, atomically.
+
+    ``detector`` is a :class:`retinaface.Detector` (over the float file or the PyTorch model: only
+    its pre-processing is used) and ``images`` the calibration image paths. ``method`` is the
+    activation-range calibration (``minmax``, ``entropy`` or ``percentile`` 99.999). Op types in
+    ``float_op_types`` and the nodes in ``float_nodes`` (plus the stem conv and, if asked, the
+    depthwise convs) stay float. The float file's metadata is kept and ``quantization`` added (a
+    JSON object: method, images, per-channel, types, what stayed float). ``output`` must not exist
+    unless ``overwrite``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .fileio import atomic_write
+
+    float_path, output = Path(float_path), Path(output)
+    if not float_path.is_file():
+        raise QuantizationError(f"{float_path}: ONNX file not found")
+    if output.exists() and not overwrite:
+        raise QuantizationError(f"{output}: already exists; choose another --output or delete it")
+    if output.resolve() == float_path.resolve():
+        raise QuantizationError(f"{output}: the INT8 file must not replace the float one")
+    calibrate = _calibration_method(method)
+    if not images:
+        raise QuantizationError("no calibration images")
+    try:
+        float_proto = onnx.load(str(float_path))
+    except Exception as exc:
+        raise QuantizationError(f"{float_path}: not a readable ONNX file ({_first_line(exc)})") from None
+    metadata = {p.key: p.value for p in float_proto.metadata_props}
+    if QUANT_METADATA_KEY in metadata:
+        raise QuantizationError(f"{float_path}: already quantised ({metadata[QUANT_METADATA_KEY]})")
+    input_name = float_proto.graph.input[0].name
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in float_proto.graph.input[0].type.tensor_type.shape.dim]
+    fixed = _fixed_hw(dims)
+
+    with tempfile.TemporaryDirectory(prefix="retinaface-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quantized = Path(tmp) / "int8.onnx"
+        # constant folding and shape inference first, as ONNX Runtime recommends; the symbolic
+        # pass is skipped (the exporter's shapes are already declared)
+        quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
+        pre_proto = onnx.load(str(pre))
+        keep = list(float_nodes)
+        if keep_first_conv_float:
+            keep += first_conv_nodes(pre_proto)
+        if keep_depthwise_float:
+            keep += depthwise_conv_nodes(pre_proto)
+        op_types = sorted({n.op_type for n in pre_proto.graph.node} - set(float_op_types))
+        reader = DetectorCalibrationReader(detector, images, input_name, fixed)
+        extra = {"CalibMovingAverage": False}
+        if method == "percentile":
+            extra["CalibPercentile"] = 99.999
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(pre), str(quantized), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                            nodes_to_exclude=sorted(set(keep)), calibrate_method=calibrate,
+                            extra_options=extra)
+        proto = onnx.load(str(quantized))
+    info = {
+        "method": method,
+        "format": "QDQ",
+        "activations": "uint8 per-tensor",
+        "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
+        "calibration": calibration_source or f"{len(images)} images",
+        "calibration_images": [str(p) for p in images][:200],
+        "calibration_count": len(images),
+        "float_op_types": list(float_op_types),
+        "float_nodes": sorted(set(keep)),
+        "source": float_path.name,
+    }
+    metadata[QUANT_METADATA_KEY] = json.dumps(info, sort_keys=True)
+    metadata["precision"] = "int8"
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
+    with atomic_write(output, "wb") as handle:
+        handle.write(data)
+    count = sum(1 for n in proto.graph.node if n.op_type == "QuantizeLinear")
+    return QuantizationResult(output, metadata, sorted(set(keep)), count)
+
+
+def quantization_info(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The ``quantization`` metadata of an ONNX file (``None`` for a float file)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(meta[QUANT_METADATA_KEY]) if QUANT_METADATA_KEY in meta else None
+
+
+# -- accuracy --------------------------------------------------------------------------------------
+def reproduced_share(reference: Dict[Any, np.ndarray], candidate: Dict[Any, np.ndarray],
+                     score_threshold: float = 0.5, iou: float = REPRODUCED_IOU) -> float:
+    """Share of ``reference`` detections (score >= ``score_threshold``; ``(N, 15)`` rows per image
+    key) that ``candidate`` reproduces: a candidate box of score >= ``score_threshold`` / 2 with IoU
+    >= ``iou``, each candidate used once (greedy in reference score order). 1.0 when the reference
+    has no detection."""
+    import torch
+    from torchvision.ops import box_iou
+
+    total = matched = 0
+    for key, ref in reference.items():
+        ref = ref[ref[:, 4] >= score_threshold]
+        total += len(ref)
+        cand = candidate.get(key)
+        if not len(ref) or cand is None or not len(cand):
+            continue
+        # a borderline face may sit just under the threshold in the other model
+        cand = cand[cand[:, 4] >= score_threshold / 2]
+        if not len(cand):
+            continue
+        overlaps = box_iou(torch.from_numpy(ref[:, :4].copy()), torch.from_numpy(cand[:, :4].copy())).numpy()
+        used = np.zeros(len(cand), dtype=bool)
+        for row in np.argsort(-ref[:, 4], kind="stable"):
+            best = np.where(~used, overlaps[row], -1.0)
+            j = int(np.argmax(best))
+            if best[j] >= iou:
+                used[j] = True
+                matched += 1
+    return matched / total if total else 1.0
+
+
+def median_latency_ms(functions: Dict[str, Callable[[], Any]], repeats: int = 20,
+                      rounds: int = 4) -> Dict[str, float]:
+    """Median wall time (ms) of each no-argument function over ``repeats`` timed calls.
+
+    The calls are split into ``rounds`` blocks rotating between the functions, each block opening
+    with an untimed call: blocks, because ONNX Runtime's and OpenMP's threads spin for a while after
+    a call and would slow whichever function ran next; rotation, so that load from other processes
+    on a shared machine falls on all of them alike.
+    """
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    rounds = max(1, min(rounds, repeats))
+    per_block = [repeats // rounds + (1 if i < repeats % rounds else 0) for i in range(rounds)]
+    for block in per_block:
+        for name, fn in functions.items():
+            fn()
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) * 1000.0 for name, t in times.items()}
+
+
+@dataclasses.dataclass
+class AccuracyReport:
+    """Float vs INT8 on one val split: AP per setting, reproduced share, latencies (ms)."""
+
+    float_ap: Dict[str, float]
+    int8_ap: Dict[str, float]
+    reproduced: float
+    float_ms: float
+    int8_ms: float
+    latency_size: Tuple[int, int]
+    images: int
+    data_root: str
+
+    @property
+    def ap_drop(self) -> Dict[str, float]:
+        return {k: self.float_ap[k] - self.int8_ap[k] for k in self.float_ap}
+
+    @property
+    def warnings(self) -> List[str]:
+        return [f"INT8 AP {k} drops by {d:.4f} (> {AP_DROP_WARNING}): try --method entropy or "
+                f"percentile, more --calibration-images, or keep more layers float"
+                for k, d in self.ap_drop.items() if d > AP_DROP_WARNING]
+
+    def lines(self) -> List[str]:
+        h, w = self.latency_size
+        out = [f"accuracy on {self.data_root} ({self.images} val images):",
+               "  model  easy    medium  hard    latency @{}x{}".format(w, h),
+               "  float  {easy:.4f}  {medium:.4f}  {hard:.4f}  {ms:.2f} ms".format(ms=self.float_ms, **self.float_ap),
+               "  int8   {easy:.4f}  {medium:.4f}  {hard:.4f}  {ms:.2f} ms".format(ms=self.int8_ms, **self.int8_ap),
+               f"  speed-up {self.float_ms / self.int8_ms:.2f}x; INT8 reproduces {100 * self.reproduced:.1f} % of "
+               f"the float detections (score >= 0.5) at IoU >= {REPRODUCED_IOU}"]
+        return out + [f"  warning: {w}" for w in self.warnings]
+
+    def as_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["ap_drop"] = self.ap_drop
+        data["warnings"] = self.warnings
+        return data
+
+
+def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLike = "synthetic",
+                    backend: str = "onnxruntime", threads: Optional[int] = None,
+                    latency_repeats: int = 20, progress: bool = False) -> AccuracyReport:
+    """Easy / medium / hard AP of both files on ``data_root``'s val split (``"synthetic"``: the
+    built-in one; any WIDER-layout folder with ``val/ground_truth``), the share of float
+    detections INT8 reproduces, and both median latencies on one val image, timed in alternation.
+
+    Both files are run through the same :class:`~retinaface.Detector` pipeline (WIDER protocol:
+    threshold 0.02, NMS 0.4, no top-k caps, original image size).
+    """
+    from .data.dataset import WiderFaceValDataset
+    from .evaluation import evaluate, open_ground_truth, to_wider_rows
+    from .evaluation.predict import predict_widerface, widerface_detector
+
+    root = Path("data/synthetic") if str(data_root) == "synthetic" else Path(data_root)
+    if str(data_root) == "synthetic":
+        from .data.synthetic import generate_synthetic_widerface
+
+        generate_synthetic_widerface(root)
+    gt_dir = root / "val" / "ground_truth"
+    if not gt_dir.is_dir():
+        raise QuantizationError(f"{root}: no val/ground_truth folder (a WIDER-layout val split is needed)")
+    gt = open_ground_truth(gt_dir)
+    dataset = WiderFaceValDataset(root)
+    detectors = {name: widerface_detector(load_backend_model(path, backend, threads))
+                 for name, path in (("float", float_path), ("int8", int8_path))}
+    predictions = {name: predict_widerface(det, dataset, batch_size=1, workers=0, progress=progress)
+                   for name, det in detectors.items()}
+    aps = {name: evaluate({k: to_wider_rows(d) for k, d in preds.items()}, gt).as_dict()
+           for name, preds in predictions.items()}
+    image = dataset[0][0]
+    batch = network_input(detectors["float"], image)
+    import torch
+
+    tensor = torch.from_numpy(batch)
+    ms = median_latency_ms({name: (lambda d=det: d.forward(tensor)) for name, det in detectors.items()},
+                           repeats=latency_repeats)
+    return AccuracyReport(aps["float"], aps["int8"], reproduced_share(predictions["float"], predictions["int8"]),
+                          ms["float"], ms["int8"], tuple(batch.shape[-2:]), len(dataset), str(data_root))
+
+
+def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None):
+    """The ONNX file as a Detector-ready model on ``backend`` (``onnxruntime`` or ``openvino``)."""
+    if backend == "openvino":
+        from .openvino_backend import OpenVinoModel
+
+        return OpenVinoModel(path, threads=threads)
+    if backend != "onnxruntime":
+        raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
+    from .runtime import OnnxRuntimeModel
+
+    options = None
+    if threads is not None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+    return OnnxRuntimeModel(path, session_options=options)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "QUANT_METHODS",
+           "QuantizationError", "QuantizationResult", "accuracy_report", "calibration_images",
+           "depthwise_conv_nodes", "first_conv_nodes", "load_backend_model", "median_latency_ms",
+           "network_input", "quantization_info", "quantize_onnx", "reproduced_share"]

@@ -1,0 +1,73 @@
+"""OpenVINO runtime: same call contract and detections as the ONNX Runtime path (skipped without openvino)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+import retinaface  # noqa: E402
+from retinaface.export import export_onnx  # noqa: E402
+from retinaface.openvino_backend import OpenVinoError, OpenVinoModel  # noqa: E402
+from retinaface.runtime import OnnxRuntimeModel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ov")
+    torch.manual_seed(0)
+    model = retinaface.create_model("mobilenet0.25").eval()
+    static, dynamic = tmp / "static.onnx", tmp / "dynamic.onnx"
+    export_onnx(model, static, size=(96, 128))
+    export_onnx(model, dynamic, dynamic=True, size=(96, 128))
+    return dict(model=model, static=static, dynamic=dynamic, tmp=tmp)
+
+
+def _images(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), rng.integers(0, 255, (70, 150, 3), dtype=np.uint8)]
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_detections_match_onnx_runtime(exported, kind):
+    path = exported[kind]
+    ov_model, ort_model = OpenVinoModel(path, threads=1), OnnxRuntimeModel(path)
+    assert ov_model.config == ort_model.config and ov_model.fixed_input == ort_model.fixed_input
+    # the untrained model's scores are near-ties, which float rounding reorders and NMS then
+    # resolves differently; without NMS (IoU 1.0) the candidate sets must agree row for row
+    settings = dict(conf_threshold=0.5, nms_threshold=1.0, post_nms_topk=None)
+    ov_det, ort_det = retinaface.Detector(ov_model, **settings), retinaface.Detector(ort_model, **settings)
+    for image in _images():
+        a, b = ov_det.detect(image), ort_det.detect(image)
+        assert len(a) > 10
+        for row in a[a[:, 4] > 0.5 + 1e-4]:  # clear of the threshold
+            assert np.abs(b - row).max(axis=1).min() < 2e-2
+        assert abs(len(a) - len(b)) <= max(2, len(b) // 50)
+
+
+def test_raw_outputs_and_shape_contract(exported):
+    model = OpenVinoModel(exported["dynamic"])
+    batch = torch.randn(2, 3, 64, 96) * 50
+    loc, conf, landms = model(batch)
+    with torch.no_grad():
+        want = exported["model"](batch)
+    for have, ref in zip((loc, conf, landms), want):
+        assert have.shape == ref.shape and have.dtype == torch.float32
+        assert (have - ref).abs().max() < 1e-3
+    model(torch.randn(1, 3, 96, 64))  # a second shape compiles a second network
+    assert len(model._compiled) == 2
+    static = OpenVinoModel(exported["static"])
+    with pytest.raises(ValueError, match="fixed input shape"):
+        static(torch.randn(1, 3, 64, 64))
+
+
+def test_unusable_files_are_one_line_errors(exported, tmp_path):
+    with pytest.raises(OpenVinoError, match="not found"):
+        OpenVinoModel(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage")
+    with pytest.raises(OpenVinoError, match="junk.onnx"):
+        OpenVinoModel(junk)
+    assert "mobilenet0.25" in repr(OpenVinoModel(exported["static"]))
