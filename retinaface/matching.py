@@ -73,17 +73,19 @@ def _batch_targets(targets: Targets, device: torch.device | str | None,
     rows = [t.reshape(-1, TARGET_COLUMNS) for t in targets]
     if not rows:
         raise ValueError("empty batch: no target tensors given")
-    counts = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)
-    batch, kmax = len(rows), int(counts.max())
-    # face positions are worked out on the host (the counts are host numbers): no device sync
+    sizes = [int(r.shape[0]) for r in rows]  # shapes are host numbers: reading them never syncs
+    batch, kmax = len(rows), max(sizes)
+    counts = torch.tensor(sizes, dtype=torch.long)
+    # face positions are worked out on the host, from the shapes alone
     image = torch.repeat_interleave(torch.arange(batch), counts)
-    slot = torch.arange(int(counts.sum())) - (torch.cumsum(counts, 0) - counts)[image]
+    slot = torch.arange(sum(sizes)) - (torch.cumsum(counts, 0) - counts)[image]
     # one concatenation and one host-to-device copy for the whole batch, then one scatter
     flat = torch.cat(rows).to(device=device, dtype=dtype)
     device = flat.device
     padded = flat.new_zeros(batch, kmax, TARGET_COLUMNS)
-    padded[image.to(device), slot.to(device)] = flat
-    valid = torch.arange(kmax, device=device)[None] < counts.to(device)[:, None]
+    # non_blocking: host-to-device copies of index tensors that never wait for the device
+    padded[image.to(device, non_blocking=True), slot.to(device, non_blocking=True)] = flat
+    valid = torch.arange(kmax, device=device)[None] < counts.to(device, non_blocking=True)[:, None]
     return padded, valid, (image, slot)
 
 
@@ -166,8 +168,10 @@ def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = 0.35,
             # the number of faces, not B x Kmax (face counts per image are heavy-tailed)
             image, slot = positions
             take = (slot >= start) & (slot < stop)
-            row = (image[take] * (stop - start) + slot[take] - start).to(device)
-            real = batched_box_iou(boxes.view(-1, 4)[(image[take] * kmax + slot[take]).to(device)], corners)
+            # host-side selection (image / slot live on the host), then index copies to the device
+            row = (image[take] * (stop - start) + slot[take] - start).to(device, non_blocking=True)
+            flat_index = (image[take] * kmax + slot[take]).to(device, non_blocking=True)
+            real = batched_box_iou(boxes.view(-1, 4)[flat_index], corners)
             iou = real.new_zeros(batch * (stop - start), num_priors).index_copy_(0, row, real)
             iou = iou.view(batch, stop - start, num_priors)
             del real

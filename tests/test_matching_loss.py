@@ -278,3 +278,70 @@ def test_loss_accepts_half_precision_predictions():
     preds = tuple(torch.randn(4, priors.shape[0], c).half() for c in (4, 2, 10))
     out = MultiBoxLoss()(preds, priors, targets)
     assert out.total.dtype == torch.float32 and torch.isfinite(out.total)
+
+
+# ---------------------------------------------------------------------------------- no host syncs
+
+def _loss_inputs(device, seed=5, size=(64, 96)):
+    priors = generate_priors(*size)
+    targets = random_batch(seed, priors, max_faces=15)
+    targets[1] = torch.zeros(0, 15)  # an image without faces too
+    gen = torch.Generator().manual_seed(seed)
+    num = priors.shape[0]
+    preds = [torch.randn(len(targets), num, c, generator=gen) for c in (4, 2, 10)]
+    preds = [p.to(device).requires_grad_() for p in preds]
+    return preds, priors.to(device), [t.to(device) for t in targets]
+
+
+def test_loss_path_is_shape_static_on_the_meta_device():
+    """Meta tensors hold no data: any value-dependent step (``.item()``, ``nonzero``, boolean-mask
+    indexing, ``if tensor:``) raises on them. Matching + loss + backward run through, so on a GPU
+    they never make the host wait for the device."""
+    preds, priors, targets = _loss_inputs("meta")
+    out = MultiBoxLoss()(preds, priors, targets)
+    assert out.total.device.type == "meta" and out.total.shape == ()
+    out.total.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in preds)
+    # the meta device really refuses data-dependent operations (so the check above is meaningful)
+    with pytest.raises(Exception):
+        out.total.item()
+    with pytest.raises(Exception):
+        preds[0][preds[0] > 0]
+
+
+def test_loss_path_calls_no_item_or_nonzero(monkeypatch):
+    """On the CPU: the same losses as usual with ``Tensor.item`` / ``tolist`` / ``nonzero`` and
+    ``torch.nonzero`` / ``torch.where(cond)`` patched to raise."""
+    preds, priors, targets = _loss_inputs("cpu")
+    expected = MultiBoxLoss()(preds, priors, targets)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host-device synchronisation in the loss path")
+
+    real_where = torch.where
+    monkeypatch.setattr(torch.Tensor, "item", forbidden)
+    monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
+    monkeypatch.setattr(torch.Tensor, "nonzero", forbidden)
+    monkeypatch.setattr(torch, "nonzero", forbidden)
+    monkeypatch.setattr(torch, "where", lambda *a, **k: forbidden() if len(a) == 1 else real_where(*a, **k))
+    out = MultiBoxLoss()(preds, priors, targets)
+    out.total.backward()
+    monkeypatch.undo()
+    for a, b in zip(out, expected):
+        assert torch.equal(a, b)
+    assert float(expected.total.detach()) > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_loss_path_has_no_cuda_sync():
+    preds, priors, targets = _loss_inputs("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = MultiBoxLoss()(preds, priors, targets)
+        out.total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    cpu = MultiBoxLoss()(*_loss_inputs("cpu"))
+    for a, b in zip(out, cpu):
+        assert torch.allclose(a.cpu(), b.detach(), rtol=1e-4, atol=1e-5)
