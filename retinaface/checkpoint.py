@@ -8,11 +8,11 @@ optionally prefixed ``module.``); their backbone is given or inferred from the k
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
-from torch import nn
 
 from .config import ModelConfig
 from .fileio import atomic_torch_save
@@ -46,14 +46,44 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if "Unsupported global" in str(exc):
-            raise CheckpointError(f"{path}: holds Python objects other than tensors and plain values; "
-                                  f"refusing to load it (a checkpoint is data, never code)") from None
+        what = _refused_content(exc)
+        if what is not None:
+            raise CheckpointError(f"{path}: refusing to load it: the file holds code or Python objects "
+                                  f"({what}), not only tensors and plain values (a checkpoint is data, "
+                                  f"never code)") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or "
                               f"another format: {type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(data).__name__}")
     return data
+
+
+# torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL x.y was not an
+# allowed global" (a class) or "unsupported GLOBAL posix.system whose module posix is blocked" (a
+# function: code) in torch 2.4-2.14, "Unsupported operand N" for opcodes it does not run.
+_GLOBAL_RE = re.compile(r"unsupported global(?::\s*global)?\s+([\w.]+)", re.IGNORECASE)
+_OPERAND_RE = re.compile(r"unsupported operand\s+(\d+)", re.IGNORECASE)
+
+
+def _refused_content(exc: BaseException) -> Optional[str]:
+    """What the weights-only unpickler refused (a global's name, an opcode), or None when ``exc``
+    is not such a refusal (a damaged or foreign file)."""
+    text = str(exc)
+    found = _GLOBAL_RE.search(text)
+    if found:
+        return found.group(1)
+    if "weights only load failed" not in text.lower():
+        return None
+    found = _OPERAND_RE.search(text)
+    return f"pickle opcode {found.group(1)}" if found else "objects torch's weights-only loader does not allow"
+
+
+def first_non_finite(state: Mapping[str, Any]) -> Optional[str]:
+    """The name of the first floating-point tensor of ``state`` holding NaN or inf, else None."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> Dict[str, Any]:
@@ -140,6 +170,10 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
              if tuple(v.shape) != tuple(own[k].shape)]
     if wrong:
         raise CheckpointError(f"{path}: shape mismatch: {'; '.join(wrong[:3])}")
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{path}: weights are not finite (NaN or inf), first in {bad}; the run that "
+                              f"wrote them diverged: use an earlier checkpoint")
     model.load_state_dict(state, strict=False)
     model.to(device)
     return model.eval() if eval_mode else model

@@ -1,13 +1,20 @@
 """Atomic file writing: everything the toolkit writes (checkpoints, prediction files, .mat files,
 logs that replace older ones) goes through here, so an interrupted write never leaves a broken
-file where a good one was."""
+file where a good one was.
+
+A write in progress is ``.<name>.<pid>-<random>.tmp`` beside its target. A process killed mid-write
+leaves that file behind; :func:`clean_stale_temporaries` (run by the trainer at start-up) removes
+the ones whose writer process no longer exists, and never touches other files.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, List, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -22,6 +29,52 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
+TMP_SUFFIX = ".tmp"
+# ".<name>.<pid>-<mkstemp's 8 characters>.tmp"; older versions wrote ".<name>.<8 characters>.tmp"
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?(?P<rand>[a-z0-9_]{8})\.tmp$")
+# a temporary without a writer id is taken as stale only when nothing has written to it for this long
+_UNTAGGED_STALE_SECONDS = 3600.0
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: PathLike) -> List[Path]:
+    """Remove the temporaries :func:`atomic_write` left in ``folder`` (not recursive) when their
+    writer was killed: files named ``.<name>.<pid>-<random>.tmp`` whose process no longer exists,
+    and untagged ones of the older naming untouched for an hour. Returns the removed paths."""
+    folder = Path(folder)
+    removed: List[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in folder.iterdir():
+        match = _TMP_RE.match(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = match.group("pid")
+        try:
+            if pid is not None:
+                stale = not _process_alive(int(pid))
+            else:
+                stale = now - entry.stat().st_mtime > _UNTAGGED_STALE_SECONDS
+            if stale:
+                entry.unlink()
+                removed.append(entry)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
@@ -30,7 +83,7 @@ def atomic_write(path: PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
