@@ -27,14 +27,13 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .wider_bbx import BBX_FIELDS, is_number, read_bbx_blocks
+from ..conventions import LANDMARK_NAMES, split_image_path  # noqa: F401 (LANDMARK_NAMES re-exported)
+from ..formats.wider_bbx import BBX_FIELDS, is_number, read_bbx_blocks
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 logger = logging.getLogger(__name__)
 
-#: Landmark order of both the label files and the model: as seen in the image.
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
 RETINAFACE_FORMAT = "retinaface"
 WIDER_FORMAT = "wider"
@@ -63,16 +62,26 @@ class ImageAnnotation:
     has_landmarks: np.ndarray
     event: str = ""
     name: str = ""
+    label_file: str = ""                     # where the faces were read from ("" when built in code)
+    face_lines: Optional[np.ndarray] = None  # (K,) 1-based line of each face in label_file
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         k = len(self.boxes)
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(k, 10)
         self.has_landmarks = np.asarray(self.has_landmarks, dtype=bool).reshape(k)
+        if self.face_lines is not None:
+            self.face_lines = np.asarray(self.face_lines, dtype=np.int64).reshape(k)
         if not self.name:
             self.name = Path(self.path).stem
         if not self.event:
             self.event = Path(self.path).parent.name
+
+    def face_where(self, i: int) -> str:
+        """``label_file:line`` of face ``i`` (the image path when the line is unknown)."""
+        if self.label_file and self.face_lines is not None:
+            return f"{self.label_file}:{int(self.face_lines[i])}"
+        return f"{self.path} (face {i + 1})"
 
     @property
     def num_faces(self) -> int:
@@ -94,6 +103,7 @@ class LabelStats:
     num_without_landmarks: int = 0     # kept faces whose landmarks are absent
     num_dropped_empty: int = 0         # boxes with w <= 0 or h <= 0, dropped
     num_skipped_invalid: int = 0       # faces flagged invalid (WIDER format), skipped
+    num_skipped_bad: int = 0           # images missing or undecodable, skipped (skip_bad)
     dropped_lines: List[int] = field(default_factory=list)  # line numbers of dropped boxes (first 20)
 
     def warn(self) -> None:
@@ -116,11 +126,7 @@ class ValImage(NamedTuple):
 # ---------------------------------------------------------------------------- helpers
 def _split_event_path(rel: str) -> Tuple[str, str]:
     """``0--Parade/0_Parade_x.jpg`` (leading slash allowed) -> ``("0--Parade", "0_Parade_x")``."""
-    parts = [p for p in rel.replace("\\", "/").split("/") if p]
-    if not parts:
-        raise ValueError("empty image path")
-    stem = os.path.splitext(parts[-1])[0]
-    return (parts[-2] if len(parts) >= 2 else ""), stem
+    return split_image_path(rel)
 
 
 def _parse_numbers(tokens: Sequence[str], where: str) -> List[float]:
@@ -134,14 +140,27 @@ def _parse_numbers(tokens: Sequence[str], where: str) -> List[float]:
     return values
 
 
-def _read_lines(path: Path) -> List[str]:
+def read_text_lines(path: PathLike) -> List[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark is dropped, as editors on Windows
+    write one). Bytes that are not UTF-8 raise ``ValueError("path:line: ...")``."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file not found: {path}")
-    with open(path, "r", encoding="utf-8") as handle:
-        return handle.read().splitlines()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        lineno = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column}); "
+                         f"save the file as UTF-8") from None
+    return text.splitlines()
 
 
-def _make_annotation(image_root: Path, rel: str, rows: List[List[float]], has_lm: List[bool]) -> ImageAnnotation:
+
+def _make_annotation(image_root: Path, rel: str, rows: List[List[float]], has_lm: List[bool],
+                     label_file: Path, lines: List[int]) -> ImageAnnotation:
     event, name = _split_event_path(rel)
     k = len(rows)
     if k:
@@ -152,7 +171,8 @@ def _make_annotation(image_root: Path, rel: str, rows: List[List[float]], has_lm
         boxes = np.zeros((0, 4))
         landmarks = np.zeros((0, 10))
     return ImageAnnotation(path=str(image_root / rel.lstrip("/")), boxes=boxes, landmarks=landmarks,
-                           has_landmarks=np.asarray(has_lm, dtype=bool), event=event, name=name)
+                           has_landmarks=np.asarray(has_lm, dtype=bool), event=event, name=name,
+                           label_file=str(label_file), face_lines=np.asarray(lines, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------- readers
@@ -173,12 +193,13 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
     current: Optional[str] = None
     rows: List[List[float]] = []
     has_lm: List[bool] = []
+    lines: List[int] = []
 
     def flush() -> None:
         if current is not None:
-            out.append(_make_annotation(image_root, current, rows, has_lm))
+            out.append(_make_annotation(image_root, current, rows, has_lm, label_txt, lines))
 
-    for lineno, raw in enumerate(_read_lines(label_txt), start=1):
+    for lineno, raw in enumerate(read_text_lines(label_txt), start=1):
         line = raw.strip()
         where = f"{label_txt}:{lineno}"
         if not line:
@@ -187,11 +208,14 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
             tokens = line[1:].split()
             if not tokens:
                 raise ValueError(f"{where}: header line without an image path")
-            # Some releases append the image size to the header: '# a/b.jpg 1024 768'.
-            if len(tokens) > 1 and not all(is_number(t) for t in tokens[1:]):
-                raise ValueError(f"{where}: expected '# <event>/<file>.jpg', got {line!r}")
             flush()
-            current, rows, has_lm = tokens[0], [], []
+            # The path is the rest of the line (WIDER names may hold spaces); some releases append
+            # the image size to it: '# a/b.jpg 1024 768'.
+            if len(tokens) > 1 and all(is_number(t) for t in tokens[1:]):
+                current = tokens[0]
+            else:
+                current = line[1:].strip()
+            rows, has_lm, lines = [], [], []
             continue
         if current is None:
             raise ValueError(f"{where}: face line before any '# <event>/<file>.jpg' header")
@@ -212,6 +236,7 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
         present = not all(c == -1.0 for c in coords)
         rows.append(values[:4] + coords)
         has_lm.append(present)
+        lines.append(lineno)
     flush()
     _finish_stats(stats, out)
     return out, stats
@@ -234,6 +259,7 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
     out: List[ImageAnnotation] = []
     for block in read_bbx_blocks(gt_txt):
         rows: List[List[float]] = []
+        lines: List[int] = []
         for lineno, tokens in block.faces:
             where = f"{gt_txt}:{lineno}"
             if len(tokens) != BBX_FIELDS:
@@ -249,7 +275,8 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
                     stats.dropped_lines.append(lineno)
                 continue
             rows.append(values[:4] + [-1.0] * 10)
-        out.append(_make_annotation(image_root, block.path, rows, [False] * len(rows)))
+            lines.append(lineno)
+        out.append(_make_annotation(image_root, block.path, rows, [False] * len(rows), gt_txt, lines))
     _finish_stats(stats, out)
     return out, stats
 
@@ -267,12 +294,12 @@ def read_val_list(wider_val_txt: PathLike, image_root: Optional[PathLike] = None
     wider_val_txt = Path(wider_val_txt)
     image_root = Path(image_root) if image_root is not None else wider_val_txt.parent / "images"
     out: List[ValImage] = []
-    for lineno, raw in enumerate(_read_lines(wider_val_txt), start=1):
+    for lineno, raw in enumerate(read_text_lines(wider_val_txt), start=1):
         line = raw.strip()
         if not line:
             continue
         parts = [p for p in line.replace("\\", "/").split("/") if p]
-        if len(line.split()) != 1 or len(parts) < 2:
+        if len(parts) < 2:
             raise ValueError(f"{wider_val_txt}:{lineno}: expected '/<event>/<file>.jpg', got {line!r}")
         event, name = _split_event_path(line)
         out.append(ValImage(str(image_root / "/".join(parts)), event, name))
@@ -283,52 +310,153 @@ def read_val_list(wider_val_txt: PathLike, image_root: Optional[PathLike] = None
 # Leading bytes of the formats OpenCV reads that WIDER-like data sets use.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF",
           b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+#: How far (pixels, or this fraction of the image side if larger) a box may reach outside its image
+#: before the up-front check refuses it: annotators' boxes often overhang the border a little.
+BOX_MARGIN_PIXELS = 4.0
+BOX_MARGIN_FRACTION = 0.02
 
 
-def _image_problem(path: str, check_header: bool) -> Optional[str]:
+class ImageInfo(NamedTuple):
+    """What the up-front check learned about one image: its problem (None if fine) and size."""
+
+    problem: Optional[str]
+    width: int = 0
+    height: int = 0
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """``(width, height)`` from the file's header, without decoding the pixels (Pillow's lazy
+    open); raises ``OSError`` when the header is not an image's."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return int(image.size[0]), int(image.size[1])
+
+
+def _decodes(path: str, head: bytes) -> bool:
+    """Whether OpenCV can decode the file. JPEGs are decoded at 1/8 size (libjpeg scales in the
+    DCT, so this costs a fraction of a full decode); other formats are decoded in full."""
+    import cv2
+
+    if head.startswith(_JPEG_MAGIC):
+        return cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+    return cv2.imread(path, cv2.IMREAD_UNCHANGED) is not None
+
+
+def inspect_image(path: str, check_header: bool = True, decode: bool = False) -> ImageInfo:
+    """Check one image: it exists and is non-empty; with ``check_header`` it starts like an image
+    file; with ``decode`` its size is read from the header and its pixels decode."""
     try:
         size = os.path.getsize(path)
     except OSError:
-        return "missing"
+        return ImageInfo("missing")
     if size == 0:
-        return "empty"
-    if check_header:
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(12)
-        except OSError as exc:
-            return f"unreadable ({exc.strerror})"
-        if not head.startswith(_MAGIC):
-            return "not an image (unknown header)"
-    return None
+        return ImageInfo("empty")
+    if not (check_header or decode):
+        return ImageInfo(None)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError as exc:
+        return ImageInfo(f"unreadable ({exc.strerror})")
+    if not head.startswith(_MAGIC):
+        return ImageInfo("not an image (unknown header)")
+    if not decode:
+        return ImageInfo(None)
+    try:
+        width, height = image_size(path)
+    except Exception:  # Pillow raises several types for damaged headers
+        return ImageInfo("does not decode (damaged header)")
+    if not _decodes(path, head):
+        return ImageInfo("does not decode (damaged or truncated)")
+    return ImageInfo(None, width, height)
 
 
-def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bool = True
-                 ) -> Tuple[list, int]:
-    """Check that every image in ``annotations`` exists, is non-empty and (with ``check_header``)
-    starts like an image file. Anything with a ``.path`` attribute works (annotations, val items).
+def boxes_outside(annotation: ImageAnnotation, width: int, height: int) -> Optional[str]:
+    """A ``file:line: ...`` message for the first face box of ``annotation`` lying outside its
+    ``width`` x ``height`` image by more than the margin, else None."""
+    if not annotation.num_faces:
+        return None
+    boxes = annotation.boxes.astype(np.float64)
+    mx = max(BOX_MARGIN_PIXELS, BOX_MARGIN_FRACTION * width)
+    my = max(BOX_MARGIN_PIXELS, BOX_MARGIN_FRACTION * height)
+    bad = ((boxes[:, 0] < -mx) | (boxes[:, 1] < -my) | (boxes[:, 2] > width + mx) | (boxes[:, 3] > height + my))
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    x1, y1, x2, y2 = boxes[i]
+    more = int(bad.sum()) - 1
+    return (f"{annotation.face_where(i)}: face box x {x1:g}..{x2:g}, y {y1:g}..{y2:g} lies outside its image "
+            f"{annotation.path} ({width}x{height})" + (f" (and {more} more face(s) of that image)" if more else ""))
 
-    Returns ``(annotations, 0)`` when all are fine. Otherwise raises ``FileNotFoundError`` naming the
-    first few bad images and the total count, or with ``skip_bad`` returns the good ones and the
-    number skipped (logged as a warning). Only reads 12 bytes per image: fast enough for WIDER.
+
+def _check_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bool = True,
+                 decode: bool = False, check_boxes: bool = False) -> Tuple[list, int]:
+    """Check every image of ``annotations`` before hours of training start. Anything with a
+    ``.path`` attribute works (annotations, val items).
+
+    Always: the file exists and is non-empty; ``check_header``: it starts like an image file;
+    ``decode``: its size is read from the header and it decodes (JPEGs at 1/8 size, fast; images
+    that start like a JPEG or PNG but are truncated or garbage are found here); ``check_boxes``
+    (needs ``decode``; :class:`ImageAnnotation` items): every face box lies inside its image up to
+    a small margin, else ``ValueError("label_file:line: ...")`` -- boxes normalised to 0..1 or
+    shifted off the image would otherwise train on nothing.
+
+    Returns ``(annotations, 0)`` when all images are fine. Otherwise raises ``FileNotFoundError``
+    naming the first few bad images and the total count, or with ``skip_bad`` returns the good ones
+    and the number skipped (logged as a warning). Images are checked by a few threads (OpenCV and
+    Pillow release the GIL while decoding).
     """
+    items = list(annotations)
+    paths = [item.path for item in items]
+    if decode and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(_check_threads()) as pool:
+            infos = list(pool.map(lambda p: inspect_image(p, check_header, True), paths, chunksize=16))
+    else:
+        infos = [inspect_image(p, check_header, decode) for p in paths]
     good, bad = [], []
-    for item in annotations:
-        problem = _image_problem(item.path, check_header)
-        if problem is None:
-            good.append(item)
-        else:
-            bad.append((item.path, problem))
+    for item, info in zip(items, infos):
+        if info.problem is not None:
+            bad.append((item.path, info.problem))
+            continue
+        if check_boxes and decode and isinstance(item, ImageAnnotation):
+            message = boxes_outside(item, info.width, info.height)
+            if message is not None:
+                raise ValueError(message)
+        good.append(item)
     if not bad:
-        return list(annotations), 0
+        return items, 0
     listing = "; ".join(f"{p} ({why})" for p, why in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     if not skip_bad:
-        raise FileNotFoundError(f"{len(bad)} of {len(annotations)} image(s) missing or unreadable: "
-                                f"{listing}{more}")
-    logger.warning("skipping %d of %d image(s) missing or unreadable: %s%s", len(bad), len(annotations),
+        raise FileNotFoundError(f"{len(bad)} of {len(items)} image(s) missing or unreadable: "
+                                f"{listing}{more} (--skip-bad skips them)")
+    logger.warning("skipping %d of %d image(s) missing or unreadable: %s%s", len(bad), len(items),
                    listing, more)
     return good, len(bad)
+
+
+def check_box_scale(annotations: Sequence[ImageAnnotation], source: str) -> None:
+    """Refuse labels whose boxes are all at most 2 pixels wide and high: such a set was written in
+    normalised (0..1) coordinates, and no prior would ever match one of its faces."""
+    sizes = [a.boxes[:, 2:] - a.boxes[:, :2] for a in annotations if a.num_faces]
+    if not sizes:
+        return
+    largest = float(np.concatenate(sizes).max())
+    if largest <= 2.0:
+        raise ValueError(f"{source}: every face box is at most {largest:g} pixels wide and high; the labels "
+                         f"look normalised to 0..1, but training needs pixel coordinates")
 
 
 # ---------------------------------------------------------------------------- data roots
@@ -372,12 +500,15 @@ def detect_label_format(root: PathLike, split: str = "train") -> Tuple[str, Path
 def load_training_annotations(root: PathLike, split: str = "train", check: bool = True,
                               skip_bad: bool = False) -> Tuple[List[ImageAnnotation], LabelStats]:
     """Read the ``split`` labels under ``root`` in whichever layout is there (see
-    :func:`detect_label_format`), then (with ``check``) verify the images up front."""
+    :func:`detect_label_format`), then (with ``check``) verify the images up front: they exist
+    and decode, and every face box fits its image (:func:`check_images`)."""
     fmt, label_file, image_root = detect_label_format(root, split)
     reader = read_retinaface_labels if fmt == RETINAFACE_FORMAT else read_wider_bbx_labels
     annotations, stats = reader(label_file, image_root)
+    check_box_scale(annotations, str(label_file))
     if check:
-        annotations, skipped = check_images(annotations, skip_bad=skip_bad)
+        annotations, skipped = check_images(annotations, skip_bad=skip_bad, decode=True, check_boxes=True)
+        stats.num_skipped_bad = skipped
         if skipped:
             stats.num_images = len(annotations)
             stats.num_faces = sum(a.num_faces for a in annotations)
