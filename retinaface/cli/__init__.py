@@ -19,6 +19,10 @@ COMMANDS: Dict[str, tuple] = {
     "export": ("retinaface.cli.export", "export to ONNX / TorchScript with a parity check"),
     "benchmark": ("retinaface.cli.benchmark", "params, GFLOPs and latency of backbones"),
     "prioritize": ("retinaface.cli.prioritize", "channel-prioritised model: one checkpoint, widths 1.0 / 0.75 / 0.5"),
+    "train-recognition": ("retinaface.cli.train_recognition", "train a face-embedding network (MobiFace + ArcFace by default)"),
+    "verify": ("retinaface.cli.verify", "face verification: 10-fold accuracy, TAR at FAR, ROC of an embedder"),
+    "embed": ("retinaface.cli.embed", "detect, align and embed faces: JSON lines + .npy per input"),
+    "identify": ("retinaface.cli.identify", "search faces in a gallery of one folder per person"),
 }
 
 

@@ -81,12 +81,25 @@ def fold_indices(n: int, n_folds: int = DEFAULT_FOLDS) -> List[np.ndarray]:
     return np.array_split(np.arange(n), n_folds)
 
 
-def kfold_accuracy(scores: np.ndarray, issame: np.ndarray,
-                   n_folds: int = DEFAULT_FOLDS) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-fold test accuracy and the threshold each fold was tested at (chosen on the others)."""
+def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, n_folds: int = DEFAULT_FOLDS,
+                   folds: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-fold test accuracy and the threshold each fold was tested at (chosen on the others).
+
+    ``folds`` (one fold id per pair, e.g. from LFW's ``pairs.txt`` header) overrides the contiguous
+    split into ``n_folds``."""
     scores, issame = _check_scores(scores, issame)
     accs, thresholds = [], []
-    for test in fold_indices(scores.size, n_folds):
+    if folds is not None:
+        folds = np.asarray(folds).reshape(-1)
+        if folds.shape != scores.shape:
+            raise ValueError(f"{folds.size} fold ids for {scores.size} pairs")
+        ids = np.unique(folds)
+        if ids.size < 2:
+            raise ValueError("the pairs' folds name fewer than 2 folds")
+        splits = [np.flatnonzero(folds == f) for f in ids]
+    else:
+        splits = fold_indices(scores.size, n_folds)
+    for test in splits:
         train = np.ones(scores.size, dtype=bool)
         train[test] = False
         t, _ = best_threshold(scores[train], issame[train])
@@ -171,10 +184,12 @@ class VerificationResult:
 
 
 def evaluate_scores(scores: np.ndarray, issame: np.ndarray, n_folds: int = DEFAULT_FOLDS,
-                    fars: Sequence[float] = DEFAULT_FARS, flip: bool = False, name: str = "") -> VerificationResult:
-    """All verification figures of one set of pair scores. Fewer pairs than ``n_folds`` is an error."""
+                    fars: Sequence[float] = DEFAULT_FARS, flip: bool = False, name: str = "",
+                    folds: Optional[np.ndarray] = None) -> VerificationResult:
+    """All verification figures of one set of pair scores. Fewer pairs than ``n_folds`` is an error;
+    ``folds`` (a fold id per pair) replaces the contiguous split."""
     scores, issame = _check_scores(scores, issame)
-    accs, thresholds = kfold_accuracy(scores, issame, n_folds)
+    accs, thresholds = kfold_accuracy(scores, issame, n_folds, folds)
     fpr, tpr, _ = roc_curve(scores, issame)
     overall, _ = best_threshold(scores, issame)
     tars = [tar_at_far(scores, issame, f) for f in fars] if issame.any() and (~issame).any() else []
@@ -258,18 +273,19 @@ def pair_scores(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
 
 def pair_images(pairs) -> Tuple[List[np.ndarray], np.ndarray]:
     """``(images, issame)`` with images ``[a0, b0, a1, b1, ...]`` from a ``VerificationPairs`` (or
-    anything with ``images``/``paths`` and ``issame``); paths are read with OpenCV."""
+    anything with ``issame`` and ``images`` or ``paths``); paths are read with OpenCV."""
     import cv2
 
     issame = np.asarray(pairs.issame, dtype=bool)
     images = getattr(pairs, "images", None)
-    if images is None or len(images) == 0:
+    if images is None:
         images = []
-        for path in pairs.paths:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"{path}: cannot read this image")
-            images.append(image)
+        for entry in pairs.paths:  # (path_a, path_b) per pair, or a flat list
+            for path in (entry if isinstance(entry, (tuple, list)) else (entry,)):
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise ValueError(f"{path}: cannot read this image")
+                images.append(image)
     if len(images) != 2 * issame.size:
         raise ValueError(f"{len(images)} images for {issame.size} pairs (need two per pair)")
     return list(images), issame
@@ -285,8 +301,11 @@ def verify(model, pairs, flip: bool = False, n_folds: int = DEFAULT_FOLDS,
     images, issame = pair_images(pairs)
     emb = embed_images(model, images, batch_size=batch_size, flip=flip, size=ALIGNED_FACE_SIZE)
     scores = pair_scores(emb[0::2], emb[1::2])
+    folds = getattr(pairs, "folds", None)
+    if folds is not None and len(np.unique(folds)) != n_folds:
+        folds = None  # asked for another number of folds than the file defines
     result = evaluate_scores(scores, issame, n_folds=min(n_folds, issame.size), fars=fars, flip=flip,
-                             name=name)
+                             name=name, folds=folds)
     return (result, scores) if return_scores else result
 
 

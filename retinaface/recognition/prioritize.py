@@ -1,0 +1,440 @@
+"""Channel-prioritised embedding networks: one checkpoint that runs at 100 / 75 / 50 % width.
+
+The adaptive-ConvNets report's own experiment, on a face-embedding network, with the generic parts
+of :mod:`retinaface.adaptive`:
+
+1. **pre-train** with batch-norm scales initialised ``gamma_k = 1 - (k-1)/N`` and the sparsity and
+   monotonicity penalties (:class:`PrioritizeEmbedderHook`; ``adaptive.prioritize``);
+2. **prune** every prioritised channel whose |gamma| is below a global threshold
+   (:func:`prune_embedder`; torch-pruning's dependency graph, ``adaptive.groups``);
+3. **fine-tune** the width-switchable network (``adaptive.slim``'s ``SlimConv2d`` /
+   ``SlimBatchNorm2d``) with batch norms frozen and the loss summed over the widths
+   (:class:`MultiWidthEmbedderHook`).
+
+:func:`run_recognition_prioritization` runs the three stages on the synthetic identities (or given
+data), trains independent full-width networks of the same sizes (width multipliers matching the
+prioritised model's parameter counts at each level, same epochs) and returns a table of
+verification accuracy, multiply-adds and parameters per width.
+
+Which channels are prioritised: every group of coupled channels with a batch norm whose members are
+all plain / depthwise convolutions and batch norms. The embedding head's fully connected layer (and
+the last convolution's channels it reads, through pooling or flattening) and the embedding's
+batch norm never shrink, so the embedding size is the same at every width.
+
+Why not ``adaptive.prune_by_threshold`` / ``make_adaptive`` as they are: they trace the network at
+64 x 64 (a flattening embedding head needs its own input size) and rebuild shapes through
+RetinaFace's ``ModelConfig`` (``channels`` / ``adaptive`` fields and ``retinaface.create_model``);
+this module does those two steps for embedders and stores the description next to the embedder
+config in the checkpoint instead.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..adaptive.groups import ChannelGroup, find_channel_groups, is_batchnorm, is_depthwise, layer_segments, trace_graph
+from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, fraction_below, init_monotonic_gamma,
+                                   monotonicity_violations, prioritization_penalty, prioritized_bns)
+from ..adaptive.prune import DEFAULT_THRESHOLD, apply_channels, channel_importance, layer_shapes
+from ..adaptive.slim import (DEFAULT_WIDTHS, active_parameters, convert_to_switchable, keep_count,
+                             switchable_layers)
+from .training import RecognitionConfig, RecognitionHook, RecognitionTrainer
+
+logger = logging.getLogger(__name__)
+ADAPTIVE_EMBEDDER_FORMAT = 1
+
+
+def _input_size(model: nn.Module) -> int:
+    size = getattr(getattr(model, "config", None), "input_size", (112, 112))
+    return int(size[0])
+
+
+def embedder_groups(model: nn.Module) -> List[ChannelGroup]:
+    """The channel groups of an embedding network, traced at its own input size."""
+    return find_channel_groups(model, trace_graph(model, image_size=_input_size(model)))
+
+
+@dataclasses.dataclass
+class EmbedderPruneReport:
+    groups: Dict[str, List[int]]  # group root -> [kept, before]
+    params_before: int
+    params_after: int
+    threshold: float
+
+    def summary(self) -> str:
+        kept = sum(k for k, _ in self.groups.values())
+        before = sum(b for _, b in self.groups.values())
+        return (f"pruned at |gamma| < {self.threshold:g}: {kept}/{before} prioritised channels kept in "
+                f"{len(self.groups)} groups; params {self.params_before / 1e6:.3f}M -> {self.params_after / 1e6:.3f}M")
+
+
+@torch.no_grad()
+def prune_embedder(model: nn.Module, threshold: float = DEFAULT_THRESHOLD,
+                   min_channels: int = 1) -> Tuple[Dict[str, List[int]], EmbedderPruneReport]:
+    """Remove, in place, every prioritised channel whose |gamma| is below ``threshold`` in all its
+    batch norms (each group keeps at least ``min_channels``, its most important ones). Returns the
+    pruned shapes (``{layer: [in, out]}`` / ``{bn: [n]}`` relative to a fresh build of the same
+    config, for :func:`retinaface.adaptive.prune.apply_channels`) and a report."""
+    import torch_pruning as tp
+
+    from .models import embedder_from_config
+
+    before = sum(p.numel() for p in model.parameters())
+    graph = trace_graph(model, image_size=_input_size(model))
+    groups = find_channel_groups(model, graph)
+    modules = dict(model.named_modules())
+    report: Dict[str, List[int]] = {}
+    plans = []
+    for group in groups:
+        if not group.prioritized:
+            continue
+        importance = channel_importance(model, group)
+        drop = (importance < threshold).nonzero().flatten()
+        wanted = min(group.size, max(group.size - drop.numel(), min_channels))
+        if wanted > group.size - drop.numel():
+            order = importance[drop].argsort(descending=True, stable=True)
+            drop = drop[order[wanted - (group.size - drop.numel()):]]
+        report[group.root.name] = [group.size - drop.numel(), group.size]
+        if drop.numel():
+            plans.append((modules[group.root.name], sorted(int(i) for i in drop)))
+    for root, idxs in plans:  # groups are disjoint: each plan's indices stay valid
+        handler = (tp.prune_depthwise_conv_out_channels if is_depthwise(root) else
+                   tp.prune_batchnorm_out_channels if is_batchnorm(root) else tp.prune_conv_out_channels)
+        graph.get_pruning_group(root, handler, idxs).prune()
+    reference = embedder_from_config(model.config.to_dict())
+    shapes = layer_shapes(model, reference)
+    return shapes, EmbedderPruneReport(report, before, sum(p.numel() for p in model.parameters()), threshold)
+
+
+class AdaptiveEmbedder(nn.Module):
+    """A (pruned) embedding network whose prioritised channels can be switched off from the end.
+
+    ``forward`` is the network's; :meth:`set_width` picks the utilisation level p (each group of N
+    channels keeps its first ``ceil(p N)``). ``config`` is the network's full-size
+    :class:`~retinaface.recognition.models.EmbedderConfig`; ``adaptive_spec`` (plain data: pruned
+    ``channels``, switchable ``layers``, ``group_sizes``, trained ``widths``) rebuilds it with
+    :func:`build_adaptive_embedder`. State-dict keys are the network's with a ``net.`` prefix.
+    """
+
+    def __init__(self, net: nn.Module, spec: Mapping[str, Any]) -> None:
+        super().__init__()
+        if int(spec.get("format", 0)) != ADAPTIVE_EMBEDDER_FORMAT:
+            raise ValueError("adaptive embedder description of an unknown format")
+        self.net = net
+        self.config = net.config
+        self.embedding_size = getattr(net, "embedding_size", self.config.embedding_size)
+        self.adaptive_spec = {"format": ADAPTIVE_EMBEDDER_FORMAT, "channels": dict(spec.get("channels") or {}),
+                              "layers": spec["layers"], "group_sizes": [int(n) for n in spec["group_sizes"]],
+                              "widths": [float(w) for w in spec["widths"]]}
+        self.group_sizes = self.adaptive_spec["group_sizes"]
+        self.widths = tuple(self.adaptive_spec["widths"])
+        self.width = 1.0
+
+    def set_width(self, width: float) -> "AdaptiveEmbedder":
+        keep_count(1, width)  # validates (0, 1]
+        for layer in switchable_layers(self.net):
+            layer.set_width(width, self.group_sizes)
+        self.width = float(width)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_adaptive_embedder(config: Mapping[str, Any], spec: Mapping[str, Any]) -> AdaptiveEmbedder:
+    """The (untrained) adaptive embedder a checkpoint's ``config`` and ``adaptive`` entries describe."""
+    from .models import embedder_from_config
+
+    net = embedder_from_config(dict(config))
+    if spec.get("channels"):
+        apply_channels(net, spec["channels"])
+    convert_to_switchable(net, spec["layers"])
+    return AdaptiveEmbedder(net, spec).set_width(1.0)
+
+
+def make_adaptive_embedder(pruned: nn.Module, channels: Mapping[str, List[int]],
+                           widths: Sequence[float] = DEFAULT_WIDTHS) -> AdaptiveEmbedder:
+    """A width-switchable copy of the pruned network (equal outputs at width 1.0)."""
+    widths = sorted({float(w) for w in widths}, reverse=True)
+    for w in widths:
+        keep_count(1, w)
+    groups = [g for g in embedder_groups(pruned) if g.prioritized]
+    for i, g in enumerate(groups):
+        g.gid = i
+    spec = {"format": ADAPTIVE_EMBEDDER_FORMAT, "channels": dict(channels), "widths": widths,
+            "group_sizes": [g.size for g in groups], "layers": layer_segments(pruned, groups)}
+    model = build_adaptive_embedder(pruned.config.to_dict(), spec)
+    model.net.load_state_dict(pruned.state_dict())
+    device = next(pruned.parameters()).device
+    return model.to(device).train(pruned.training)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training hooks
+
+
+class PrioritizeEmbedderHook(RecognitionHook):
+    """Monotone gamma initialisation (fresh runs) plus the sparsity and monotonicity penalties."""
+
+    def __init__(self, lambda_s: float = DEFAULT_LAMBDA_S, lambda_m: float = DEFAULT_LAMBDA_M,
+                 init_gamma: bool = True, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.lambda_s, self.lambda_m, self.init_gamma, self.threshold = lambda_s, lambda_m, init_gamma, threshold
+        self.layers: list = []
+        self.stats: List[dict] = []
+
+    def on_train_start(self, trainer: RecognitionTrainer) -> None:
+        self.layers = prioritized_bns(trainer.raw_model, embedder_groups(trainer.raw_model))
+        if self.init_gamma and trainer.epoch == 0:
+            init_monotonic_gamma(self.layers)
+
+    def extra_loss(self, trainer: RecognitionTrainer) -> Optional[torch.Tensor]:
+        if not self.layers:
+            return None
+        return prioritization_penalty(self.layers, self.lambda_s, self.lambda_m)
+
+    def after_epoch(self, trainer: RecognitionTrainer, epoch: int) -> None:
+        self.stats.append({"epoch": epoch, "below_threshold": fraction_below(self.layers, self.threshold),
+                           "monotonicity_violations": monotonicity_violations(self.layers)})
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Batch norms in eval mode with scales and shifts out of the gradient."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, max_batches: int, device: torch.device) -> int:
+    """Running statistics re-estimated as the plain average over up to ``max_batches`` batches of
+    crops (pruning changed what later layers see)."""
+    from .transforms import preprocess
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    was = model.training
+    used = 0
+    try:
+        model.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for crops, _ in loader:
+            if used >= max_batches:
+                break
+            model(preprocess(crops.numpy()).to(device))
+            used += 1
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was)
+    return used
+
+
+class MultiWidthEmbedderHook(RecognitionHook):
+    """Each step's loss is the sum of the recognition losses at every width, batch norms frozen
+    (re-estimated once at width 1.0 on ``recalibrate_batches`` batches before the first step)."""
+
+    def __init__(self, widths: Sequence[float] = DEFAULT_WIDTHS, recalibrate_batches: int = 10) -> None:
+        self.widths = sorted({float(w) for w in widths}, reverse=True)
+        self.recalibrate_batches = recalibrate_batches
+
+    def on_train_start(self, trainer: RecognitionTrainer) -> None:
+        model = trainer.raw_model
+        if self.recalibrate_batches and trainer.epoch == 0:
+            model.set_width(1.0)
+            recalibrate_batchnorm(model, trainer.loader, self.recalibrate_batches, trainer.device)
+        freeze_batchnorm(model)
+
+    def compute_loss(self, trainer: RecognitionTrainer, images: torch.Tensor, labels: torch.Tensor):
+        model = trainer.raw_model
+        freeze_batchnorm(model)  # the trainer puts everything in train mode each epoch
+        total = None
+        try:
+            for width in self.widths:
+                model.set_width(width)
+                loss = trainer.module(images, labels)
+                total = loss if total is None else total + loss
+        finally:
+            model.set_width(1.0)
+        return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+
+
+@dataclasses.dataclass
+class RecognitionPrioritizeConfig:
+    """Settings of :func:`run_recognition_prioritization`; ``train`` holds the shared
+    :class:`RecognitionConfig` options (data, network, loss, optimizer, batch size ...)."""
+
+    output: str = "runs/prioritize_recognition"
+    pretrain_epochs: int = 6
+    finetune_epochs: int = 3
+    lambda_s: float = DEFAULT_LAMBDA_S
+    lambda_m: float = DEFAULT_LAMBDA_M
+    threshold: float = DEFAULT_THRESHOLD
+    widths: Tuple[float, ...] = DEFAULT_WIDTHS
+    finetune_lr: Optional[float] = None  # default: a tenth of the pre-training lr
+    baselines: bool = True
+    train: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class WidthRow:
+    model: str
+    width: float
+    params: int
+    macs: int
+    accuracy: Optional[float]
+    accuracy_std: Optional[float]
+
+
+@dataclasses.dataclass
+class RecognitionPrioritizeResult:
+    rows: List[WidthRow]
+    checkpoint: Path
+    prune: EmbedderPruneReport
+    seconds: Dict[str, float]
+
+    def table(self) -> str:
+        lines = ["| model | params (M) | MMACs @112x112 | verification accuracy |", "|---|---|---|---|"]
+        for r in self.rows:
+            acc = "-" if r.accuracy is None else f"{r.accuracy:.4f} +- {r.accuracy_std:.4f}"
+            lines.append(f"| {r.model} | {r.params / 1e6:.3f} | {r.macs / 1e6:.1f} | {acc} |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"rows": [dataclasses.asdict(r) for r in self.rows], "checkpoint": str(self.checkpoint),
+                "prune": dataclasses.asdict(self.prune), "seconds": self.seconds}
+
+
+def count_macs(model: nn.Module) -> int:
+    """Multiply-adds of one 112 x 112 forward pass at the model's current width."""
+    from ..profiling import count_flops
+
+    size = _input_size(model)
+    was = model.training
+    model.eval()
+    try:
+        return int(count_flops(model, size, size)) // 2
+    finally:
+        model.train(was)
+
+
+def _accuracy(model: nn.Module, pairs) -> Tuple[Optional[float], Optional[float]]:
+    if pairs is None:
+        return None, None
+    from .verification import verify
+
+    result = verify(model, pairs)
+    return result.accuracy, result.accuracy_std
+
+
+def _matching_width(config: RecognitionConfig, target_params: int) -> float:
+    """The width multiplier whose plain network has about ``target_params`` parameters (bisection
+    on the multiplier; channel counts are rounded to multiples of 8, so the match is approximate)."""
+    from .models import create_embedder
+
+    def params(w: float) -> int:
+        kw = {"head": config.head} if config.head else {}
+        net = create_embedder(config.network, embedding_size=config.embedding_size, width=w, **kw)
+        return sum(p.numel() for p in net.parameters())
+
+    lo, hi = 0.05, max(config.network_width or 1.0, 0.05) * 1.5
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        if params(mid) < target_params:
+            lo = mid
+        else:
+            hi = mid
+    return round((lo + hi) / 2, 3)
+
+
+def run_recognition_prioritization(config: RecognitionPrioritizeConfig, progress: bool = False) -> RecognitionPrioritizeResult:
+    """Pre-train with the penalties, prune, fine-tune over the widths; measure every width; train the
+    full-width baselines of the same sizes. Writes ``OUTPUT/{pretrain,finetune,baseline_*}/`` runs,
+    ``OUTPUT/adaptive.pth`` and ``OUTPUT/results.json``; prints and returns the table."""
+    from .training import save_embedder
+    from .verification import write_json
+
+    out = Path(config.output)
+    times: Dict[str, float] = {}
+    base = dict(config.train)
+    base.setdefault("progress", progress)
+    base.setdefault("eval_every", 0)
+    base.setdefault("tensorboard", False)
+
+    def run(name: str, epochs: int, **more) -> RecognitionTrainer:
+        options = dict(base, output=str(out / name), epochs=epochs)
+        options.update({k: v for k, v in more.items() if k in RecognitionConfig.__dataclass_fields__})
+        trainer = RecognitionTrainer(RecognitionConfig(**options), model=more.get("model"),
+                                     hooks=more.get("hooks", ()))
+        trainer.fit()
+        return trainer
+
+    started = time.perf_counter()
+    penalty = PrioritizeEmbedderHook(config.lambda_s, config.lambda_m, threshold=config.threshold)
+    pre = run("pretrain", config.pretrain_epochs, hooks=[penalty])
+    times["pretrain"] = time.perf_counter() - started
+    pairs = pre.val_pairs
+    if pairs is None:
+        from .training import load_pairs, synthetic_root
+
+        cfg = pre.config
+        spec = cfg.val or (str(synthetic_root(cfg)) if cfg.data == "synthetic" else None)
+        pairs = load_pairs(spec, cfg.val_root) if spec and spec != "none" else None
+
+    started = time.perf_counter()
+    pruned = copy.deepcopy(pre.raw_model).cpu()
+    channels, report = prune_embedder(pruned, config.threshold)
+    logger.info(report.summary())
+    adaptive = make_adaptive_embedder(pruned, channels, config.widths)
+    times["prune"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    lr = config.finetune_lr if config.finetune_lr is not None else pre.config.lr / 10
+    fine = run("finetune", config.finetune_epochs, model=adaptive, lr=lr, warmup_epochs=0.0,
+               hooks=[MultiWidthEmbedderHook(config.widths)])
+    adaptive = fine.raw_model.cpu().eval()
+    times["finetune"] = time.perf_counter() - started
+    checkpoint = out / "adaptive.pth"
+    save_embedder(adaptive, checkpoint)
+
+    rows: List[WidthRow] = []
+    for width in sorted(config.widths, reverse=True):
+        adaptive.set_width(width)
+        acc, std = _accuracy(adaptive, pairs)
+        rows.append(WidthRow(f"prioritised @{width:g}", width, active_parameters(adaptive), count_macs(adaptive),
+                             acc, std))
+    adaptive.set_width(1.0)
+
+    if config.baselines:
+        started = time.perf_counter()
+        for row in list(rows):
+            w = _matching_width(pre.config, row.params)
+            trainer = run(f"baseline_{row.width:g}", config.pretrain_epochs + config.finetune_epochs,
+                          network_width=w)
+            model = trainer.raw_model.cpu().eval()
+            acc, std = _accuracy(model, pairs)
+            rows.append(WidthRow(f"independent x{w:g}", w, sum(p.numel() for p in model.parameters()),
+                                 count_macs(model), acc, std))
+        times["baselines"] = time.perf_counter() - started
+
+    result = RecognitionPrioritizeResult(rows, checkpoint, report, times)
+    write_json(result.to_dict(), out / "results.json")
+    print(report.summary())
+    print(result.table())
+    return result
