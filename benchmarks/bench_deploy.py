@@ -21,14 +21,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from retinaface import create_model  # noqa: E402
-from retinaface.export import export_onnx  # noqa: E402
-from retinaface.fusion import count_batchnorm, fuse_conv_bn  # noqa: E402
-from retinaface.runtime import OnnxRuntimeModel  # noqa: E402
+from retinaface.build import create_model
+from retinaface.export import export_onnx
+from retinaface.fusion import count_batchnorm, fuse_conv_bn
+from retinaface.runtime import OnnxRuntimeModel
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from retinaface import Detector, create_model  # noqa: E402
-from retinaface.profiling import calibrate_score_bias, paired_latency  # noqa: E402
+from retinaface.build import create_model
+from retinaface.detector import Detector
+from retinaface.profiling import calibrate_score_bias, paired_latency
 
 
 def main() -> None:
@@ -40,7 +37,7 @@ def main() -> None:
     calibrate_score_bias(model, image, args.candidates)
     contiguous = Detector(copy.deepcopy(model), channels_last=False)
     detector = Detector(model)  # the default layout for this device
-    batch = detector.to_batch([image])
+    batch = detector.transform([image])[0]
     candidates = int((detector.forward(batch)[1][0, :, 1] > 0.02).sum())
 
     forward, detect = paired_latency([lambda: detector.forward(batch), lambda: detector.detect(image)],
@@ -52,9 +49,9 @@ def main() -> None:
     print(f"full detect       : {detect * 1e3:7.2f} ms")
     print(f"ratio             : {detect / forward:7.3f}  (target <= 1.10)")
 
-    nchw_batch = contiguous.to_batch([image])
+    nchw_batch = contiguous.transform([image])[0]
     nhwc_detector = detector if detector.channels_last else Detector(copy.deepcopy(model), channels_last=True)
-    nhwc_batch = nhwc_detector.to_batch([image])
+    nhwc_batch = nhwc_detector.transform([image])[0]
     nchw, nhwc = paired_latency([lambda: contiguous.forward(nchw_batch), lambda: nhwc_detector.forward(nhwc_batch)],
                                 repeats=args.repeats)
     print(f"forward NCHW      : {nchw * 1e3:7.2f} ms")

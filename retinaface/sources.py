@@ -73,10 +73,10 @@ def fresh_output_folder(requested: Path) -> Path:
     """``requested`` if it does not exist or is an empty folder, else the first free numbered
     sibling ``<requested>2``, ``<requested>3``, ... (as ultralytics does): a run never writes into a
     folder that already holds files, so it cannot overwrite anything nor leave stale outputs beside
-    its own. ``NotADirectoryError`` if ``requested`` is an existing file."""
+    its own. ``FileExistsError`` if ``requested`` is an existing file."""
     requested = Path(requested)
     if requested.exists() and not requested.is_dir():
-        raise NotADirectoryError(f"{requested} is an existing file, not a folder")
+        raise FileExistsError(f"{requested} is an existing file, not a folder")
     if not requested.exists() or not any(requested.iterdir()):
         return requested
     base = requested.resolve() if requested.name in ("", ".", "..") else requested

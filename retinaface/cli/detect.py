@@ -64,14 +64,14 @@ def _output_folder(requested: str) -> Path:
     """The folder this run writes to (created), following the policy of the module docstring."""
     from ..sources import fresh_output_folder
 
+    if Path(requested).exists() and not Path(requested).is_dir():
+        raise UserError(f"--output {requested}: is an existing file; name a folder")
     try:
         folder = fresh_output_folder(Path(requested))
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".retinaface-write-test"
         probe.touch()
         probe.unlink()
-    except NotADirectoryError:
-        raise UserError(f"--output {requested}: is an existing file; name a folder") from None
     except OSError as exc:
         raise UserError(f"--output {requested}: cannot write there ({exc.strerror or exc})") from None
     return folder
