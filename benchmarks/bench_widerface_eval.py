@@ -1,20 +1,26 @@
-"""Times the WIDER FACE evaluation on the full official val set with detector-like predictions:
-reading the prediction folder, and evaluating all three settings with the vectorised evaluator
-(retinaface.evaluation), against the loop-based reference (tests/widerface_reference.py) on a
-random subset of images, extrapolated to the whole set, in the same run.
+"""Whole-process time of ``retinaface eval --preds`` on the full WIDER FACE val set, both protocols,
+next to the straightforward loop references (tests/widerface_reference.py for the python port,
+tests/widerface_official_reference.py for the official program), measured in the same run.
 
-    python benchmarks/bench_widerface_eval.py [--gt-dir DIR] [--boxes 300] [--subset 200]
-                                              [--repeats 5] [--seed 0] [--keep-folder DIR]
+    python benchmarks/bench_widerface_eval.py [--gt-dir DIR] [--boxes 400] [--repeats 3]
+                                              [--reference-images 150] [--seed 0] [--keep-folder DIR]
 
-The prediction folder is generated in a temporary directory (or --keep-folder): for every face,
-up to three jittered boxes with scores that grow with face size (tiny faces are often missed),
-then random low-score boxes up to about --boxes per image, sorted by score and written as a
-detector at threshold 0.02 writes them (float32 scores, corners truncated to x y w h).
+The prediction folder is generated from the real ground truth (default ../shared/widerface/
+ground_truth) in a temporary directory: for every face, up to three jittered boxes with scores that
+grow with face size (tiny faces are often missed), then random low-score boxes up to about --boxes
+per image, sorted by score and written as a detector at threshold 0.02 writes them (float32 scores,
+corners truncated to x y w h). Each evaluation runs as a fresh process (``python -m retinaface eval
+--preds ...``), start to finish: interpreter, imports, .mat reading, folder reading, metric. The
+references run as fresh processes too, on --reference-images random images (their loops per
+threshold make the full set take minutes to hours), and are extrapolated by image count; the
+printed AP difference is on that subset. Also prints the AP gap between the protocols.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,13 +29,34 @@ from pathlib import Path
 
 import numpy as np
 
+from retinaface.evaluation import evaluate
+from retinaface.formats import load_ground_truth, read_predictions, to_wider_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # repo root: retinaface/ and tests/
-
-from retinaface.evaluation import evaluate, load_ground_truth, read_predictions, write_predictions  # noqa: E402
-from tests.widerface_reference import reference_evaluate_gt  # noqa: E402
-
 DEFAULT_GT = ROOT.parent / "shared" / "widerface" / "ground_truth"
+
+# Runs one reference on a subset of the folder as a separate process; prints its APs as JSON.
+REFERENCE_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.widerface_official_reference import official_evaluate, official_read_folder
+from tests.widerface_reference import reference_evaluate, reference_load_mat_ground_truth, reference_read_predictions
+protocol, gt_dir, pred_dir, wanted = sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+events, images, boxes, keep = reference_load_mat_ground_truth(gt_dir)
+# the chosen images only (the same subset for both references)
+wanted = {tuple(k) for k in wanted}
+sel = [[i for i, n in enumerate(images[e]) if (ev, n) in wanted] for e, ev in enumerate(events)]
+images = [[images[e][i] for i in s] for e, s in enumerate(sel)]
+boxes = [[boxes[e][i] for i in s] for e, s in enumerate(sel)]
+keep = {k: [[v[e][i] for i in s] for e, s in enumerate(sel)] for k, v in keep.items()}
+if protocol == "official":
+    preds = official_read_folder(pred_dir, events, images)
+    aps, _ = official_evaluate(preds, events, images, boxes, keep, sort=False)
+else:
+    preds = {k: v for k, v in reference_read_predictions(pred_dir).items() if k in wanted}
+    aps, _ = reference_evaluate(preds, events, images, boxes, keep)
+print(json.dumps(aps))
+"""
 
 
 def detector_like(gt, boxes_per_image: int, seed: int) -> dict:
@@ -68,71 +95,81 @@ def detector_like(gt, boxes_per_image: int, seed: int) -> dict:
     return out
 
 
-def timed(fn, repeats: int):
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return value, times
+def write_folder(folder: Path, dets: dict) -> int:
+    """The layout write_prediction_file writes, without its per-file fsync (3,226 of them would
+    dominate the set-up); returns the number of boxes."""
+    total = 0
+    for (event, name), d in dets.items():
+        rows = to_wider_rows(d)
+        (folder / event).mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"{int(x)} {int(y)} {int(w)} {int(h)} {s}\n"
+                        for (x, y, w, h), s in zip(rows[:, :4].tolist(), (str(v) for v in d[:, 4])))
+        (folder / event / f"{name}.txt").write_text(f"{name}\n{len(rows)}\n{lines}")
+        total += len(rows)
+    return total
+
+
+def run(cmd: list) -> tuple:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr}")
+    return elapsed, proc.stdout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt-dir", type=Path, default=DEFAULT_GT)
-    parser.add_argument("--boxes", type=int, default=300, help="about this many boxes per image")
-    parser.add_argument("--subset", type=int, default=200, help="images for the reference run")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--boxes", type=int, default=400, help="about this many boxes per image")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each evaluation process (median shown)")
+    parser.add_argument("--reference-images", type=int, default=150, help="images for the reference processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-folder", type=Path, default=None, help="write the folder here and keep it")
     args = parser.parse_args()
 
-    start = time.perf_counter()
     gt = load_ground_truth(args.gt_dir)
-    print(f"ground truth: {gt.num_images} images, {gt.num_faces} faces "
-          f"({time.perf_counter() - start:.2f} s to load the .mat files)")
-
     with tempfile.TemporaryDirectory(prefix="widerface_bench_") as tmp:
         folder = args.keep_folder or Path(tmp) / "predictions"
         start = time.perf_counter()
-        dets = detector_like(gt, args.boxes, args.seed)
-        write_predictions(folder, dets)
-        n_boxes = sum(len(d) for d in dets.values())
-        print(f"prediction folder: {len(dets)} files, {n_boxes} boxes ({n_boxes / len(dets):.0f} per image), "
-              f"generated and written in {time.perf_counter() - start:.1f} s -> {folder}")
+        n_boxes = write_folder(folder, detector_like(gt, args.boxes, args.seed))
+        print(f"prediction folder: {gt.num_images} files, {n_boxes} boxes ({n_boxes / gt.num_images:.0f} per "
+              f"image), written in {time.perf_counter() - start:.1f} s -> {folder}")
 
-        preds, read_times = timed(lambda: read_predictions(folder, gt), args.repeats)
-        result, eval_times = timed(lambda: evaluate(preds, gt), args.repeats)
-        _, e2e_times = timed(lambda: evaluate(folder, gt), max(1, args.repeats // 2))
-        read_s, eval_s, e2e_s = (statistics.median(t) for t in (read_times, eval_times, e2e_times))
-        print(f"AP  {result}")
-        print(f"read_predictions (full val)          : {read_s:7.3f} s  (median of {len(read_times)}; "
-              f"first {read_times[0]:.3f} s)")
-        print(f"evaluate, 3 settings (full val)      : {eval_s:7.3f} s  (median of {len(eval_times)}; "
-              f"first {eval_times[0]:.3f} s)")
-        print(f"evaluate(folder) end to end          : {e2e_s:7.3f} s")
-
-        # The loop reference on a random subset of images, extrapolated by image count.
         rng = np.random.default_rng(args.seed + 1)
         keys = gt.image_keys()
-        chosen = [keys[i] for i in sorted(rng.choice(len(keys), min(args.subset, len(keys)), replace=False))]
-        sub_gt = gt.subset(chosen)
-        sub_preds = {k: preds[k] for k in chosen}
-        start = time.perf_counter()
-        ref_aps, _ = reference_evaluate_gt(sub_preds, sub_gt)
-        ref_s = time.perf_counter() - start
-        sub_fast, sub_times = timed(lambda: evaluate(sub_preds, sub_gt), args.repeats)
-        diff = max(abs(getattr(sub_fast, s) - ref_aps[s]) for s in ref_aps)
-        sub_boxes = sum(len(v) for v in sub_preds.values())
-        ref_full = ref_s * gt.num_images / len(chosen)
-        print(f"reference on {len(chosen)} images ({sub_boxes} boxes): {ref_s:7.3f} s  "
-              f"(fast on the same: {statistics.median(sub_times):.4f} s; max |AP diff| {diff:.1e})")
-        print(f"reference extrapolated to full val   : {ref_full:7.1f} s")
-        print(f"speed-up of evaluate over reference  : {ref_full / eval_s:7.0f} x  "
-              f"(read + evaluate: {ref_full / (read_s + eval_s):.0f} x)")
+        chosen = [keys[i] for i in sorted(rng.choice(len(keys), min(args.reference_images, len(keys)),
+                                                     replace=False))]
+        results = {}
+        print(f"{'protocol':<12} {'retinaface eval (s)':>20} {'reference (s, extrapolated)':>28} {'ratio':>7}  AP")
+        for protocol in ("official", "python-port"):
+            cmd = [sys.executable, "-m", "retinaface", "eval", "--preds", str(folder), "--gt", str(args.gt_dir),
+                   "--protocol", protocol, "--json"]
+            times = []
+            for _ in range(args.repeats):
+                elapsed, out = run(cmd)
+                times.append(elapsed)
+            results[protocol] = json.loads(out.strip().splitlines()[-1])
+            fast_s = statistics.median(times)
+            ref_s, ref_out = run([sys.executable, "-c", REFERENCE_SCRIPT, str(ROOT), protocol, str(args.gt_dir),
+                                  str(folder), json.dumps(chosen)])
+            ref_full = ref_s * gt.num_images / len(chosen)
+            ref_aps = json.loads(ref_out.strip().splitlines()[-1])
+            # the fast evaluator on the reference's subset, to show that they agree
+            sub_gt = gt.subset(chosen)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                preds = read_predictions(folder, protocol=protocol)
+                sub = evaluate({k: preds[k] for k in chosen}, sub_gt, protocol=protocol)
+            diff = max(abs(getattr(sub, s) - ref_aps[s]) for s in ref_aps)
+            aps = results[protocol]
+            print(f"{protocol:<12} {fast_s:>20.3f} {ref_full:>28.1f} {ref_full / fast_s:>6.0f}x  "
+                  f"easy {aps['easy']:.6f} medium {aps['medium']:.6f} hard {aps['hard']:.6f}")
+            print(f"{'':<12} runs {', '.join(f'{t:.2f}' for t in times)} s; reference process on {len(chosen)} "
+                  f"images {ref_s:.1f} s; max |AP fast - reference| on them {diff:.1e}")
+        gap = {s: results["official"][s] - results["python-port"][s] for s in ("easy", "medium", "hard")}
+        print("official - python-port AP: " + "  ".join(f"{s} {v:+.2e}" for s, v in gap.items()))
 
 
 if __name__ == "__main__":
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        main()
+    main()

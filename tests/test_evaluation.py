@@ -1,6 +1,8 @@
 """WIDER FACE evaluation: ground truth I/O, prediction folders, and the vectorised evaluator checked
-against the loop-based reference (tests/widerface_reference.py) on randomised folders nobody tuned,
-on subsets of the official ground truth, and on hand-made cases with known AP."""
+under both protocols against the loop-based references (tests/widerface_reference.py for the
+python port, tests/widerface_official_reference.py for the official program) on randomised folders
+nobody tuned, on subsets of the official ground truth, and on hand-made cases with known AP.
+The protocol-specific awkward cases are in tests/test_eval_protocols.py."""
 from __future__ import annotations
 
 import os
@@ -29,6 +31,7 @@ from retinaface.evaluation import (
     write_prediction_file,
     write_predictions,
 )
+from tests.widerface_official_reference import official_evaluate_gt
 from tests.widerface_reference import (
     reference_evaluate_gt,
     reference_load_mat_ground_truth,
@@ -138,17 +141,22 @@ def random_predictions(rng: np.random.Generator, gt: WiderGroundTruth) -> dict:
     return preds
 
 
-def assert_same_as_reference(preds, gt, **kwargs) -> WiderEvalResult:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingPredictionsWarning)
-        fast = evaluate(preds, gt, **kwargs)
-    ref_aps, ref_curves = reference_evaluate_gt(preds, gt, **kwargs)
-    for s in SETTINGS:
-        a, b = getattr(fast, s), ref_aps[s]
-        assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= TOL, (s, a, b)
-        for got, want in zip(fast.curves[s], ref_curves[s]):
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
-    return fast
+def assert_same_as_reference(preds, gt, protocol="python-port", **kwargs) -> WiderEvalResult:
+    """Both protocols against their references; returns the result of ``protocol``."""
+    results = {}
+    for name, reference in (("python-port", reference_evaluate_gt), ("official", official_evaluate_gt)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingPredictionsWarning)
+            fast = evaluate(preds, gt, protocol=name, **kwargs)
+        assert fast.protocol == name
+        ref_aps, ref_curves = reference(preds, gt, **kwargs)
+        for s in SETTINGS:
+            a, b = getattr(fast, s), ref_aps[s]
+            assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= TOL, (name, s, a, b)
+            for got, want in zip(fast.curves[s], ref_curves[s]):
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        results[name] = fast
+    return results[protocol]
 
 
 def fmt(v: float) -> str:
@@ -179,7 +187,7 @@ def write_raw_folder(root: Path, preds: dict, rng: np.random.Generator) -> None:
 
 
 # ============================================================================ fast == reference
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(25))
 def test_random_synthetic_folders_match_reference(seed):
     rng = np.random.default_rng(1000 + seed)
     gt = random_gt(rng)
@@ -187,7 +195,7 @@ def test_random_synthetic_folders_match_reference(seed):
     assert_same_as_reference(preds, gt)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(6))
 def test_random_official_subsets_match_reference(seed, official_gt):
     rng = np.random.default_rng(2000 + seed)
     keys = official_gt.image_keys()
@@ -227,7 +235,7 @@ def test_random_folders_read_like_reference(seed, tmp_path):
     write_raw_folder(tmp_path, preds, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PredictionCountWarning)
-        got = read_predictions(tmp_path, gt)
+        got = read_predictions(tmp_path, gt, protocol="python-port", allow_missing=True)
     want = reference_read_predictions(tmp_path)
     assert set(got) == set(want) == set(preds)
     for k in want:
@@ -235,7 +243,7 @@ def test_random_folders_read_like_reference(seed, tmp_path):
         np.testing.assert_array_equal(got[k], preds[k][:, :5])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = evaluate(tmp_path, gt)
+        fast = evaluate(tmp_path, gt, protocol="python-port", allow_missing=True)
     ref, _ = reference_evaluate_gt(want, gt)
     for s in SETTINGS:
         a, b = getattr(fast, s), ref[s]
@@ -310,6 +318,8 @@ def test_file_order_rule_for_unsorted_files():
     unsorted = assert_same_as_reference({("0--Test", "img"): np.array([miss, hit], float)}, gt)
     assert sorted_file.easy == 1.0
     assert unsorted.easy == 0.5
+    # The official program sorts by score on reading: the file order does not matter there.
+    assert evaluate({("0--Test", "img"): np.array([miss, hit], float)}, gt).easy == 1.0
 
 
 def test_setting_without_counted_faces_is_nan_like_reference():
@@ -326,9 +336,12 @@ def test_missing_files_warn_once_with_count(tmp_path):
                                  ("0--A", "img3"): np.zeros((0, 5))})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate(tmp_path, gt)
+        result = evaluate(tmp_path, gt, allow_missing=True)
     missing = [w for w in caught if issubclass(w.category, MissingPredictionsWarning)]
     assert len(missing) == 1 and "3 of 5 images" in str(missing[0].message)
+    assert str(tmp_path / "0--A" / "img1.txt") in str(missing[0].message)  # names the files
+    with pytest.raises(ValueError, match=r"3 of 5 ground-truth images have no prediction file.*allow"):
+        evaluate(tmp_path, gt)
     assert result.missing_images == 3
     assert result.hard == pytest.approx(0.2)
 
@@ -341,8 +354,8 @@ def test_evaluate_accepts_folder_and_ground_truth_paths(tmp_path):
     write_raw_folder(tmp_path / "pred", preds, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from_paths = evaluate(tmp_path / "pred", str(tmp_path / "gt"))
-        from_objects = evaluate(preds, gt)
+        from_paths = evaluate(tmp_path / "pred", str(tmp_path / "gt"), protocol="python-port", allow_missing=True)
+        from_objects = evaluate(preds, gt, protocol="python-port")
     assert from_paths.missing_images == from_objects.missing_images
     np.testing.assert_equal(from_paths.as_dict(), from_objects.as_dict())
 
@@ -353,15 +366,21 @@ def test_unknown_images_are_reported(tmp_path):
         evaluate({("0--A", "img0"): np.zeros((0, 5)), ("0--A", "other"): np.zeros((0, 5))}, gt)
     write_prediction_file(tmp_path / "9--Nope" / "img0.txt", "img0", np.zeros((0, 5)))
     with pytest.raises(ValueError, match=r"9--Nope/img0 \(.*img0.txt\): unknown event"):
-        read_predictions(tmp_path, gt)
-    assert list(read_predictions(tmp_path)) == [("9--Nope", "img0")]  # without gt: read as is
+        read_predictions(tmp_path, gt, protocol="python-port")
+    assert list(read_predictions(tmp_path, protocol="python-port")) == [("9--Nope", "img0")]  # without gt: as is
 
 
 def test_result_format_and_parameters():
     gt = one_image_gt(FACES)
     result = evaluate({("0--Test", "img"): np.c_[FACES, [0.9, 0.8, 0.7, 0.6]]}, gt)
-    assert str(WiderEvalResult(0.907, 0.8816, 0.7382, {})) == "easy: 0.9070  medium: 0.8816  hard: 0.7382"
+    assert str(WiderEvalResult(0.907, 0.8816, 0.7382, {})) == \
+        "easy: 0.9070  medium: 0.8816  hard: 0.7382  (official protocol)"
     assert result.as_dict() == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+    assert result.to_json()["protocol"] == "official"
+    assert evaluate({("0--Test", "img"): np.c_[FACES, [0.9, 0.8, 0.7, 0.6]]}, gt,
+                    protocol="python-port").to_json()["protocol"] == "python-port"
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'matlab'"):
+        evaluate({}, gt, protocol="matlab")
     recall, precision = result.curves["hard"]
     assert recall.shape == precision.shape == (1000,)
     with pytest.raises(ValueError):
@@ -397,8 +416,10 @@ def test_write_read_round_trip(tmp_path):
     text = (tmp_path / "0--A" / "a.txt").read_text()
     assert text == "a\n2\n10 20 40 40 0.91\n-1 0 4 2 0.02\n"  # int() truncates toward zero
     assert (tmp_path / "0--A" / "b.txt").read_text() == "b\n0\n"
-    back = read_predictions(tmp_path)
+    back = read_predictions(tmp_path, protocol="python-port")
     assert set(back) == set(dets)
+    official = read_predictions(tmp_path, protocol="official")
+    assert set(official) == set(dets) and all(np.array_equal(official[k], back[k]) for k in dets)
     np.testing.assert_array_equal(back["0--A", "a"], [[10, 20, 40, 40, 0.91], [-1, 0, 4, 2, 0.02]])
     assert back["0--A", "b"].shape == (0, 5)
     assert np.float32(back["1--B", "c"][0, 4]) == np.float32(0.123456789)  # float32 text round trip
@@ -411,7 +432,8 @@ def test_read_is_keyed_by_the_name_on_line_one(tmp_path):
     (tmp_path / "0--A" / "whatever.txt").write_text("some/dir/0--A/real_name.jpg\n1\n1 2 3 4 0.5\n")
     (tmp_path / "0--A" / "notes.md").write_text("ignored")
     (tmp_path / "README").write_text("ignored")
-    assert list(read_predictions(tmp_path)) == [("0--A", "real_name")]
+    assert list(read_predictions(tmp_path, protocol="python-port")) == [("0--A", "real_name")]
+    assert list(read_predictions(tmp_path, protocol="official")) == [("0--A", "whatever")]  # by file path
 
 
 def test_read_reports_duplicate_names(tmp_path):
@@ -419,14 +441,14 @@ def test_read_reports_duplicate_names(tmp_path):
     for f in ("x.txt", "y.txt"):
         (tmp_path / "0--A" / f).write_text("same\n0\n")
     with pytest.raises(ValueError, match=r"y\.txt:1: .*0--A/same.*x\.txt"):
-        read_predictions(tmp_path)
+        read_predictions(tmp_path, protocol="python-port")
 
 
 def test_read_warns_when_the_count_line_disagrees(tmp_path):
     (tmp_path / "0--A").mkdir()
     (tmp_path / "0--A" / "a.txt").write_text("a\n3\n1 2 3 4 0.5\n")
-    with pytest.warns(PredictionCountWarning, match="1 prediction file"):
-        preds = read_predictions(tmp_path)
+    with pytest.warns(PredictionCountWarning, match="1 prediction file.*a.txt"):
+        preds = read_predictions(tmp_path, protocol="python-port")
     assert preds["0--A", "a"].shape == (1, 5)
 
 
@@ -450,7 +472,7 @@ def test_malformed_prediction_lines_name_path_and_line(tmp_path, content, line):
     bad = tmp_path / "0--A" / "bad.txt"
     bad.write_bytes(content.encode())
     with pytest.raises(ValueError, match=re.escape(f"{bad}:{line}:")):
-        read_predictions(tmp_path)
+        read_predictions(tmp_path, protocol="python-port")
 
 
 def test_write_prediction_file_rejects_bad_input(tmp_path):
@@ -637,15 +659,22 @@ def test_full_val_perfect_predictions_end_to_end(official_gt, tmp_path):
         (folder / f"{name}.txt").write_text(f"{name}\n{len(v)}\n{rows}")
     preds = read_predictions(tmp_path, official_gt)
     assert len(preds) == official_gt.num_images
-    result = evaluate(preds, official_gt)
+    port_preds = read_predictions(tmp_path, official_gt, protocol="python-port")
+    assert all(np.array_equal(port_preds[k], v) for k, v in preds.items())
+    result = evaluate(preds, official_gt, protocol="python-port")
     assert result.missing_images == 0
+    # The official program matches a detection to the first face whose rounded IoU is 1, which can
+    # be a heavily overlapping neighbour: a few perfect boxes then miss their own face.
+    official = evaluate(preds, official_gt)
+    for s in SETTINGS:
+        assert 0.999 < getattr(official, s) < getattr(result, s)
     # The algorithm's own limit: faces with w or h <= -1 have IoU 0 with themselves and a
     # duplicated face box can only match its first copy, so their detections are false positives.
     for s in SETTINGS:
         assert 0.9997 < getattr(result, s) < 1.0
     # The same predictions through the reference (fewer thresholds: its loop per threshold is slow).
     ref, _ = reference_evaluate_gt(preds, official_gt, num_thresholds=10)
-    fast10 = evaluate(preds, official_gt, num_thresholds=10)
+    fast10 = evaluate(preds, official_gt, protocol="python-port", num_thresholds=10)
     for s in SETTINGS:
         assert abs(getattr(fast10, s) - ref[s]) <= TOL
     # Without the detections that cannot match, precision is 1 everywhere: AP = the final recall.
@@ -656,7 +685,7 @@ def test_full_val_perfect_predictions_end_to_end(official_gt, tmp_path):
         first = np.array([not np.any(np.all(faces[:i] == faces[i], axis=1)) for i in range(len(faces))], bool)
         unmatched[e, n] = ~(ok & first)
     clean = {k: np.c_[v, scores[k]][~unmatched[k]] for k, v in xywh.items()}
-    clean_result = evaluate(clean, official_gt)
+    clean_result = evaluate(clean, official_gt, protocol="python-port")
     for s in SETTINGS:
         lost = sum(int(np.isin(k_arr, np.flatnonzero(unmatched[e, n]) + 1).sum())
                    for (e, n), k_arr in zip(official_gt.image_keys(),

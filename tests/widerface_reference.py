@@ -1,10 +1,13 @@
-"""Loop-based reference of the official WIDER FACE evaluation, for tests and the benchmark only.
+"""Loop-based reference of the *python-port* WIDER FACE evaluation (``widerface_evaluate``, the
+program most PyTorch projects ship; not the official MATLAB code, whose reference is
+``tests/widerface_official_reference.py``), for tests and the benchmark only.
 
-It follows ``shared/specs/widerface_eval.md`` sentence by sentence, in the shape of the widely used
-Python port (per-image IoU matrix, a greedy loop per detection, a loop per threshold), and is
-deliberately slow and plain: the library's vectorised :func:`retinaface.evaluation.evaluate` must
-agree with it to 1e-6. It shares no code with the library (it reads ``.mat`` files and prediction
-folders itself), so it also checks the library's readers and writers.
+It follows the port's steps in ``shared/specs/widerface_eval.md`` sentence by sentence, in the
+port's shape (per-image IoU matrix, a greedy loop per detection, a loop per threshold), and is
+deliberately slow and plain: the library's vectorised
+``retinaface.evaluation.evaluate(..., protocol="python-port")`` must agree with it to 1e-6. It
+shares no code with the library (it reads ``.mat`` files and prediction folders itself), so it
+also checks the library's readers and writers.
 """
 from __future__ import annotations
 
@@ -76,7 +79,8 @@ def reference_iou(dets, faces):
 
 
 def reference_image_eval(pred, faces, counted, iou_threshold):
-    """Greedy matching in file order -> (recalled so far after each detection, proposal flags)."""
+    """Greedy matching in file order, each detection to its best face -> (recalled so far after
+    each detection, proposal flags)."""
     pred = np.array(pred, dtype=np.float64)
     faces = np.array(faces, dtype=np.float64)
     # Corners: x2 = x + w, y2 = y + h.

@@ -401,7 +401,7 @@ def _write_labels(path: Path, items: Sequence[Tuple[str, str, List[_Face]]]) -> 
 
 
 def _write_ground_truth(gt_dir: Path, items: Sequence[Tuple[str, str, List[_Face]]]) -> None:
-    from ..evaluation.ground_truth import WiderGroundTruth, save_ground_truth
+    from ..formats.ground_truth import WiderGroundTruth, save_ground_truth
 
     events: List[str] = []
     images: List[List[str]] = []

@@ -10,7 +10,7 @@ from typing import Optional, Union
 import numpy as np
 
 from ..fileio import atomic_write
-from .ground_truth import SETTINGS
+from ..formats.ground_truth import SETTINGS
 from .widerface import WiderEvalResult
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -21,7 +21,7 @@ _COLOURS = {"easy": "#1f77b4", "medium": "#2ca02c", "hard": "#d62728"}
 def plot_pr_curves(result: WiderEvalResult, path: PathLike, title: Optional[str] = None,
                    dpi: int = 120) -> None:
     """Draw the easy / medium / hard precision-recall curves of ``result`` and save them as PNG
-    (atomically) at ``path``."""
+    (atomically) at ``path``. The title names the evaluation protocol (after ``title`` if given)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -41,7 +41,8 @@ def plot_pr_curves(result: WiderEvalResult, path: PathLike, title: Optional[str]
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("Recall")
     ax.set_ylabel("Precision")
-    ax.set_title(title if title is not None else "WIDER FACE val: precision-recall")
+    protocol = f"{result.protocol} protocol"
+    ax.set_title(f"{title} ({protocol})" if title is not None else f"WIDER FACE val: precision-recall ({protocol})")
     ax.grid(True, linestyle=":", linewidth=0.8)
     ax.legend(loc="lower left")
     fig.tight_layout()

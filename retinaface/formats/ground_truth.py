@@ -1,4 +1,5 @@
-"""WIDER FACE ground truth: the in-memory form, and reading/writing it.
+"""WIDER FACE ground truth: the in-memory form, and reading/writing it (numpy only; scipy.io is
+imported only where a ``.mat`` file is read or written).
 
 Owns :class:`WiderGroundTruth` and its three on-disk forms:
 
@@ -20,16 +21,17 @@ from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from ..data.wider_bbx import read_bbx_blocks
+from ..conventions import GT_MAIN_MAT, GT_SETTING_MATS, GT_VAL_TEXT, WIDER_SETTINGS, split_image_path
 from ..fileio import atomic_write
+from .wider_bbx import read_bbx_blocks
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-SETTINGS = ("easy", "medium", "hard")
+SETTINGS = WIDER_SETTINGS
 
 # File names of the official ground truth, in the order they are checked.
-MAIN_MAT = "wider_face_val.mat"
-SETTING_MATS = {s: f"wider_{s}_val.mat" for s in SETTINGS}
+MAIN_MAT = GT_MAIN_MAT
+SETTING_MATS = GT_SETTING_MATS
 
 # Per-face labels of the official data, in the column order of the text ground truth.
 ATTRIBUTE_NAMES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -196,17 +198,17 @@ def _column_cells(arr, what: str, path: Path) -> list:
     return list(arr.ravel())
 
 
-def _read_mat(path: Path) -> dict:
+def _read_mat(path: Path, variables: Optional[list] = None) -> dict:
     import scipy.io
 
     try:
-        return scipy.io.loadmat(str(path))
+        return scipy.io.loadmat(str(path), variable_names=variables)
     except Exception as exc:  # scipy raises several types for corrupt files
         raise ValueError(f"{path}: cannot read as a MATLAB file: {exc}") from exc
 
 
 def _names_from_mat(mat: dict, path: Path) -> tuple[list[str], list[list[str]]]:
-    for key in ("event_list", "file_list", "face_bbx_list"):
+    for key in ("event_list", "file_list"):
         if key not in mat:
             raise ValueError(f"{path}: variable {key!r} missing")
     events = [_cell_str(c) for c in _column_cells(mat["event_list"], "event_list", path)]
@@ -239,6 +241,8 @@ def load_ground_truth(gt_dir: PathLike) -> WiderGroundTruth:
     main_path = gt_dir / MAIN_MAT
     main = _read_mat(main_path)
     events, images = _names_from_mat(main, main_path)
+    if "face_bbx_list" not in main:
+        raise ValueError(f"{main_path}: variable 'face_bbx_list' missing")
     box_cells = _column_cells(main["face_bbx_list"], "face_bbx_list", main_path)
     boxes: list[list[np.ndarray]] = []
     for e, cells in enumerate(box_cells):
@@ -263,7 +267,8 @@ def load_ground_truth(gt_dir: PathLike) -> WiderGroundTruth:
     keep: dict[str, list[list[np.ndarray]]] = {}
     for s, name in SETTING_MATS.items():
         path = gt_dir / name
-        mat = _read_mat(path)
+        # Only what is used: the setting files repeat the boxes and labels of the main file.
+        mat = _read_mat(path, ["event_list", "file_list", "gt_list"])
         s_events, s_images = _names_from_mat(mat, path)
         if s_events != events or s_images != images:
             raise ValueError(f"{path}: its event/file lists differ from those of {main_path}")
@@ -292,7 +297,7 @@ def open_ground_truth(path: PathLike) -> WiderGroundTruth:
                       f"easy, medium and hard", stacklevel=2)
         return load_text_ground_truth(path)
     raise FileNotFoundError(f"WIDER FACE ground truth not found: {path} (expected a directory holding "
-                            f"{MAIN_MAT} and {', '.join(SETTING_MATS.values())}, or wider_face_val_bbx_gt.txt)")
+                            f"{MAIN_MAT} and {', '.join(SETTING_MATS.values())}, or {GT_VAL_TEXT})")
 
 
 def _object_column(items: list) -> np.ndarray:
@@ -358,13 +363,10 @@ def save_ground_truth(gt: WiderGroundTruth, gt_dir: PathLike) -> None:
 
 # ---------------------------------------------------------------------------- text file
 def _split_image_path(line: str) -> tuple[str, str]:
-    parts = [p for p in line.replace("\\", "/").split("/") if p]
-    if len(parts) < 2:
+    event, name = split_image_path(line)
+    if not event:
         raise ValueError(f"expected an image path '<event>/<image>.jpg', got {line!r}")
-    name = parts[-1]
-    if name.lower().endswith(".jpg"):
-        name = name[:-4]
-    return parts[-2], name
+    return event, name
 
 
 def load_text_ground_truth(txt_path: PathLike,

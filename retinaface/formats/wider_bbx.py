@@ -3,7 +3,7 @@
 Owns :func:`read_bbx_blocks`: each block is an image path line, a face count, then one line per
 face (``x y w h blur expression illumination invalid occlusion pose``); a zero count is followed
 by one line of zeros, which is consumed. The training reader (:mod:`retinaface.data.labels`) and
-the evaluation's text ground truth (:mod:`retinaface.evaluation.ground_truth`) both read the file
+the text ground truth (:mod:`retinaface.formats.ground_truth`) both read the file
 through it and interpret the face lines themselves. Errors are ``ValueError("path:line: ...")``.
 """
 from __future__ import annotations
