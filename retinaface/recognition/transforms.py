@@ -41,7 +41,8 @@ class FaceTrainTransform:
     (the input is resized to ``size`` first when it differs); pixels from outside the input are black.
 
     ``transform(crop, rng)`` draws from ``rng``; without one, each process uses its own generator
-    seeded from ``seed``, the process id and torch's per-worker seed, so DataLoader workers differ.
+    seeded from ``seed`` and torch's seed (the per-worker seed in DataLoader workers, so workers
+    differ and a run seeded with ``torch.manual_seed`` repeats).
     """
 
     def __init__(self, rotation: float = 45.0, scale: float = 0.15, shift: float = 0.15, flip: float = 0.5,
@@ -55,16 +56,18 @@ class FaceTrainTransform:
         self._pid: Optional[int] = None
 
     def _own_rng(self) -> np.random.Generator:
+        # one generator per process: a DataLoader worker seeds it from its torch worker seed, the
+        # main process from torch's seed, so runs seeded with torch.manual_seed repeat exactly
         if self._rng is None or self._pid != os.getpid():
-            worker_seed = 0
             try:
+                import torch
                 import torch.utils.data
 
                 info = torch.utils.data.get_worker_info()
-                worker_seed = 0 if info is None else int(info.seed)
+                stream = int(torch.initial_seed()) if info is None else int(info.seed)
             except ImportError:  # torch-free use
-                pass
-            self._rng = np.random.default_rng([self.seed, worker_seed, os.getpid()])
+                stream = 0
+            self._rng = np.random.default_rng([self.seed, stream])
             self._pid = os.getpid()
         return self._rng
 
