@@ -138,3 +138,14 @@ def test_build_and_bad_inputs():
         loss_fn(torch.randn(2, 4), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="embeddings must be"):
         loss_fn(torch.randn(2, 5), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "softmax-center"])
+def test_losses_stay_float32_under_autocast(name):
+    torch.manual_seed(2)
+    loss_fn = build_recognition_loss(name, 7, 8)
+    x, y = torch.randn(5, 8), torch.tensor([0, 1, 2, 3, 6])
+    reference = loss_fn(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss_fn(x, y)  # bf16 matmuls would move s = 64 logits by ~0.25
+    assert mixed.dtype == torch.float32 and abs(mixed.item() - reference.item()) < 1e-4

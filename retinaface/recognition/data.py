@@ -118,8 +118,9 @@ class RecordIODataset:
         self._num_classes: Optional[int] = None
         self.image_keys: List[int] = sorted(self.reader.keys)
         if self.image_keys:
-            header, _ = self._record(self.image_keys[0])
-            if header.flag > 0 and self.image_keys[0] == 0:
+            header, payload = self._record(self.image_keys[0])
+            # insightface's header record: key 0, extra labels, no image
+            if header.flag > 0 and self.image_keys[0] == 0 and not payload:
                 first, end = int(header.label[0]), int(header.label[1]) if header.flag > 1 else int(header.label[0])
                 self.image_keys = [k for k in self.image_keys if 1 <= k < first]
                 if header.flag > 1:

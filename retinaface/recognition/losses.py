@@ -77,8 +77,9 @@ class _CosineMarginLoss(nn.Module):
         return self.scale * cos
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # float32 logits: s = 64 times a cosine loses the margin in half precision
-        return F.cross_entropy(self.logits(embeddings.float(), labels), labels.long())
+        # float32 logits, autocast or not: s = 64 times a cosine loses the margin in half precision
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return F.cross_entropy(self.logits(embeddings.float(), labels), labels.long())
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, " \
@@ -174,8 +175,9 @@ class SoftmaxCenterLoss(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
         _check_inputs(embeddings, labels, self.num_classes, self.embedding_size)
-        ce = F.cross_entropy(self.logits(embeddings), labels.long())
-        return ce + self.lambda_c * self.center_loss(embeddings, labels)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            ce = F.cross_entropy(self.logits(embeddings), labels.long())
+            return ce + self.lambda_c * self.center_loss(embeddings, labels)
 
     def center_parameters(self) -> List[nn.Parameter]:
         return [self.centers]

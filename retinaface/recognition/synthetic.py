@@ -268,6 +268,11 @@ def generate_synthetic_identities(root: PathLike, num_train_identities: int = 20
     if folds < 1 or pairs_per_fold < 1 or num_test_identities < 2 * folds:
         raise ValueError(f"{folds} identity-disjoint folds need at least {2 * folds} test identities, "
                          f"got {num_test_identities}")
+    smallest = num_test_identities // folds  # identities in the smallest fold
+    if pairs_per_fold > min(smallest * images_per_identity * (images_per_identity - 1) // 2,
+                            smallest * (smallest - 1) * images_per_identity ** 2):
+        raise ValueError(f"{pairs_per_fold} distinct same and different pairs per fold need more than "
+                         f"{smallest} identities x {images_per_identity} images per fold")
     root = Path(root)
     params = {"format": FORMAT, "version": VERSION, "num_train_identities": int(num_train_identities),
               "num_test_identities": int(num_test_identities), "images_per_identity": int(images_per_identity),
