@@ -21,11 +21,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from .config import ModelConfig
+from .export.metadata import EXPORT_FORMAT, RAW_OUTPUTS
 
 PathLike = Union[str, Path]
-# the export contract (retinaface.export writes these)
-EXPORT_FORMAT = "retinaface-export"
-RAW_OUTPUTS = ("loc", "conf", "landms")
 COMPILED_SHAPES_KEPT = 4
 
 

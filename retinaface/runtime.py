@@ -154,4 +154,95 @@ def load_exported(path: PathLike, threads: Optional[int] = None
     return run_onnx
 
 
-__all__ = ["OnnxRuntimeModel", "load_exported", "load_onnx_model", "open_session"]
+# -- runtime selection ---------------------------------------------------------------------------
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
+
+
+def resolve_runtime(weights: PathLike, runtime: str = "auto") -> str:
+    """The runtime ``runtime`` means for ``weights``: ``auto`` is ONNX Runtime for an ``.onnx`` file
+    (the fastest correct path measured here) and PyTorch otherwise."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    is_onnx = Path(weights).suffix.lower() == ".onnx"
+    if runtime == "auto":
+        return "onnxruntime" if is_onnx else "pytorch"
+    if runtime == "pytorch" and is_onnx:
+        raise ValueError(f"{weights}: an ONNX file cannot run on PyTorch; use --runtime onnxruntime or openvino")
+    return runtime
+
+
+def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width: Optional[float] = None,
+                       cache_dir: Optional[PathLike] = None) -> Path:
+    """A dynamic-shape ONNX export of checkpoint ``weights``, made once and kept beside it.
+
+    The file is ``.<name>.<sha256 of the checkpoint, 16 hex>[-w<width>].onnx`` in the checkpoint's
+    folder (or ``cache_dir``; a temporary folder when neither is writable), so a changed checkpoint
+    gets a fresh export and an unchanged one is reused. Written atomically.
+    """
+    import hashlib
+    import tempfile
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise ExportError(f"{weights}: checkpoint file not found")
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    tag = f"-w{width:g}" if width is not None else ""
+    name = f".{weights.stem}.{digest.hexdigest()[:16]}{tag}.onnx"
+    folders = [Path(cache_dir)] if cache_dir is not None else [weights.parent]
+    folders.append(Path(tempfile.gettempdir()) / "retinaface-onnx-cache")
+    for folder in folders:
+        target = folder / name
+        if target.is_file():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            from .export.writers import export_onnx, load_for_export
+
+            model = load_for_export(weights, backbone=backbone, width=width)
+            export_onnx(model, target, dynamic=True, width=width)
+            return target
+        except PermissionError:
+            continue  # a read-only checkpoint folder: the temporary cache
+    raise ExportError(f"{weights}: cannot write an ONNX export beside it or in the temporary folder")
+
+
+def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
+                       width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
+                       providers: Optional[Sequence[str]] = None) -> Any:
+    """A Detector-ready model of ``weights`` on ``runtime`` (see :func:`resolve_runtime`).
+
+    A ``.pth`` checkpoint asked to run on ``onnxruntime`` or ``openvino`` is exported first
+    (:func:`cached_onnx_export`); ``width`` then selects an adaptive checkpoint's width at export.
+    ``threads`` caps the runtime's intra-op threads.
+    """
+    chosen = resolve_runtime(weights, runtime)
+    is_onnx = Path(weights).suffix.lower() == ".onnx"
+    if chosen == "pytorch":
+        from .checkpoint import load_model
+
+        return load_model(weights, backbone=backbone, device=device, width=width)
+    if is_onnx and width is not None:
+        raise ValueError(f"{weights}: --width needs the PyTorch checkpoint; an ONNX file runs at the width "
+                         f"it was exported with")
+    path = Path(weights) if is_onnx else cached_onnx_export(weights, backbone=backbone, width=width)
+    if chosen == "openvino":
+        from .openvino_backend import load_openvino_model
+
+        return load_openvino_model(path, backbone=backbone if is_onnx else None, threads=threads)
+    options = None
+    if threads:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+    model = OnnxRuntimeModel(path, providers=providers, session_options=options)
+    if is_onnx and backbone is not None and backbone != model.config.backbone:
+        raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
+    return model
+
+
+__all__ = ["OnnxRuntimeModel", "RUNTIMES", "cached_onnx_export", "load_exported", "load_onnx_model",
+           "load_runtime_model", "open_session", "resolve_runtime"]

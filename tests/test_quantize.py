@@ -136,3 +136,44 @@ def test_report_warns_only_when_ap_drops_more_than_a_hundredth():
     assert ok.warnings == []
     assert len(bad.warnings) == 1 and "hard" in bad.warnings[0]
     assert any("2.00x" in line for line in ok.lines())
+
+
+def test_export_command_int8_writes_a_quantised_file(files, tmp_path, capsys):
+    from retinaface.checkpoint import save_model
+    from retinaface.cli import run_command
+
+    torch.manual_seed(0)
+    weights = tmp_path / "m.pth"
+    save_model(retinaface.create_model("mobilenet0.25").eval(), weights)
+    out = tmp_path / "m.int8.onnx"
+    calib = files["images"][0].parent
+    code = run_command("export", ["--weights", str(weights), "--format", "onnx", "--output", str(out),
+                                  "--size", "96", "128", "--int8", "--calibration", str(calib),
+                                  "--calibration-images", "2", "--method", "percentile", "--no-check"])
+    assert code == 0 and "INT8 QDQ" in capsys.readouterr().out
+    info = quantization_info(out)
+    assert info["method"] == "percentile" and info["calibration_count"] == 2
+    code = run_command("export", ["--weights", str(weights), "--format", "onnx", "--output", str(tmp_path / "x"),
+                                  "--int8", "--calibration", str(tmp_path / "nowhere")])
+    assert code == 2 and "nowhere: not a folder" in capsys.readouterr().err
+
+
+def test_runtime_selection_and_cached_export(tmp_path):
+    from retinaface.checkpoint import save_model
+    from retinaface.runtime import OnnxRuntimeModel, cached_onnx_export, load_runtime_model, resolve_runtime
+
+    assert resolve_runtime("m.onnx") == "onnxruntime" and resolve_runtime("m.pth") == "pytorch"
+    assert resolve_runtime("m.pth", "openvino") == "openvino"
+    with pytest.raises(ValueError, match="cannot run on PyTorch"):
+        resolve_runtime("m.onnx", "pytorch")
+    with pytest.raises(ValueError, match="--runtime"):
+        resolve_runtime("m.pth", "tensorrt")
+    torch.manual_seed(0)
+    weights = tmp_path / "m.pth"
+    save_model(retinaface.create_model("mobilenet0.25").eval(), weights)
+    model = load_runtime_model(weights, "onnxruntime")
+    assert isinstance(model, OnnxRuntimeModel) and model.path.parent == tmp_path
+    first = model.path.stat().st_mtime_ns
+    assert cached_onnx_export(weights).stat().st_mtime_ns == first  # reused, not re-exported
+    save_model(retinaface.create_model("mobilenet0.25", num_classes=2).eval(), weights, note="changed")
+    assert cached_onnx_export(weights) != model.path  # a changed checkpoint gets its own export

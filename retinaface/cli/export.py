@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -45,6 +46,20 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--size", nargs=2, type=positive_int, default=DEFAULT_SIZE, metavar=("H", "W"),
                         help="example input size for tracing; the fixed size of a non-dynamic ONNX file")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (>= 1)")
+    int8 = parser.add_argument_group("INT8 (ONNX Runtime static quantisation, QDQ; see docs/edge.md)")
+    int8.add_argument("--int8", action="store_true",
+                      help="write an INT8 model (per-channel int8 weights, uint8 activations); instead of the "
+                           "parity check, report float vs INT8 AP, reproduced detections and latency")
+    int8.add_argument("--calibration", default="synthetic",
+                      help="folder of calibration images, or 'synthetic' (the built-in training split; default)")
+    int8.add_argument("--calibration-images", type=positive_int, default=64,
+                      help="how many calibration images (>= 1, default: %(default)s)")
+    int8.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                      help="activation-range calibration (default: %(default)s)")
+    int8.add_argument("--accuracy-data", default="synthetic",
+                      help="WIDER-layout folder whose val split the report uses, or 'synthetic' (default)")
+    int8.add_argument("--report-runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                      help="runtime the accuracy and latency report runs on (default: %(default)s)")
     return parser
 
 
@@ -57,6 +72,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return int(exit_.code or 0)
     if args.format == "torchscript" and (args.dynamo or args.opset != MIN_OPSET):
         return fail(prog, "--dynamo and --opset apply to --format onnx only")
+    if args.int8 and (args.format != "onnx" or args.with_postprocess):
+        return fail(prog, "--int8 needs --format onnx without --with-postprocess (the runtimes run the raw outputs)")
     if not Path(args.weights).is_file():
         return fail(prog, f"{args.weights}: checkpoint file not found")
     if Path(args.output).is_dir():
@@ -72,6 +89,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.int8:
+        return _export_int8(args, prog)
     try:
         model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
         started = time.perf_counter()
@@ -97,4 +116,45 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if not report.passed:
         fail(prog, f"FAIL: {args.output} was written but does not match PyTorch")
         return 1
+    return 0
+
+
+def _export_int8(args: argparse.Namespace, prog: str) -> int:
+    """``--int8``: float export to a temporary file, quantisation to ``--output``, accuracy report."""
+    import tempfile
+
+    from ..checkpoint import CheckpointError
+    from ..detector import Detector
+    from ..export.metadata import ExportError
+    from ..export.writers import export_onnx, load_for_export
+    from ..models import BackboneError
+    from ..quantize import QuantizationError, accuracy_report, calibration_images, load_backend_model, quantize_onnx
+
+    try:
+        images, source = calibration_images(args.calibration, args.calibration_images)
+        model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="retinaface-export-") as tmp:
+            float_path = Path(tmp) / "float.onnx"
+            export_onnx(model, float_path, dynamic=args.dynamic, size=tuple(args.size), opset=args.opset,
+                        dynamo=args.dynamo, width=args.width)
+            # calibration batches come from the Detector's own pre-processing of the float file
+            detector = Detector(load_backend_model(float_path, threads=args.threads))
+            result = quantize_onnx(float_path, args.output, detector, images, method=args.method,
+                                   calibration_source=source, overwrite=True)
+            info = json.loads(result.metadata["quantization"])
+            print(f"wrote {args.output} (INT8 QDQ, {result.metadata['backbone']}, method {args.method}, "
+                  f"calibration {source}; kept float: {', '.join(info['float_op_types'])} and "
+                  f"{len(result.float_nodes)} node(s)) in {time.perf_counter() - started:.1f} s")
+            if not args.check:
+                return 0
+            report = accuracy_report(float_path, args.output, args.accuracy_data, backend=args.report_runtime,
+                                     threads=args.threads)
+    except (QuantizationError, ExportError, CheckpointError, BackboneError, ValueError, OSError) as exc:
+        return fail(prog, first_line(exc))
+    except RuntimeError as exc:
+        return fail(prog, f"INT8 export of {args.weights} failed: {first_line(exc)}")
+    print("\n".join(line for line in report.lines() if not line.lstrip().startswith("warning:")))
+    for warning in report.warnings:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
     return 0
