@@ -25,9 +25,10 @@ import torch  # noqa: E402
 
 from retinaface import load_model  # noqa: E402
 from retinaface.checkpoint import read_checkpoint  # noqa: E402
-from retinaface.adaptive.pipeline import PrioritizeConfig, run_prioritization  # noqa: E402
+from retinaface.engine.prioritize import PrioritizeConfig, run_prioritization  # noqa: E402
 from retinaface.adaptive.slim import active_parameters  # noqa: E402
-from retinaface.engine.trainer import SYNTHETIC_ROOT, TrainConfig, Trainer  # noqa: E402
+from retinaface.engine.builders import SYNTHETIC_ROOT  # noqa: E402
+from retinaface.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from retinaface.profiling import count_flops, median_latency  # noqa: E402
 
 BASELINES = ("mobilenet0.25", "mobilenetv3_small", "mobiface")
@@ -86,9 +87,9 @@ def main(argv=None) -> int:
         if name == "prioritized":
             checkpoint = out / "prioritized" / "adaptive.pth"
             if not checkpoint.exists():
-                run_prioritization(PrioritizeConfig(
+                run_prioritization(PrioritizeConfig.from_options(
                     backbone="mobilenet0.25", output=str(out / "prioritized"), pretrain_epochs=args.epochs,
-                    finetune_epochs=args.finetune_epochs, evaluate=False, **common))
+                    finetune_epochs=args.finetune_epochs, evaluate=False, overwrite=True, **common))
         else:
             checkpoint = out / name / "last.pth"
             done = read_checkpoint(checkpoint).get("epoch", 0) if checkpoint.exists() else 0

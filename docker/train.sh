@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Entry point of the Docker image: torchrun over every visible GPU of this node, then tools/train.py
-# with the arguments given. Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and MASTER_PORT) on
-# every node. NPROC_PER_NODE overrides the GPU count.
+# Entry point of the Docker image: torchrun over every visible GPU of this node, then
+# `python -m retinaface train` with the arguments given -- the same command, flags and help as
+# `retinaface train` (they are generated from retinaface.engine.config.TrainConfig), so the image
+# cannot drift from the CLI. `retinaface-train --help` lists them. Multi-node: set NNODES,
+# NODE_RANK, MASTER_ADDR (and MASTER_PORT) on every node. NPROC_PER_NODE overrides the GPU count.
+# --workers defaults to this process's share of the node's CPUs (at most 8).
 set -euo pipefail
 # the image keeps the code in /workspace/retinaface; run from a checkout, the script's parent folder
-if [ -f /workspace/retinaface/tools/train.py ]; then
+if [ -f /workspace/retinaface/retinaface/cli/train.py ]; then
     cd /workspace/retinaface
 else
     cd "$(dirname "$(readlink -f "$0")")/.."
 fi
+
+# help needs no GPU and no process group
+for arg in "$@"; do
+    if [ "$arg" = "-h" ] || [ "$arg" = "--help" ]; then
+        exec python -m retinaface train "$@"
+    fi
+done
 
 gpus=0
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -27,4 +37,4 @@ else
 fi
 
 echo "retinaface-train: $NNODES node(s) x $NPROC_PER_NODE process(es), node rank $NODE_RANK" >&2
-exec torchrun "${rendezvous[@]}" --nproc_per_node="$NPROC_PER_NODE" tools/train.py "$@"
+exec torchrun "${rendezvous[@]}" --nproc_per_node="$NPROC_PER_NODE" -m retinaface train "$@"

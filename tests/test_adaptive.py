@@ -275,14 +275,10 @@ def test_training_at_low_width_updates_only_kept_weights_and_refreshes_cache(pru
 # -- end to end on the synthetic data ---------------------------------------------------------
 
 def _load_tool(name):
-    import importlib.util
+    """The command behind ``tools/<name>.py`` (a shim onto ``retinaface.cli.<name>``)."""
+    import importlib
 
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"retinaface.cli.{name}")
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +385,14 @@ def test_prioritize_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code = tool.main(["--device", "cuda", "--output", str(tmp_path / "run"), "--no-progress"])
     assert code == 2 and "CUDA" in capsys.readouterr().err
-    # a bad pruning option is refused before the (long) pre-training starts
-    monkeypatch.setattr(tool, "run_prioritization", lambda cfg: pytest.fail("pre-training started"))
-    assert tool.main(["--min-channels", "0", "--output", str(tmp_path / "run")]) == 2
-    assert "min-channels" in capsys.readouterr().err
+    # a bad pruning option is refused before the (long) pre-training starts, naming the range
+    import retinaface.engine.prioritize as stages
+
+    monkeypatch.setattr(stages, "run_prioritization", lambda cfg: pytest.fail("pre-training started"))
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--min-channels", "0", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--min-channels" in err and "[1, inf)" in err
+    # the Python API gets the same check
+    with pytest.raises(ValueError, match="--min-channels: 0 is outside the allowed range"):
+        stages.PrioritizeConfig(min_channels=0).validate()

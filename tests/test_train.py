@@ -105,7 +105,7 @@ def test_rng_states_round_trip_exactly_through_a_checkpoint():
     import io
     import random
 
-    from retinaface.engine.trainer import _rng_state, _set_rng_state
+    from retinaface.engine.state import rng_state as _rng_state, set_rng_state as _set_rng_state
 
     def draw():
         return (np.random.rand(3).tolist(), np.random.randn(1).tolist(), random.gauss(0, 1), torch.rand(2).tolist())
@@ -130,11 +130,8 @@ def test_epoch_checkpoints_follow_the_reference_every_10_then_every_5_after_the_
 
 
 def test_cli_resume_continues_with_the_checkpoints_settings(tiny_synthetic, tmp_path):
-    import importlib.util
+    from retinaface.cli import train as cli
 
-    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "tools" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     out = tmp_path / "run"
     Trainer(TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, optimizer="adamw", sam=True,
                                output=str(out)))).fit()
@@ -143,7 +140,9 @@ def test_cli_resume_continues_with_the_checkpoints_settings(tiny_synthetic, tmp_
     assert (options["data"], options["optimizer"], options["sam"], options["output"]) == \
         (str(tiny_synthetic), "adamw", True, str(out))
     assert (options["image_size"], options["batch_size"], options["epochs"], options["resume"]) == (128, 4, 2, last)
-    assert cli.train_options(["--resume", last, "--optimizer", "sgd"])["optimizer"] == "sgd"  # flags win
+    assert cli.train_options(["--resume", last, "--optimizer", "adamw"])["optimizer"] == "adamw"  # agrees
+    with pytest.raises(ValueError, match="--optimizer sgd contradicts the resumed run .* adamw"):
+        cli.train_options(["--resume", last, "--optimizer", "sgd"])
     assert cli.main(["--resume", last, "--epochs", "2", "--no-progress", "--sample", str(tmp_path / "s.jpg")]) == 0
     state = read_checkpoint(out / "last.pth")
     assert (state["epoch"], state["step"], state["train_config"]["optimizer"]) == (2, 4, "adamw")

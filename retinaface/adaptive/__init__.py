@@ -7,10 +7,12 @@ The method (Tang et al., "Efficient and Adaptive ConvNets ... A Channel Prioriti
 2. prune every channel whose |gamma| is below a global threshold into a physically smaller network,
    torch-pruning tracking which channels are tied together (:mod:`.groups`, :mod:`.prune`);
 3. fine-tune with batch norms frozen and the loss summed over utilisation levels p, where level p
-   keeps the first ``ceil(p * N)`` channels of each prioritised layer (:mod:`.slim`, :mod:`.training`).
+   keeps the first ``ceil(p * N)`` channels of each prioritised layer (:mod:`.slim`; the training
+   hooks are in :mod:`retinaface.engine.adaptive_hooks`).
 
 The result is one checkpoint: ``load_model(path, width=0.5)`` runs it at half width with sliced
-(not masked) weights. ``tools/prioritize.py`` runs the three stages.
+(not masked) weights. ``retinaface prioritize`` (:mod:`retinaface.engine.prioritize`) runs the
+three stages.
 """
 from .groups import ChannelGroup, find_channel_groups, layer_segments
 from .prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, PrioritizedBN, init_monotonic_gamma,

@@ -6,7 +6,8 @@
 * :class:`MultiWidthHook` -- fine-tuning of a width-switchable model: batch norms frozen (scales,
   shifts and running statistics), the loss of each step summed over the utilisation levels.
 
-Both plug into :class:`retinaface.engine.trainer.Trainer` through its ``TrainHook`` interface.
+Both plug into :class:`retinaface.engine.trainer.Trainer` through its ``TrainHook`` interface; they
+live in the engine layer because they import it (the adaptive layer below knows nothing of training).
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import unwrap_model
-from ..engine.trainer import TrainHook
+from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, PrioritizedBN, fraction_below,
+                                   init_monotonic_gamma, monotonicity_violations, prioritization_penalty,
+                                   prioritized_bns)
+from ..adaptive.prune import DEFAULT_THRESHOLD
+from ..adaptive.slim import DEFAULT_WIDTHS, set_width
 from ..loss import LossOutput
-from .prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, PrioritizedBN, fraction_below,
-                         init_monotonic_gamma, monotonicity_violations, prioritization_penalty,
-                         prioritized_bns)
-from .prune import DEFAULT_THRESHOLD
-from .slim import DEFAULT_WIDTHS, set_width
+from ..models.wrappers import unwrap_model
+from .trainer import TrainHook
 
 logger = logging.getLogger(__name__)
 

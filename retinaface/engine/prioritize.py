@@ -1,6 +1,6 @@
 """The three stages of channel prioritisation, run end to end: pre-train, prune, fine-tune.
 
-:func:`run_prioritization` (behind ``tools/prioritize.py``) writes, under its output folder,
+:func:`run_prioritization` (behind ``retinaface prioritize``) writes, under its output folder,
 ``pretrain/`` (the trainer's run with the penalties), ``pruned.pth`` (the physically pruned plain
 network), ``finetune/`` (the multi-width run) and ``adaptive.pth`` (the final checkpoint, loadable
 at any width), plus ``summary.json``; it returns a :class:`PrioritizeSummary` with params, GFLOPs
@@ -17,44 +17,70 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from ..adaptive.prioritize import DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S
+from ..adaptive.prune import DEFAULT_THRESHOLD, PruneReport, prune_by_threshold
+from ..adaptive.slim import DEFAULT_WIDTHS, AdaptiveRetinaFace, active_parameters, make_adaptive
 from ..checkpoint import save_model
 from ..fileio import atomic_write
-from .prioritize import DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S
-from .prune import DEFAULT_THRESHOLD, PruneReport, prune_by_threshold
-from .slim import DEFAULT_WIDTHS, AdaptiveRetinaFace, active_parameters, make_adaptive
+from .config import TrainConfig, option
+from .state import RunFolderError
 
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_PRIORITIZE_OUTPUT = "runs/prioritize"
+# TrainConfig options the stages set themselves (epochs per stage, no resume, AP measured at the end)
+STAGE_OWNED = ("epochs", "resume", "eval_every", "output")
+
+
 @dataclasses.dataclass
 class PrioritizeConfig:
-    """Options of the three stages; ``None`` takes the trainer's recipe for the data."""
+    """Options of the three stages. ``train`` holds the training options both trainer stages share
+    (``None`` fields take the trainer's recipe for the data); its ``epochs`` / ``resume`` /
+    ``eval_every`` / ``output`` are set per stage. Each field's metadata is its flag's help."""
 
-    data: str = "synthetic"
-    backbone: str = "mobilenet0.25"
-    output: str = "runs/prioritize"
-    pretrain_epochs: Optional[int] = None
-    finetune_epochs: Optional[int] = None
-    lambda_s: float = DEFAULT_LAMBDA_S
-    lambda_m: float = DEFAULT_LAMBDA_M
-    init_gamma: bool = True
-    threshold: float = DEFAULT_THRESHOLD
-    min_channels: int = 1
-    widths: Tuple[float, ...] = DEFAULT_WIDTHS
-    optimizer: Optional[str] = None
-    lr: Optional[float] = None
-    finetune_lr: Optional[float] = None  # default: a tenth of the pre-training learning rate
-    finetune_grad_clip: Optional[float] = 10.0  # frozen batch norms cannot absorb a bad step
-    batch_size: Optional[int] = None
-    image_size: Optional[int] = None
-    workers: int = 2
-    device: str = "auto"
-    seed: int = 0
-    max_steps_per_epoch: Optional[int] = None
-    evaluate: bool = True
-    flops_size: int = 640
-    progress: bool = True
-    train_options: Dict[str, object] = dataclasses.field(default_factory=dict)  # other TrainConfig fields
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig, metadata=dict(cli=False))
+    output: Optional[str] = option(None, f"output folder (default {DEFAULT_PRIORITIZE_OUTPUT}, or "
+                                   f"{DEFAULT_PRIORITIZE_OUTPUT}2, ... when that holds a run); one that holds "
+                                   "a run is refused without --overwrite", kind=str)
+    pretrain_epochs: Optional[int] = option(None, "stage 1 epochs (default: the recipe's)", kind=int, low=1)
+    finetune_epochs: Optional[int] = option(None, "stage 3 epochs (default: the recipe's)", kind=int, low=1)
+    lambda_s: float = option(DEFAULT_LAMBDA_S, "sparsity penalty", kind=float, low=0)
+    lambda_m: float = option(DEFAULT_LAMBDA_M, "monotonicity penalty", kind=float, low=0)
+    init_gamma: bool = option(True, "keep the default gamma = 1 initialisation instead of the monotone one",
+                              flag="--no-init-gamma")
+    threshold: float = option(DEFAULT_THRESHOLD, "prune channels with |gamma| below this", kind=float, low=0)
+    min_channels: int = option(1, "channels every layer keeps at least", kind=int, low=1)
+    widths: Tuple[float, ...] = option(DEFAULT_WIDTHS, "utilisation levels", kind=float, low=0, high=1,
+                                       low_open=True, nargs="+")
+    finetune_lr: Optional[float] = option(None, "stage 3 learning rate (default: a tenth of stage 1's)",
+                                          kind=float, low=0, low_open=True)
+    finetune_grad_clip: Optional[float] = option(10.0, "stage 3 gradient-norm clip, 0 for none (frozen batch "
+                                                 "norms cannot absorb a bad step)", kind=float, low=0)
+    evaluate: bool = option(True, "skip the AP per width at the end", flag="--no-eval")
+    flops_size: int = option(640, "square input size for GFLOPs", kind=int, low=32)
+
+    @classmethod
+    def from_options(cls, **options: object) -> "PrioritizeConfig":
+        """Build from one flat set of keyword arguments: this class's fields, the rest
+        :class:`TrainConfig`'s (``PrioritizeConfig.from_options(data=..., lr=..., widths=...)``)."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"train"}
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = set(options) - own - train_fields
+        if unknown:
+            raise TypeError(f"unknown prioritisation option(s): {', '.join(sorted(unknown))}")
+        train = TrainConfig(**{k: v for k, v in options.items() if k not in own})
+        return cls(train=train, **{k: v for k, v in options.items() if k in own})
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the flag for an impossible value (checked before the long
+        pre-training starts)."""
+        from .config import check_field
+
+        for field in dataclasses.fields(self):
+            if field.name != "train":
+                check_field(field, getattr(self, field.name))
+        self.train.validate()
 
 
 @dataclasses.dataclass
@@ -93,16 +119,35 @@ class PrioritizeSummary:
 
 
 def _train_config(cfg: PrioritizeConfig, output: Path, epochs: Optional[int], lr: Optional[float],
-                  **more):
-    from ..engine.trainer import TrainConfig
+                  **more) -> TrainConfig:
+    """The TrainConfig of one stage: the shared options with this stage's folder, epochs and lr."""
+    changes = dict(output=str(output), epochs=epochs, eval_every=0, resume=None, overwrite=True)
+    if lr is not None:
+        changes["lr"] = lr
+    changes.update(more)
+    return dataclasses.replace(cfg.train, **changes)
 
-    options = dict(data=cfg.data, backbone=cfg.backbone, optimizer=cfg.optimizer, lr=lr, epochs=epochs,
-                   batch_size=cfg.batch_size, image_size=cfg.image_size, workers=cfg.workers,
-                   output=str(output), device=cfg.device, seed=cfg.seed,
-                   max_steps_per_epoch=cfg.max_steps_per_epoch, progress=cfg.progress, eval_every=0)
-    options.update(cfg.train_options)
-    options.update(more)
-    return TrainConfig(**options)
+
+def resolve_output(cfg: PrioritizeConfig) -> Path:
+    """The output folder: refused when it holds an earlier result unless ``train.overwrite``; the
+    default picks the next numbered folder instead."""
+    def holds(folder: Path) -> bool:
+        return (folder / "adaptive.pth").exists() or (folder / "pruned.pth").exists() or any(
+            (folder / stage / "last.pth").exists() for stage in ("pretrain", "finetune"))
+
+    if cfg.output is None:
+        base = Path(DEFAULT_PRIORITIZE_OUTPUT)
+        if cfg.train.overwrite or not holds(base):
+            return base
+        n = 2
+        while holds(base.with_name(f"{base.name}{n}")):
+            n += 1
+        return base.with_name(f"{base.name}{n}")
+    folder = Path(cfg.output)
+    if holds(folder) and not cfg.train.overwrite:
+        raise RunFolderError(f"--output {folder} holds an earlier prioritisation run; replace it with "
+                             f"--overwrite or choose another --output")
+    return folder
 
 
 def measure_widths(model: AdaptiveRetinaFace, widths: Sequence[float], flops_size: int = 640,
@@ -130,18 +175,19 @@ def measure_widths(model: AdaptiveRetinaFace, widths: Sequence[float], flops_siz
 
 def run_prioritization(cfg: PrioritizeConfig, log: Callable[[str], None] = print) -> PrioritizeSummary:
     """Pre-train with the penalties, prune at the threshold, fine-tune over the widths, measure."""
-    from ..engine.trainer import Trainer
-    from .training import MultiWidthHook, PrioritizationHook
+    from .adaptive_hooks import MultiWidthHook, PrioritizationHook
+    from .trainer import Trainer
 
-    out = Path(cfg.output)
+    cfg.validate()
+    out = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
     seconds: Dict[str, float] = {}
 
     start = time.perf_counter()
-    log(f"[1/3] pre-training {cfg.backbone} with monotone gamma init, lambda_s={cfg.lambda_s:g}, "
+    log(f"[1/3] pre-training {cfg.train.backbone} in {out} with monotone gamma init, lambda_s={cfg.lambda_s:g}, "
         f"lambda_m={cfg.lambda_m:g}")
     hook = PrioritizationHook(cfg.lambda_s, cfg.lambda_m, cfg.init_gamma, cfg.threshold)
-    trainer = Trainer(_train_config(cfg, out / "pretrain", cfg.pretrain_epochs, cfg.lr), hooks=[hook])
+    trainer = Trainer(_train_config(cfg, out / "pretrain", cfg.pretrain_epochs, None), hooks=[hook])
     trainer.fit()
     data_root = trainer.data_root
     pretrain_lr = trainer.config.lr  # resolved from the recipe when not given
@@ -167,7 +213,7 @@ def run_prioritization(cfg: PrioritizeConfig, log: Callable[[str], None] = print
     adaptive = make_adaptive(model, widths)
     finetune_lr = cfg.finetune_lr if cfg.finetune_lr is not None else 0.1 * pretrain_lr
     trainer = Trainer(_train_config(cfg, out / "finetune", cfg.finetune_epochs, finetune_lr,
-                                    grad_clip=cfg.finetune_grad_clip), model=adaptive,
+                                    grad_clip=cfg.finetune_grad_clip or None), model=adaptive,
                       hooks=[MultiWidthHook(widths)])
     trainer.fit()
     adaptive = trainer.raw_model.cpu().eval().set_width(1.0)
@@ -178,7 +224,7 @@ def run_prioritization(cfg: PrioritizeConfig, log: Callable[[str], None] = print
 
     start = time.perf_counter()
     results = measure_widths(adaptive, widths, cfg.flops_size, data_root if cfg.evaluate else None,
-                             cfg.workers, cfg.progress)
+                             trainer.config.workers, cfg.train.progress)
     seconds["measure"] = time.perf_counter() - start
     summary = PrioritizeSummary(checkpoint, pruned_path, report, results, seconds)
     with atomic_write(out / "summary.json") as handle:

@@ -1,10 +1,12 @@
-"""The training loop: data, model, loss, optimiser, schedule, AMP, DDP, checkpoints and logs.
+"""The training loop: ``Trainer(TrainConfig(...)).fit()``.
 
-``Trainer(TrainConfig(...)).fit()`` trains RetinaFace the way the reference recipe does (flags left
-unset take the reference defaults of the backbone, see ``retinaface.engine.optim.REFERENCE_RECIPES``),
-on a CPU, one GPU, or many through torchrun. Behaviour that other features need to change is
-reached through :class:`TrainHook` (extra loss terms, a replacement loss, per-step and per-epoch
-callbacks) rather than by editing the loop.
+Trains RetinaFace the way the reference recipe does (options left unset take the reference defaults
+of the backbone, see ``retinaface.engine.optim.REFERENCE_RECIPES``), on a CPU, one GPU, or many
+through torchrun. What the loop is built from lives in :mod:`.builders` (data, model with DDP,
+optimisation), what it carries across restarts in :mod:`.state` (RNG, checkpoint policy, run
+folders, resume) and its options in :mod:`.config`. Behaviour that other features need to change
+is reached through :class:`TrainHook` (extra loss terms, a replacement loss, per-step and
+per-epoch callbacks) rather than by editing the loop.
 
 Reproducibility: the sampler order is a function of (seed, epoch) and every sample's augmentation a
 function of (seed, epoch, index), so the data a step sees does not depend on the worker count, and a
@@ -18,136 +20,47 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import read_checkpoint, save_model, split_checkpoint, unwrap_model
+from ..checkpoint import save_model
 from ..fileio import atomic_write
-from ..loss import LossOutput, MultiBoxLoss
-from ..build import create_model
-from ..priors import generate_priors
-from .distributed import (DistInfo, all_ranks_agree, all_reduce_mean, barrier, cleanup,
-                          init_distributed, resolve_device)
-from .optim import SAM, build_optimizer, build_scheduler, reference_recipe, sam_step
+from ..loss import LossOutput
+from .builders import (SYNTHETIC_ROOT, Optimization, TrainData, build_data, build_model_for_training,
+                       build_optimization)
+from .config import (DEFAULT_OUTPUT, SYNTHETIC_RECIPE, TrainConfig, describe_conflict, merge_resume,
+                     resume_conflicts)
+from .distributed import (DistInfo, all_ranks_agree, all_reduce_mean, barrier, cleanup, init_distributed,
+                          resolve_device)
+from .optim import SAM, sam_step
+from .state import (CheckpointPolicy, prepare_run_folder, read_resume_state, resolve_run_folder,
+                    rng_state, saved_train_config, seed_everything, set_rng_state)
 
 logger = logging.getLogger(__name__)
 
-SYNTHETIC_ROOT = Path("data/synthetic")
-# The built-in synthetic set trains from scratch in minutes: small images, a higher learning rate
-# with warm-up and a cosine decay instead of the reference's 250-epoch recipe.
-SYNTHETIC_RECIPE: Dict[str, Any] = dict(lr=0.01, batch_size=16, image_size=320, epochs=12,
-                                        schedule="cosine", warmup_epochs=1, decay_epochs=(8, 11))
-
+__all__ = ["NoFaceMatchedError", "NonFiniteLossError", "SYNTHETIC_RECIPE", "SYNTHETIC_ROOT", "TrainConfig",
+           "TrainHook", "TrainSummary", "Trainer", "resume_options"]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped without writing a checkpoint."""
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run needs; ``None`` means "the recipe's default for this backbone"."""
-
-    data: str = "synthetic"
-    backbone: str = "mobilenet0.25"
-    pretrained: bool = False
-    backbone_weights: Optional[str] = None
-    fpn_width: Optional[int] = None
-    optimizer: Optional[str] = None
-    lr: Optional[float] = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    image_size: Optional[int] = None
-    schedule: Optional[str] = None
-    decay_epochs: Optional[Tuple[int, ...]] = None
-    gamma: float = 0.1
-    warmup_epochs: Optional[float] = None
-    min_lr: float = 0.0
-    sam: bool = False
-    sam_rho: float = 0.05
-    sam_adaptive: bool = False
-    neg_pos_ratio: int = 7
-    grad_clip: Optional[float] = None
-    workers: Optional[int] = None  # None: min(4, CPU count)
-    output: str = "runs/train"
-    resume: Optional[str] = None
-    device: str = "auto"
-    amp: bool = False
-    amp_dtype: str = "auto"
-    sync_bn: bool = False
-    channels_last: bool = False  # NHWC input batches (see Trainer.setup)
-    seed: int = 0
-    skip_bad: bool = False
-    eval_every: Optional[int] = None  # None: the last epoch for synthetic data, else never
-    gt: Optional[str] = None
-    save_every: int = 10
-    max_steps_per_epoch: Optional[int] = None
-    progress: bool = True
-    synthetic_train: int = 400
-    synthetic_val: int = 100
-
-    def resolved(self) -> "TrainConfig":
-        """A copy with every ``None`` default filled from the recipe (synthetic data has its own)."""
-        recipe = reference_recipe(self.backbone)
-        if self.data == "synthetic":
-            recipe.update(SYNTHETIC_RECIPE)
-        values = dataclasses.asdict(self)
-        for key in ("optimizer", "lr", "epochs", "batch_size", "image_size", "decay_epochs", "warmup_epochs"):
-            if values[key] is None:
-                values[key] = recipe[key]
-        if values["schedule"] is None:
-            values["schedule"] = recipe["schedule"]
-        values["decay_epochs"] = tuple(int(e) for e in values["decay_epochs"])
-        if values["eval_every"] is None:
-            # the synthetic set exists to show the whole loop: its AP is printed at the end
-            values["eval_every"] = values["epochs"] if self.data == "synthetic" else 0
-        if values["workers"] is None:
-            values["workers"] = min(4, os.cpu_count() or 1)
-        out = TrainConfig(**values)
-        out.validate()
-        return out
-
-    def validate(self) -> None:
-        checks = [(self.lr is None or self.lr > 0, "--lr must be > 0"),
-                  (self.epochs is None or self.epochs >= 1, "--epochs must be >= 1"),
-                  (self.batch_size is None or self.batch_size >= 1, "--batch-size must be >= 1"),
-                  # any size works (priors use ceil(size / step)); the reference trains ResNet-50 at 840
-                  (self.image_size is None or self.image_size >= 32, "--image-size must be at least 32"),
-                  (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
-                  (self.sam_rho > 0, "--sam-rho must be > 0"),
-                  (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be > 0"),
-                  (self.amp_dtype in ("auto", "bf16", "fp16"), "--amp-dtype must be auto, bf16 or fp16")]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> Dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["decay_epochs"] = list(out["decay_epochs"]) if out["decay_epochs"] is not None else None
-        return out
+class NoFaceMatchedError(ValueError):
+    """A run's first epoch matched no face to any prior: it would train on nothing."""
 
 
 def resume_options(options: Dict[str, Any], given: Sequence[str]) -> Dict[str, Any]:
     """``options`` (TrainConfig keyword arguments) with every field not in ``given`` taken from the
-    training settings saved in ``options["resume"]``, so that resuming with no other flags
-    continues the run as it was configured (data, backbone, optimizer, SAM, schedule, output...)."""
+    training settings saved in ``options["resume"]``; a given option that contradicts the saved run
+    (and may not change on resume) raises ``ValueError`` naming both values."""
     if not options.get("resume"):
         return dict(options)
-    saved = read_checkpoint(options["resume"]).get("train_config") or {}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = dict(options)
-    for key, value in saved.items():
-        if key in fields and key not in given and key not in ("resume", "progress"):
-            merged[key] = tuple(value) if key == "decay_epochs" and value is not None else value
-    return merged
+    return merge_resume({k: v for k, v in options.items() if k in given or k == "resume"},
+                        saved_train_config(options["resume"]))
 
 
 class TrainHook:
@@ -182,151 +95,87 @@ class TrainSummary:
     metrics: Dict[str, float]
 
 
-def _rng_state() -> Dict[str, Any]:
-    # numpy's position / cached Gaussian and Python's cached Gaussian are part of the state too
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    _, py_internal, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": keys.tolist(),
-             "numpy_extra": [int(pos), int(has_gauss), float(cached)],
-             "python": list(py_internal), "python_gauss": py_gauss}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = np.random.get_state()
-    pos, has_gauss, cached = state.get("numpy_extra", np_state[2:])
-    np.random.set_state((np_state[0], np.asarray(state["numpy"], dtype=np.uint32), int(pos), int(has_gauss),
-                         float(cached)))
-    py_state = random.getstate()
-    random.setstate((py_state[0], tuple(state["python"]), state.get("python_gauss", py_state[2])))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class Trainer:
-    """Trains a RetinaFace model; see the module docstring."""
+    """Trains a RetinaFace model; see the module docstring.
+
+    ``model`` replaces the network the config describes (e.g. an adaptive one); ``hooks`` see the
+    loop's events. Construction only checks the config and the output folder (an explicit folder
+    holding a run is refused unless resuming or ``overwrite``); :meth:`setup` (called by
+    :meth:`fit`) builds everything, filling the attributes declared here.
+    """
 
     def __init__(self, config: TrainConfig, model: Optional[nn.Module] = None,
                  hooks: Sequence[TrainHook] = ()) -> None:
-        self.config = config.resolved()
-        self.hooks = list(hooks)
+        resolved = config.resolved()
+        self.output: Path = resolve_run_folder(resolved.output, DEFAULT_OUTPUT, resolved.resume,
+                                               resolved.overwrite)
+        self.config: TrainConfig = dataclasses.replace(resolved, output=str(self.output))
+        self.hooks: List[TrainHook] = list(hooks)
         self._given_model = model
+        self.policy = CheckpointPolicy(self.output, self.config.save_every, self.config.schedule,
+                                       self.config.decay_epochs)
+        # loop state: what a checkpoint saves and a resume restores
         self.epoch = 0  # epochs completed
         self.step = 0   # optimiser steps taken
         self.history: List[Dict[str, float]] = []
         self.best_metric = -math.inf
-        self.output = Path(self.config.output)
+        # built by setup()
+        self.device: Optional[torch.device] = None
+        self.dist: DistInfo = DistInfo()
+        self.channels_last = self.config.channels_last
+        self.data: Optional[TrainData] = None
+        self.data_root: Optional[Path] = None
+        self.dataset = None
+        self.sampler = None
+        self.loader = None
+        self.steps_per_epoch = 0
+        self.raw_model: Optional[nn.Module] = None
+        self.model: Optional[nn.Module] = None
+        self.optimization: Optional[Optimization] = None
+        self.optimizer = None
+        self.scheduler = None
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        self.amp_dtype: Optional[torch.dtype] = None
+        self.criterion = None
+        self.priors: Optional[torch.Tensor] = None
+        self._tensorboard = None
 
     # -- set-up -----------------------------------------------------------------------------
-    def _data_root(self) -> Path:
-        cfg = self.config
-        if cfg.data != "synthetic":
-            return Path(cfg.data)
-        from ..data.synthetic import generate_synthetic_widerface
-
-        if self.dist.is_main:
-            generate_synthetic_widerface(SYNTHETIC_ROOT, num_train=cfg.synthetic_train,
-                                         num_val=cfg.synthetic_val, seed=0)
-        barrier(self.dist)
-        return SYNTHETIC_ROOT
-
-    def _build_data(self) -> None:
-        from ..data import TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
-        from ..data.labels import load_training_annotations
-
-        cfg = self.config
-        self.data_root = self._data_root()
-        annotations, stats = load_training_annotations(self.data_root, check=True, skip_bad=cfg.skip_bad)
-        if not annotations:
-            raise ValueError(f"{self.data_root}: no training images")
-        self.dataset = WiderFaceTrainDataset(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
-        # one sampler for 1..N processes: its permutation depends only on (seed, epoch)
-        self.sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world_size,
-                                          rank=self.dist.rank, shuffle=True, seed=cfg.seed)
-        per_rank = max(1, cfg.batch_size // self.dist.world_size)
-        self.loader = DataLoader(self.dataset, batch_size=per_rank, sampler=self.sampler,
-                                 num_workers=cfg.workers, collate_fn=detection_collate,
-                                 worker_init_fn=worker_init_fn, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=cfg.workers > 0, drop_last=False)
-        self.steps_per_epoch = len(self.loader)
-        if cfg.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
-
-    def _build_model(self, resume_state: Optional[Dict[str, Any]]) -> None:
-        cfg = self.config
-        if self._given_model is not None:
-            model = self._given_model
-        elif resume_state is not None:
-            config, _ = split_checkpoint(resume_state)
-            model = create_model(config=config)
-        else:
-            overrides = {} if cfg.fpn_width is None else {"fpn_width": cfg.fpn_width}
-            model = create_model(cfg.backbone, pretrained=cfg.pretrained,
-                                 backbone_weights=cfg.backbone_weights, **overrides)
-        if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
-        model.to(self.device)
-        if self.dist.enabled and cfg.sync_bn:
-            if self.device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            elif self.dist.is_main:
-                # torch's SyncBatchNorm runs on CUDA only; gloo runs keep per-process statistics
-                logger.warning("--sync-bn ignored: SyncBatchNorm needs CUDA devices (running on %s)",
-                               self.device.type)
-        self.raw_model = model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        else:
-            self.model = model
-
-    def _build_optimisation(self) -> None:
-        cfg = self.config
-        base = build_optimizer(cfg.optimizer, self.raw_model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        self.optimizer = SAM(base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else base
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.epochs, self.steps_per_epoch,
-                                         cfg.decay_epochs, cfg.gamma, cfg.warmup_epochs, cfg.min_lr)
-        self.amp_dtype: Optional[torch.dtype] = None
-        if cfg.amp:
-            if self.device.type == "cuda":
-                bf16_ok = torch.cuda.is_bf16_supported()
-                wanted = cfg.amp_dtype if cfg.amp_dtype != "auto" else ("bf16" if bf16_ok else "fp16")
-                self.amp_dtype = torch.bfloat16 if wanted == "bf16" else torch.float16
-            else:
-                self.amp_dtype = torch.bfloat16  # CPU autocast supports bf16 only
-        # a loss scaler is needed for fp16 only; bf16 has float32's range
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion = MultiBoxLoss(neg_pos_ratio=cfg.neg_pos_ratio, variances=self.raw_model.config.variances)
-        mc = self.raw_model.config
-        self.priors = generate_priors(cfg.image_size, cfg.image_size, mc.min_sizes, mc.steps, self.device)
+    def _check_resume_settings(self, state: Dict[str, Any]) -> None:
+        """A resumed run continues the saved one: options that shape it must agree."""
+        saved = state.get("train_config") or {}
+        given = {k: v for k, v in self.config.to_dict().items() if k != "output"}
+        conflicts = resume_conflicts(given, saved)
+        if conflicts:
+            raise ValueError(describe_conflict(*conflicts[0], self.config.resume))
 
     def setup(self) -> None:
+        """Device and process group, seeds, the resumed state, data, model and optimisation."""
         cfg = self.config
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-        self.dist: DistInfo = init_distributed(self.device)
+        self.dist = init_distributed(self.device)
         # NHWC steps run ~25 % faster on CPU, but there their float32 gradients are 3-7x further from
         # float64 ones than NCHW's (benchmarks/bench_channels_last.py): opt-in only
         self.channels_last = cfg.channels_last
         seed_everything(cfg.seed + self.dist.rank)
-        resume_state = read_checkpoint(cfg.resume) if cfg.resume else None
-        if resume_state is not None and "optimizer" not in resume_state:
-            raise ValueError(f"{cfg.resume}: holds model weights only, not a training state to resume")
-        self._build_data()
-        self._build_model(resume_state)
-        self._build_optimisation()
+        resume_state = read_resume_state(cfg.resume) if cfg.resume else None
+        if resume_state is not None:
+            self._check_resume_settings(resume_state)
+        if self.dist.is_main:
+            # before the (long) data check: stale temporaries go, an --overwrite'n run's files too
+            prepare_run_folder(self.output, cfg.overwrite, resuming=resume_state is not None)
+        self.data = build_data(cfg, self.dist, self.device)
+        self.data_root, self.dataset = self.data.root, self.data.dataset
+        self.sampler, self.loader = self.data.sampler, self.data.loader
+        self.steps_per_epoch = self.data.steps_per_epoch
+        self.raw_model, self.model = build_model_for_training(cfg, self.dist, self.device, self._given_model,
+                                                              resume_state)
+        self.optimization = build_optimization(cfg, self.raw_model, self.steps_per_epoch, self.device)
+        opt = self.optimization
+        self.optimizer, self.scheduler, self.scaler = opt.optimizer, opt.scheduler, opt.scaler
+        self.amp_dtype, self.criterion, self.priors = opt.amp_dtype, opt.criterion, opt.priors
         if resume_state is not None:
             self._load_training_state(resume_state)
-        if self.dist.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
         for hook in self.hooks:
             hook.on_train_start(self)
 
@@ -334,7 +183,7 @@ class Trainer:
     def training_state(self) -> Dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-                "rng": _rng_state(), "train_config": self.config.to_dict(),
+                "rng": rng_state(), "train_config": self.config.to_dict(),
                 "history": self.history, "best_metric": self.best_metric}
 
     def _load_training_state(self, state: Dict[str, Any]) -> None:
@@ -344,7 +193,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state.get("history", []))
         self.best_metric = float(state.get("best_metric", -math.inf))
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         logger.info("resumed from %s at epoch %d, step %d", self.config.resume, self.epoch, self.step)
 
     def save_checkpoint(self, path: Path) -> None:
@@ -352,16 +201,7 @@ class Trainer:
             save_model(self.raw_model, path, **self.training_state())
 
     def _epoch_checkpoint_due(self, epoch: int) -> bool:
-        """``epoch_NNN.pth`` every ``save_every`` epochs and, with the step schedule, every
-        ``save_every // 2`` after the first decay (the reference: every 10, every 5 after it)."""
-        cfg = self.config
-        if not cfg.save_every:
-            return False
-        if epoch % cfg.save_every == 0:
-            return True
-        half = cfg.save_every // 2
-        return (cfg.schedule == "step" and bool(cfg.decay_epochs) and half > 0
-                and epoch > min(cfg.decay_epochs) and epoch % half == 0)
+        return self.policy.epoch_due(epoch)
 
     # -- the loop ---------------------------------------------------------------------------
     def _autocast(self):
@@ -424,7 +264,15 @@ class Trainer:
         self.scaler.update()
         return output
 
+    def _to_device(self, images: torch.Tensor, targets: List[torch.Tensor]):
+        # non_blocking: from pinned memory (CUDA) the copy overlaps the step; a no-op on CPU
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, [t.to(self.device, non_blocking=True) for t in targets]
+
     def train_epoch(self) -> Dict[str, float]:
+        """One epoch (or ``max_steps_per_epoch`` steps); returns its row of the log."""
         from tqdm import tqdm
 
         cfg = self.config
@@ -432,20 +280,19 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
         sums = torch.zeros(4, device=self.device)
+        faces = 0  # face boxes in this process's crops
         images_seen = 0
         data_wait = 0.0
         start = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.dist.is_main), leave=False, dynamic_ncols=True)
         loader = iter(self.loader)
-        for i in range(self.steps_per_epoch):
+        for _ in range(self.steps_per_epoch):
             fetch = time.perf_counter()
             images, targets = next(loader)
             data_wait += time.perf_counter() - fetch
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = [t.to(self.device, non_blocking=True) for t in targets]
+            faces += sum(len(t) for t in targets)
+            images, targets = self._to_device(images, targets)
             output = self._optimiser_step(images, targets)
             self.scheduler.step()
             self.step += 1
@@ -465,10 +312,28 @@ class Trainer:
         del loader
         elapsed = time.perf_counter() - start
         means = all_reduce_mean(sums / max(self.steps_per_epoch, 1), self.dist).tolist()
+        if self.epoch == 0:
+            seen = all_reduce_mean(torch.tensor(float(faces), device=self.device), self.dist)
+            self._check_faces_matched(means, int(round(seen.item() * self.dist.world_size)))
         return {"epoch": self.epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                 "loss": means[0], "box": means[1], "cls": means[2], "landmark": means[3],
                 "images_per_s": images_seen / elapsed, "data_wait_share": data_wait / elapsed,
                 "seconds": elapsed}
+
+    def _check_faces_matched(self, means: List[float], faces: int) -> None:
+        """After the first epoch: the classification loss counts hard negatives in proportion to
+        the positives, so it is exactly 0 only when no face matched any prior on any step."""
+        if means[2] != 0.0 or means[1] != 0.0:
+            return
+        if faces == 0:
+            why = "the training crops held no faces at all"
+        else:
+            smallest = min(min(s) for s in self.raw_model.config.min_sizes)
+            why = (f"{faces} face(s) were in the crops, but none overlapped a prior (IoU >= 0.35): the boxes do "
+                   f"not fit their images or are far smaller than the smallest anchor ({smallest} px at "
+                   f"--image-size {self.config.image_size})")
+        raise NoFaceMatchedError(f"epoch 1 matched no face to any prior (loss 0 on every step): {why}; check the "
+                                 f"labels of {self.data_root}. Stopped without saving a checkpoint")
 
     def evaluate(self) -> Dict[str, float]:
         """WIDER AP on the val split (rank 0 only; other ranks return {})."""
@@ -498,18 +363,19 @@ class Trainer:
                     self._tensorboard.add_scalar(f"train/{key}", value, row["epoch"])
 
     def fit(self) -> TrainSummary:
-        """Run (or continue) training; returns the history and the checkpoint paths."""
+        """Run (or continue) training; returns the history and the checkpoint paths.
+
+        An interruption (Ctrl-C) propagates after the process group is closed; ``last.pth`` then
+        holds the last completed epoch (every checkpoint is written atomically)."""
         self.setup()
         cfg = self.config
-        self._tensorboard = None
         if self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self._tensorboard = SummaryWriter(str(self.output / "tensorboard"))
             except ImportError:
                 pass
-        last = self.output / "last.pth"
-        best = self.output / "best.pth"
+        policy = self.policy
         metrics: Dict[str, float] = {}
         try:
             while self.epoch < cfg.epochs:
@@ -521,16 +387,15 @@ class Trainer:
                     row.update({f"ap_{k}": v for k, v in metrics.items()})
                 self.history.append(row)
                 self._log(row)
-                # best: highest hard AP when evaluated, else lowest training loss
-                score = row.get("ap_hard", -row["loss"])
+                score = policy.score(row)
                 improved = score > self.best_metric
                 if improved:
                     self.best_metric = score
-                self.save_checkpoint(last)
+                self.save_checkpoint(policy.last)
                 if improved:
-                    self.save_checkpoint(best)
-                if self._epoch_checkpoint_due(self.epoch):
-                    self.save_checkpoint(self.output / f"epoch_{self.epoch:03d}.pth")
+                    self.save_checkpoint(policy.best)
+                if policy.epoch_due(self.epoch):
+                    self.save_checkpoint(policy.epoch_path(self.epoch))
                 if self.dist.is_main:
                     logger.info("epoch %d: loss %.4f (box %.4f cls %.4f landmark %.4f) %.1f img/s%s",
                                 self.epoch, row["loss"], row["box"], row["cls"], row["landmark"],
@@ -543,5 +408,5 @@ class Trainer:
             if self._tensorboard is not None:
                 self._tensorboard.close()
             cleanup(self.dist)
-        return TrainSummary(self.epoch, self.history, last if last.exists() else None,
-                            best if best.exists() else None, metrics)
+        return TrainSummary(self.epoch, self.history, policy.last if policy.last.exists() else None,
+                            policy.best if policy.best.exists() else None, metrics)

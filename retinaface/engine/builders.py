@@ -1,0 +1,168 @@
+"""What a training run is built from, each a function of the config: the data (:func:`build_data`),
+the model and its DDP wrapper (:func:`build_model_for_training`) and the optimisation
+(:func:`build_optimization`: optimizer, SAM, schedule, AMP type and loss scaler, loss, priors).
+
+The :class:`~retinaface.engine.trainer.Trainer` calls them in that order; they hold no loop state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..build import build_model
+from ..checkpoint import split_checkpoint
+from ..config import ModelConfig
+from ..loss import MultiBoxLoss
+from ..priors import generate_priors
+from .config import SYNTHETIC_DATA, TrainConfig
+from .distributed import DistInfo, barrier
+from .optim import SAM, build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_ROOT = Path("data/synthetic")
+
+
+# --------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class TrainData:
+    """The training data of one process: root folder, data set, sampler, loader, steps per epoch."""
+
+    root: Path
+    dataset: Any
+    sampler: DistributedSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    skipped_images: int = 0
+
+
+def data_root(cfg: TrainConfig, dist: DistInfo) -> Path:
+    """``cfg.data``, or the built-in synthetic set (generated once, by the main process)."""
+    if cfg.data != SYNTHETIC_DATA:
+        return Path(cfg.data)
+    from ..data.synthetic import generate_synthetic_widerface
+
+    if dist.is_main:
+        generate_synthetic_widerface(SYNTHETIC_ROOT, num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
+                                     seed=0)
+    barrier(dist)
+    return SYNTHETIC_ROOT
+
+
+def loader_options(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
+    """DataLoader keyword arguments for ``device``: pinned host memory on CUDA (so the trainer's
+    ``non_blocking`` copies overlap the step), persistent workers and the prefetch factor when
+    there are workers. On a CPU the batches are used where they are: nothing is pinned."""
+    options: Dict[str, Any] = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    if cfg.workers > 0:
+        options["persistent_workers"] = True
+        if cfg.prefetch_factor is not None:
+            options["prefetch_factor"] = cfg.prefetch_factor
+    return options
+
+
+def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainData:
+    """Labels read and every image checked up front (size, decodability, boxes inside), then the
+    data set, its distributed sampler and the loader of this process."""
+    from ..data import TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
+    from ..data.labels import load_training_annotations
+
+    root = data_root(cfg, dist)
+    annotations, stats = load_training_annotations(root, check=True, skip_bad=cfg.skip_bad)
+    if not annotations:
+        raise ValueError(f"{root}: no training images")
+    dataset = WiderFaceTrainDataset(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
+    # one sampler for 1..N processes: its permutation depends only on (seed, epoch)
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed)
+    per_rank = max(1, cfg.batch_size // dist.world_size)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, collate_fn=detection_collate,
+                        worker_init_fn=worker_init_fn, drop_last=False, **loader_options(cfg, device))
+    steps = len(loader)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    return TrainData(root, dataset, sampler, loader, steps, getattr(stats, "num_skipped_bad", 0))
+
+
+# --------------------------------------------------------------------------- model
+def initial_model(cfg: TrainConfig, resume_state: Optional[Dict[str, Any]]) -> nn.Module:
+    """A fresh model from the config, or the resumed run's architecture with its weights."""
+    if resume_state is not None:
+        config, _ = split_checkpoint(resume_state)
+        model = build_model(config)
+        model.load_state_dict(resume_state["model"])
+        return model
+    overrides = {} if cfg.fpn_width is None else {"fpn_width": cfg.fpn_width}
+    return build_model(ModelConfig(backbone=cfg.backbone, **overrides), pretrained=cfg.pretrained,
+                       backbone_weights=cfg.backbone_weights)
+
+
+def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.device,
+                             model: Optional[nn.Module] = None,
+                             resume_state: Optional[Dict[str, Any]] = None) -> "tuple[nn.Module, nn.Module]":
+    """``(raw_model, model)``: the network on ``device`` (``model`` if given, e.g. an adaptive
+    one; resumed weights loaded into it), with SyncBatchNorm when asked for on CUDA, and ``model``
+    its DistributedDataParallel wrapper under torchrun (else the same module)."""
+    if model is None:
+        model = initial_model(cfg, resume_state)
+    elif resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+    model.to(device)
+    if dist.enabled and cfg.sync_bn:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif dist.is_main:
+            # torch's SyncBatchNorm runs on CUDA only; gloo runs keep per-process statistics
+            logger.warning("--sync-bn ignored: SyncBatchNorm needs CUDA devices (running on %s)", device.type)
+    if dist.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        return model, nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model, model
+
+
+# --------------------------------------------------------------------------- optimisation
+@dataclasses.dataclass
+class Optimization:
+    """Optimizer (SAM-wrapped when asked), per-step scheduler, autocast type (None: float32),
+    loss scaler (enabled for fp16 only), loss and the priors of the training crop size."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    amp_dtype: Optional[torch.dtype]
+    scaler: torch.amp.GradScaler
+    criterion: MultiBoxLoss
+    priors: torch.Tensor
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast type: None without ``--amp``; bf16 on CPU (what CPU autocast supports) and
+    on GPUs that have it, unless fp16 is asked for."""
+    if not cfg.amp:
+        return None
+    if device.type != "cuda":
+        return torch.bfloat16
+    wanted = cfg.amp_dtype
+    if wanted == "auto":
+        wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return torch.bfloat16 if wanted == "bf16" else torch.float16
+
+
+def build_optimization(cfg: TrainConfig, raw_model: nn.Module, steps_per_epoch: int,
+                       device: torch.device) -> Optimization:
+    base = build_optimizer(cfg.optimizer, raw_model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = SAM(base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else base
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, steps_per_epoch, cfg.decay_epochs,
+                                cfg.gamma, cfg.warmup_epochs, cfg.min_lr)
+    dtype = amp_dtype(cfg, device)
+    # a loss scaler is needed for fp16 only; bf16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    mc = raw_model.config
+    criterion = MultiBoxLoss(neg_pos_ratio=cfg.neg_pos_ratio, variances=mc.variances)
+    priors = generate_priors(cfg.image_size, cfg.image_size, mc.min_sizes, mc.steps, device)
+    return Optimization(optimizer, scheduler, dtype, scaler, criterion, priors)
