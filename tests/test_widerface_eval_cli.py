@@ -1,7 +1,10 @@
-"""tools/widerface_eval.py end to end on the synthetic set, and the test-time augmentation it offers."""
+"""tools/widerface_eval.py end to end on the synthetic set (a checkpoint run: prediction files
+written as images finish, undecodable images, --strict), and the test-time augmentation it offers.
+The --preds path without a model is in tests/test_eval_cli_preds.py."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -37,7 +40,8 @@ def test_eval_cli_from_a_checkpoint_writes_the_folder_it_scores(tiny_synthetic, 
                       "--plot", plot, "--workers", "0", "--no-progress")
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(scores) == {"easy", "medium", "hard"}
+    assert scores["protocol"] == "official" and scores["missing_images"] == 0
+    scores = {k: scores[k] for k in ("easy", "medium", "hard")}
     # one file per val image, in the official layout, and the AP printed is the folder's AP
     listed = (tiny_synthetic / "val" / "wider_val.txt").read_text().split()
     assert len(list(preds.rglob("*.txt"))) == len(listed)
@@ -47,7 +51,11 @@ def test_eval_cli_from_a_checkpoint_writes_the_folder_it_scores(tiny_synthetic, 
     again = run_tool("--preds", preds, "--gt", tiny_synthetic / "val" / "ground_truth")
     assert again.returncode == 0, again.stderr
     line = again.stdout.strip().splitlines()[-1]
-    assert line == f"easy: {scores['easy']:.4f}  medium: {scores['medium']:.4f}  hard: {scores['hard']:.4f}"
+    assert line == (f"easy: {scores['easy']:.4f}  medium: {scores['medium']:.4f}  hard: {scores['hard']:.4f}  "
+                    f"(official protocol)")
+    # nothing the user has is overwritten: a second run into the same folder is refused
+    refused = run_tool("--weights", checkpoint, "--data", tiny_synthetic, "--output", preds, "--workers", "0")
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
 
 
 def test_eval_cli_flip_changes_the_detections_and_still_scores(tiny_synthetic, checkpoint, tmp_path):
@@ -68,11 +76,36 @@ def test_eval_cli_bad_inputs_are_one_line_errors(tiny_synthetic, tmp_path):
     bad = tmp_path / "preds" / "0--Parade"
     bad.mkdir(parents=True)
     (bad / "x.txt").write_text("x\n1\n1 2 three 4 0.5\n")
-    malformed = run_tool("--preds", tmp_path / "preds", "--gt", tiny_synthetic / "val" / "ground_truth")
+    malformed = run_tool("--preds", tmp_path / "preds", "--gt", tiny_synthetic / "val" / "ground_truth",
+                         "--protocol", "python-port")
     assert malformed.returncode == 2 and f"{bad / 'x.txt'}:3" in malformed.stderr
+    # official looks files up by ground-truth image: none of them is there
+    nothing = run_tool("--preds", tmp_path / "preds", "--gt", tiny_synthetic / "val" / "ground_truth")
+    assert nothing.returncode == 2 and "no prediction file matches" in nothing.stderr
 
     usage = run_tool("--weights", "w.pth")
     assert usage.returncode == 2 and "--data" in usage.stderr
+
+
+def test_an_undecodable_val_image_is_named_and_the_other_files_are_kept(tiny_synthetic, checkpoint, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic, data)
+    listed = (data / "val" / "wider_val.txt").read_text().split()
+    bad = data / "val" / "images" / listed[5].lstrip("/")
+    bad.write_bytes(bad.read_bytes()[:200])  # starts like a JPEG, does not decode
+    preds = tmp_path / "preds"
+    result = run_tool("--weights", checkpoint, "--data", data, "--output", preds, "--json", "--workers", "0",
+                      "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert str(bad) in result.stderr and "warning" in result.stderr
+    written = sorted(p.stem for p in preds.rglob("*.txt"))
+    assert len(written) == len(listed) - 1 and bad.stem not in written
+
+    strict = tmp_path / "strict"
+    stopped = run_tool("--weights", checkpoint, "--data", data, "--output", strict, "--strict", "--workers", "0",
+                       "--no-progress")
+    assert stopped.returncode == 2 and str(bad) in stopped.stderr and "Traceback" not in stopped.stderr
+    assert len(list(strict.rglob("*.txt"))) == 5  # the files of the images before the bad one stay
 
 
 def test_unflip_maps_mirror_pixels_back_and_swaps_left_and_right():
@@ -80,9 +113,10 @@ def test_unflip_maps_mirror_pixels_back_and_swaps_left_and_right():
     dets[0, :5] = [10, 20, 30, 40, 0.9]
     dets[0, 5:] = [12, 25, 28, 25, 20, 30, 14, 36, 26, 36]  # left eye, right eye, nose, mouth l, r
     back = unflip_detections(dets, image_width=100)
-    np.testing.assert_array_equal(back[0, :5], np.float32([69, 20, 89, 40, 0.9]))
-    # the mirror's left eye (x 12) is the original's right eye at 99 - 12 = 87
-    np.testing.assert_array_equal(back[0, 5:], np.float32([71, 25, 87, 25, 79, 30, 73, 36, 85, 36]))
+    # x -> W - x (retinaface.conventions.mirror_x, the training mirror's convention)
+    np.testing.assert_array_equal(back[0, :5], np.float32([70, 20, 90, 40, 0.9]))
+    # the mirror's left eye (x 12) is the original's right eye at 100 - 12 = 88
+    np.testing.assert_array_equal(back[0, 5:], np.float32([72, 25, 88, 25, 80, 30, 74, 36, 86, 36]))
     np.testing.assert_array_equal(unflip_detections(back, 100), dets)
 
 
