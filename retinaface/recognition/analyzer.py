@@ -1,0 +1,143 @@
+"""Detect, align and embed in one call: :class:`FaceAnalyzer`.
+
+``FaceAnalyzer(detector, embedder).analyze(image)`` returns one :class:`Face` per detection above
+``min_score``: its box, score and five landmarks (image pixels, the detector's layout), the aligned
+``112 x 112`` BGR crop and the L2-normalised embedding. :meth:`FaceAnalyzer.analyze_batch` runs the
+detector over several images per forward pass and the embedder over all their faces at once (one
+batched forward for many faces is several times cheaper than one call per face on a CPU:
+``benchmarks/bench_recognition.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..conventions import ALIGNED_FACE_SIZE, DET_BOX, DET_LANDMARKS, DET_SCORE, DISPLAY_THRESHOLD, NUM_LANDMARKS
+
+
+@dataclasses.dataclass
+class Face:
+    """One analysed face. ``box (4,)`` x1 y1 x2 y2, ``landmarks (5, 2)`` in image pixels,
+    ``crop`` uint8 ``(112, 112, 3)`` BGR, ``embedding`` float32 ``(D,)`` with unit L2 norm."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    crop: np.ndarray
+    embedding: np.ndarray
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready: box, score and landmarks (the crop and embedding are arrays kept elsewhere)."""
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 5),
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+
+
+class FaceAnalyzer:
+    """A detector (:class:`retinaface.Detector`) and an embedding network together.
+
+    ``embedder`` maps ``(B, 3, 112, 112)`` network input (:func:`retinaface.recognition.preprocess`
+    of the crops) to ``(B, D)`` embeddings; it is put in eval mode. ``min_score`` drops weaker
+    detections (default: the display threshold, 0.5), ``embed_batch_size`` bounds one embedder
+    forward pass, ``flip`` adds the mirrored crop's embedding before normalising.
+    """
+
+    def __init__(self, detector: Any, embedder: nn.Module, min_score: float = DISPLAY_THRESHOLD,
+                 crop_size: int = ALIGNED_FACE_SIZE, embed_batch_size: int = 64, flip: bool = False,
+                 device: Union[str, torch.device, None] = None) -> None:
+        if not 0.0 <= float(min_score) <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        if embed_batch_size < 1:
+            raise ValueError(f"embed_batch_size must be >= 1, got {embed_batch_size}")
+        self.detector = detector
+        if device is None:
+            device = getattr(embedder, "device", None) or next(embedder.parameters()).device
+        self.device = torch.device(device)
+        self.embedder = embedder.to(self.device).eval() if isinstance(embedder, nn.Module) else embedder
+        self.min_score = float(min_score)
+        self.crop_size = int(crop_size)
+        self.embed_batch_size = int(embed_batch_size)
+        self.flip = bool(flip)
+
+    @classmethod
+    def from_checkpoints(cls, detector: Union[str, Path], embedder: Union[str, Path], device: str = "cpu",
+                         width: Optional[float] = None, **kwargs: Any) -> "FaceAnalyzer":
+        """From a detector checkpoint (or ``.onnx``) and an embedder checkpoint (``width`` for a
+        channel-prioritised embedder)."""
+        from ..detector import Detector
+        from .training import load_embedder
+
+        return cls(Detector.from_checkpoint(detector, device=device), load_embedder(embedder, device, width),
+                   **kwargs)
+
+    # -- pieces -----------------------------------------------------------------------------
+    def select(self, detections: np.ndarray) -> np.ndarray:
+        """The detections at or above ``min_score``."""
+        detections = np.asarray(detections, dtype=np.float32).reshape(-1, 15)
+        return detections[detections[:, DET_SCORE] >= self.min_score]
+
+    def align(self, image: np.ndarray, detections: np.ndarray) -> np.ndarray:
+        """Aligned crops ``uint8 (N, S, S, 3)`` of ``detections`` in ``image``."""
+        from ..align import align_faces
+
+        if len(detections) == 0:
+            return np.zeros((0, self.crop_size, self.crop_size, 3), dtype=np.uint8)
+        return align_faces(image, detections, self.crop_size)
+
+    @torch.inference_mode()
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 ``(N, D)`` embeddings of aligned BGR uint8 crops ``(N, S, S, 3)``,
+        ``embed_batch_size`` crops per forward pass."""
+        from .transforms import preprocess
+
+        crops = np.asarray(crops)
+        out = []
+        for start in range(0, len(crops), self.embed_batch_size):
+            batch = preprocess(crops[start:start + self.embed_batch_size]).to(self.device)
+            emb = self.embedder(batch).float()
+            if self.flip:
+                emb = emb + self.embedder(torch.flip(batch, dims=[3])).float()
+            out.append(torch.nn.functional.normalize(emb, dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.embedding_size), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    @property
+    def embedding_size(self) -> int:
+        config = getattr(self.embedder, "config", None)
+        size = getattr(config, "embedding_size", None)
+        return int(size) if size is not None else 0
+
+    # -- the pipeline -------------------------------------------------------------------------
+    def analyze(self, image: np.ndarray) -> List[Face]:
+        """Faces of one BGR uint8 image, strongest first."""
+        return self.analyze_batch([image])[0]
+
+    def analyze_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> List[List[Face]]:
+        """Faces of several images: ``batch_size`` images per detector pass, then every face of the
+        call through the embedder in batches of ``embed_batch_size``."""
+        detections = [self.select(d) for d in self.detector.detect_batch(list(images), batch_size=batch_size)]
+        crops = [self.align(image, dets) for image, dets in zip(images, detections)]
+        counts = [len(c) for c in crops]
+        all_crops = np.concatenate(crops) if sum(counts) else np.zeros((0, self.crop_size, self.crop_size, 3),
+                                                                        np.uint8)
+        embeddings = self.embed(all_crops) if len(all_crops) else None
+        out: List[List[Face]] = []
+        offset = 0
+        for dets, image_crops, n in zip(detections, crops, counts):
+            faces = []
+            for i in range(n):
+                faces.append(Face(box=dets[i, DET_BOX].copy(), score=float(dets[i, DET_SCORE]),
+                                  landmarks=dets[i, DET_LANDMARKS].reshape(NUM_LANDMARKS, 2).copy(),
+                                  crop=image_crops[i], embedding=embeddings[offset + i]))
+            offset += n
+            out.append(faces)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"FaceAnalyzer(detector={self.detector!r}, embedder={type(self.embedder).__name__}, "
+                f"min_score={self.min_score}, flip={self.flip})")
