@@ -55,6 +55,7 @@ class VideoResult:
     interrupted: bool = False
     output: Optional[Path] = None
     fps_in: float = 0.0
+    expected_frames: int = 0  # the container's frame count (an estimate for some formats; 0: unknown)
 
     @property
     def frames(self) -> int:
@@ -250,7 +251,7 @@ def process_video(detector: Any, source: Source, output: Optional[PathLike] = No
         written = writer.close(keep=True) if writer is not None else None
     if decode_error:
         raise VideoError(f"{source}: decoding failed ({decode_error[0]})")
-    return VideoResult(detections, time.perf_counter() - start, interrupted, written, fps_in)
+    return VideoResult(detections, time.perf_counter() - start, interrupted, written, fps_in, total)
 
 
 def process_video_sequential(detector: Any, source: Source, output: Optional[PathLike] = None,

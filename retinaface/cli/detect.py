@@ -16,6 +16,9 @@ from typing import List, Optional
 
 from .common import UserError, fail, number_in_range, positive_int, probability
 
+# the runtimes --runtime accepts (retinaface.runtime.RUNTIMES; spelled here so --help stays light)
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
+
 EPILOG = """\
 output folder policy: a run never writes into a folder that already holds files. If --output
 exists and is not empty, the results go to <output>2 (or the next free number) and the last line
@@ -57,6 +60,18 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="stop each video/webcam after this many frames (>= 1)")
+    speed = parser.add_argument_group("runtime and speed (docs/edge.md)")
+    speed.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="auto (default): ONNX Runtime for a .onnx file, else PyTorch; a .pth with "
+                            "onnxruntime or openvino is exported once to a cache file beside it")
+    speed.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the runtime (>= 1)")
+    speed.add_argument("--batch", type=positive_int, default=1,
+                       help="video frames per forward pass (>= 1; decoding and encoding run in their own "
+                            "threads either way)")
+    speed.add_argument("--tile", type=number_in_range(int, MIN_SIDE), default=None,
+                       help=f"detect in SIZE x SIZE tiles merged by NMS (>= {MIN_SIDE}): large photos with small faces")
+    speed.add_argument("--overlap", type=number_in_range(int, 0), default=64,
+                       help="pixels shared by neighbouring tiles, >= the largest face to keep whole (default: %(default)s)")
     return parser
 
 
@@ -85,6 +100,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed by argparse
         return int(exit_.code or 0)
+    if args.tile is not None and args.overlap >= args.tile:
+        return fail(prog, f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     try:
         output = _output_folder(args.output)
     except UserError as exc:
@@ -94,10 +111,21 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         from ..detector import Detector
         from ..export.metadata import ExportError
 
+        from ..runtime import load_runtime_model, resolve_runtime
+
         settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
                         max_size=args.max_size)
-        detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
-                                            width=args.width, **settings)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if resolve_runtime(args.weights, args.runtime) == "pytorch":
+            detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
+                                                width=args.width, **settings)
+        else:
+            model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
+                                       threads=args.threads)
+            detector = Detector(model, **settings)
     except (CheckpointError, ExportError, ValueError, RuntimeError, TypeError, OSError) as exc:
         _remove_if_empty(output)
         return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -127,15 +155,26 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> 
     failures = faces = frames = 0
     interrupted = False
     output_names = OutputNames(output)  # inputs never overwrite each other's outputs
+    detect_one = _single_detector(args, detector)
     with atomic_write(output / OUTPUT_MARKER) as log:
         try:
             for source in iter_sources(args.inputs, skip=[output]):
+                if source.kind != "image":
+                    counts = [0, 0]
+                    try:
+                        _detect_video(args, detector, source, output_names(source, ".mp4"), log, counts)
+                    except SourceError as exc:
+                        print(f"{prog}: error: {exc}", file=sys.stderr)
+                        failures += 1
+                    finally:
+                        frames, faces = frames + counts[0], faces + counts[1]
+                    continue
                 writer = None
                 try:
                     for index, frame in iter_frames(source):
                         if args.max_frames is not None and index >= args.max_frames:
                             break
-                        dets = detector.detect(frame)
+                        dets = detect_one(frame)
                         log.write(detections_record(source.location, index, dets) + "\n")
                         frames += 1
                         faces += int((dets[:, 4] >= args.vis_threshold).sum())
@@ -163,3 +202,52 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> 
     print(f"{frames} frame(s), {faces} face(s) at score >= {args.vis_threshold}; "
           f"results in {output}" + (f"; {failures} input(s) failed" if failures else ""))
     return 130 if interrupted else 1 if failures else 0
+
+
+def _single_detector(args: argparse.Namespace, detector):
+    """The per-image detect function: tiled (``--tile``) or the detector's own."""
+    if args.tile is None:
+        return detector.detect
+    from ..tiling import detect_tiled
+
+    return lambda image: detect_tiled(detector, image, size=args.tile, overlap=args.overlap)
+
+
+def _detect_video(args: argparse.Namespace, detector, source, target: Path, log, counts: list) -> None:
+    """One video or webcam through the threaded pipeline (retinaface.video): decode, detect, annotate
+    and encode overlap; every detected frame is logged as it comes and counted in ``counts``
+    (frames, faces). Re-raises Ctrl-C after the frames detected so far are logged and the video is
+    closed."""
+    from ..sources import SourceError, detections_record
+    from ..video import VideoError, process_video
+
+    if source.kind == "video" and not Path(source.location).is_file():
+        raise SourceError(f"{source.location}: no such file")
+    location = int(source.location) if source.kind == "webcam" else source.location
+
+    def on_frame(index: int, dets) -> None:
+        log.write(detections_record(source.location, index, dets) + "\n")
+        counts[0] += 1
+        counts[1] += int((dets[:, 4] >= args.vis_threshold).sum())
+
+    single = _single_detector(args, detector)
+    if args.batch == 1 or args.tile is not None:
+        detect = lambda frames: [single(frame) for frame in frames]  # noqa: E731
+    else:
+        detect = lambda frames: detector.detect_batch(frames, batch_size=len(frames))  # noqa: E731
+    try:
+        result = process_video(detector, location, target, batch_size=args.batch, draw_threshold=args.vis_threshold,
+                               progress=sys.stderr.isatty(), max_frames=args.max_frames, on_frame=on_frame,
+                               detect=detect)
+    except VideoError as exc:
+        raise SourceError(str(exc).replace("cannot open this video", f"cannot open {source.kind}")) from None
+    if result.interrupted:
+        raise KeyboardInterrupt
+    if result.frames == 0:
+        raise SourceError(f"{source.location}: no frames could be read")
+    expected = result.expected_frames if source.kind == "video" and args.max_frames is None else 0
+    # the container's frame count is an estimate for some formats: a shortfall of a frame or two
+    # (or 1 %) is not taken for damage
+    if expected and result.frames < expected - max(2, expected // 100):
+        raise SourceError(f"{source.location}: stopped after {result.frames} of {expected} frames "
+                          f"(truncated or damaged video)")
