@@ -19,11 +19,11 @@ from torch import nn
 from .conventions import DETECTION_COLUMNS
 from .postprocess import PostProcessor
 from .priors import PriorGenerator
-from .transform import InferenceTransform, check_image, resize_scale
+from .transform import InferenceTransform, check_image
 
 _UNSET: Any = object()  # "not given", as None is a meaningful value for sizes and top-k
 
-__all__ = ["Detector", "empty_detections", "resize_scale"]
+__all__ = ["Detector", "empty_detections"]
 
 
 class Detector:

@@ -18,8 +18,7 @@ from torch import nn
 from torchvision.ops import nms
 
 from .box_coder import BoxCoder
-from .conventions import (CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD,
-                          POST_NMS_TOPK, PRE_NMS_TOPK)
+from .conventions import CONF_THRESHOLD, DET_BOX, DET_SCORE, NMS_THRESHOLD, POST_NMS_TOPK, PRE_NMS_TOPK
 from .priors import pixel_priors
 from .transform import Scale, to_original_pixels
 
@@ -122,11 +121,6 @@ class PostProcessor:
         return detections[keep]
 
 
-def empty_detections(device: torch.device | str = "cpu") -> torch.Tensor:
-    """A ``(0, 15)`` float32 detection tensor."""
-    return torch.zeros((0, DETECTION_COLUMNS), dtype=torch.float32, device=device)
-
-
 class DecodedRetinaFace(nn.Module):
     """``model`` followed by prior generation and decoding: boxes, scores, landmarks in input pixels.
 
@@ -155,4 +149,4 @@ class DecodedRetinaFace(nn.Module):
         return boxes, conf[..., 1], landmarks
 
 
-__all__ = ["DecodedRetinaFace", "PostProcessor", "empty_detections", "nms_keep"]
+__all__ = ["DecodedRetinaFace", "PostProcessor", "nms_keep"]

@@ -103,11 +103,6 @@ class PriorGenerator:
         self._cache: Dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
 
-    @property
-    def num_anchors(self) -> int:
-        """Anchors per feature-map location (the same at every level)."""
-        return len(self.min_sizes[0])
-
     def __call__(self, height: int, width: int, device: torch.device | str | None = None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
         key = (int(height), int(width), str(torch.device(device or "cpu")), dtype)
@@ -121,4 +116,5 @@ class PriorGenerator:
         return priors
 
     def count(self, height: int, width: int) -> int:
+        """How many priors an ``height x width`` input has."""
         return num_priors(height, width, self.min_sizes, self.steps)

@@ -4,7 +4,7 @@ import torch
 from torchvision.ops import box_iou
 
 from retinaface import Detector, create_model, load_model
-from retinaface.detector import resize_scale
+from retinaface.transform import resize_scale
 
 
 def match_fraction(ours, reference, tol=1e-3):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 from ..conventions import BGR_MEAN
+from ..version import __version__
 
 PathLike = Union[str, Path]
 
@@ -58,8 +59,6 @@ def build_metadata(model: Any, fmt: str, with_postprocess: bool, dynamic: bool,
     export size, the fixed input of a non-dynamic file.
     """
     import torch
-
-    from .. import __version__
 
     config = model.config
     outputs = DECODED_OUTPUTS if with_postprocess else RAW_OUTPUTS
