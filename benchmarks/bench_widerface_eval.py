@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -110,12 +112,16 @@ def write_folder(folder: Path, dets: dict) -> int:
 
 
 def run(cmd: list) -> tuple:
+    """-> (wall seconds, CPU seconds (user + system) of the child, its stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr}")
-    return elapsed, proc.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu, proc.stdout
 
 
 def main() -> None:
@@ -141,19 +147,24 @@ def main() -> None:
         chosen = [keys[i] for i in sorted(rng.choice(len(keys), min(args.reference_images, len(keys)),
                                                      replace=False))]
         results = {}
+        # Wall time depends on what else runs; CPU time (user + system) much less so.
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; times are whole processes, "
+              f"wall (CPU)")
         print(f"{'protocol':<12} {'retinaface eval (s)':>20} {'reference (s, extrapolated)':>28} {'ratio':>7}  AP")
         for protocol in ("official", "python-port"):
             cmd = [sys.executable, "-m", "retinaface", "eval", "--preds", str(folder), "--gt", str(args.gt_dir),
                    "--protocol", protocol, "--json"]
-            times = []
+            times, cpus = [], []
             for _ in range(args.repeats):
-                elapsed, out = run(cmd)
+                elapsed, cpu, out = run(cmd)
                 times.append(elapsed)
+                cpus.append(cpu)
             results[protocol] = json.loads(out.strip().splitlines()[-1])
-            fast_s = statistics.median(times)
-            ref_s, ref_out = run([sys.executable, "-c", REFERENCE_SCRIPT, str(ROOT), protocol, str(args.gt_dir),
-                                  str(folder), json.dumps(chosen)])
+            fast_s, fast_cpu = statistics.median(times), statistics.median(cpus)
+            ref_s, ref_cpu, ref_out = run([sys.executable, "-c", REFERENCE_SCRIPT, str(ROOT), protocol,
+                                           str(args.gt_dir), str(folder), json.dumps(chosen)])
             ref_full = ref_s * gt.num_images / len(chosen)
+            ref_full_cpu = ref_cpu * gt.num_images / len(chosen)
             ref_aps = json.loads(ref_out.strip().splitlines()[-1])
             # the fast evaluator on the reference's subset, to show that they agree
             sub_gt = gt.subset(chosen)
@@ -163,7 +174,8 @@ def main() -> None:
                 sub = evaluate({k: preds[k] for k in chosen}, sub_gt, protocol=protocol)
             diff = max(abs(getattr(sub, s) - ref_aps[s]) for s in ref_aps)
             aps = results[protocol]
-            print(f"{protocol:<12} {fast_s:>20.3f} {ref_full:>28.1f} {ref_full / fast_s:>6.0f}x  "
+            print(f"{protocol:<12} {fast_s:>9.2f} ({fast_cpu:5.2f} cpu) {ref_full:>14.1f} ({ref_full_cpu:6.1f} cpu) "
+                  f"{ref_full_cpu / fast_cpu:>6.0f}x  "
                   f"easy {aps['easy']:.6f} medium {aps['medium']:.6f} hard {aps['hard']:.6f}")
             print(f"{'':<12} runs {', '.join(f'{t:.2f}' for t in times)} s; reference process on {len(chosen)} "
                   f"images {ref_s:.1f} s; max |AP fast - reference| on them {diff:.1e}")

@@ -30,15 +30,17 @@ positive_probability = number_in_range(float, 0.0, 1.0, low_open=True)
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint to run (.pth of this toolkit or Pytorch_Retinaface, or .onnx)")
     src.add_argument("--preds", help="evaluate this prediction folder (<event>/<image>.txt) without a model")
     p.add_argument("--protocol", choices=EVAL_PROTOCOLS, default=DEFAULT_EVAL_PROTOCOL,
                    help="whose arithmetic and reading rules: the official MATLAB evaluation (default) or the "
                         "widely used Python port")
-    p.add_argument("--gt", default=None, help="ground-truth folder (wider_face_val.mat, wider_{easy,medium,hard}_val.mat)"
-                                             " or wider_face_val_bbx_gt.txt; default DATA/val/ground_truth")
+    p.add_argument("--gt", default=None,
+                   help="ground-truth folder (wider_face_val.mat, wider_{easy,medium,hard}_val.mat) or "
+                        "wider_face_val_bbx_gt.txt; default DATA/val/ground_truth")
     p.add_argument("--allow-missing", action="store_true",
                    help="accept a prediction folder that lacks more than half of the images (they count as "
                         "images without detections)")
@@ -47,8 +49,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="write the prediction files here, each as its image finishes "
                                                  "(with --weights)")
     p.add_argument("--overwrite", action="store_true", help="let --output replace prediction files already there")
-    p.add_argument("--strict", action="store_true", help="stop at an image that cannot be decoded (default: name "
-                                                         "it, count it as no detections, go on)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at an image that cannot be decoded (default: name it, count it as no detections, go on)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--origin-size", action="store_true", help="test at the original image size (default)")
     size.add_argument("--target-size", type=image_size, default=None,
@@ -56,7 +58,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=image_size, default=None, help="cap the long side, 16..10000 (reference: 2150)")
     p.add_argument("--flip", action="store_true", help="test-time augmentation: add the mirrored image")
     p.add_argument("--multiscale", type=image_size, nargs="*", default=None, metavar="SIZE",
-                   help=f"test-time augmentation over short-side sizes (default {' '.join(map(str, MULTISCALE_SIZES))})")
+                   help="test-time augmentation over short-side sizes, 16..10000 (default "
+                        f"{' '.join(map(str, MULTISCALE_SIZES))})")
     p.add_argument("--conf", type=probability, default=WIDER_TEST_CONF_THRESHOLD,
                    help="score threshold, 0..1 (default: %(default)s)")
     p.add_argument("--nms", type=positive_probability, default=WIDER_TEST_NMS_THRESHOLD,

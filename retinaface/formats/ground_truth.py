@@ -106,7 +106,7 @@ class WiderGroundTruth:
 
     def num_counted(self, setting: str) -> int:
         """Faces counted in ``setting`` (the denominator of recall; duplicates count twice, as in
-        the official evaluation)."""
+        both evaluation programs)."""
         return sum(int(np.size(k)) for per_event in self.keep[setting] for k in per_event)
 
     def image_keys(self) -> list[tuple[str, str]]:

@@ -326,7 +326,8 @@ def _read_official(pred_dir: Path, gt: Optional[WiderGroundTruth], out: Predicti
                 else:
                     found.append(((event, name), _Official(path, data)))
     else:
-        found = [((event, path.name[:-4]), _Official(path, path.read_bytes())) for event, path in _event_files(pred_dir)]
+        found = [((event, path.name[:-4]), _Official(path, path.read_bytes()))
+                 for event, path in _event_files(pred_dir)]
     pending = [f for _, f in found if f.invalid is None and f.rows is None]
     parsed = _parse_bodies_fast([f.body for f in pending])
     if parsed is not None:
@@ -456,8 +457,8 @@ def read_predictions(pred_dir: PathLike, gt: Optional[WiderGroundTruth] = None,
 
 # ============================================================================ writing
 def _format_scores(scores: np.ndarray) -> list:
-    # As the official test script does (str of the detector's float): shortest round-trip text of
-    # the value in its own precision.
+    # As Pytorch_Retinaface's test script writes it (str of the detector's float): the shortest
+    # round-trip text of the value in its own precision.
     if scores.dtype == np.float32:
         return [str(s) for s in scores]
     return [repr(s) for s in scores.astype(np.float64).tolist()]
