@@ -120,3 +120,15 @@ def test_detect_cli_interrupt_keeps_results_so_far(tmp_path, fixture_io, legacy_
     records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 1]
     assert (out / "clip.mp4").stat().st_size > 0
+
+
+def test_detect_help_needs_neither_torch_nor_onnxruntime():
+    # onnxruntime made unimportable: --help must still work, and load nothing heavy
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from retinaface.cli import run_command\n"
+            "assert run_command('detect', ['--help']) == 0\n"
+            "heavy = sorted(m for m in ('torch', 'cv2', 'onnxruntime', 'timm') if sys.modules.get(m))\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "output folder policy" in result.stdout and "--max-size" in result.stdout
