@@ -21,6 +21,7 @@ This module needs numpy only.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -175,10 +176,34 @@ _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 
 def _parse_bodies_fast(bodies: list) -> Optional[list]:
     """Parse all box sections at once; None when any of them is not in the plain layout (every
-    line exactly five finite numbers, single blanks between them) so that the caller falls back to
-    a per-file parse. Blank lines pass (callers that care compare row and line counts)."""
+    non-blank line exactly five finite numbers) so that the caller falls back to a per-file parse.
+    Blank lines pass (callers that care compare row and line counts)."""
     if not bodies:
         return []
+    lines = [_physical_lines(b) for b in bodies]
+    buf = b"\n".join(bodies) + b"\n"
+    # numpy's C text reader splits on Unicode whitespace too; only plain ASCII goes through it, so
+    # that it splits exactly where bytes.split() (the per-line parse) does.
+    if sum(lines) and buf.isascii() and len(buf.translate(None, b"\x1c\x1d\x1e\x1f")) == len(buf):
+        # About twice as fast as np.fromstring, and exact (correctly rounded). It skips blank
+        # lines, so the rows split by line counts only when it found no blank line.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = np.loadtxt(io.BytesIO(buf), dtype=np.float64, delimiter=None, comments=None, ndmin=2,
+                                    encoding="latin-1")
+        except ValueError:
+            return None
+        if values.shape[1] != 5 or not np.all(np.isfinite(values)):
+            return None
+        if len(values) == sum(lines):
+            return np.split(values, np.cumsum(lines)[:-1])
+    return _parse_bodies_tokens(bodies)
+
+
+def _parse_bodies_tokens(bodies: list) -> Optional[list]:
+    """:func:`_parse_bodies_fast` for box sections with blank lines: rows assigned to bodies by
+    token positions."""
     buf = b"\n".join(bodies) + b"\n"
     a = np.frombuffer(buf, dtype=np.uint8)
     ws = _WHITESPACE[a]
