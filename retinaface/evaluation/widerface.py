@@ -21,6 +21,7 @@ loop per detection, per threshold or per image. This module needs numpy only.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Union
 
@@ -417,8 +418,6 @@ def evaluate(predictions: Union[Predictions, PathLike], gt: Union[WiderGroundTru
 
     flat = _flatten(predictions, gt)
     if flat.missing and folder is None:
-        import warnings
-
         warnings.warn(f"{flat.missing} of {gt.num_images} images have no predictions; they count as "
                       f"images without detections", MissingPredictionsWarning, stacklevel=2)
 
