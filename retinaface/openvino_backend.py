@@ -88,7 +88,8 @@ class OpenVinoModel:
         self.fixed_input: Optional[Tuple[int, int, int]] = (
             (dims[0], dims[2], dims[3]) if len(dims) == 4 and None not in (dims[0], dims[2], dims[3]) else None)
         self.ov_device = device
-        self.config_options: Dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        # unpinned threads: pinned ones fight the post-processing thread on a small CPU
+        self.config_options: Dict[str, Any] = {"PERFORMANCE_HINT": hint, "ENABLE_CPU_PINNING": False}
         if threads is not None:
             self.config_options["INFERENCE_NUM_THREADS"] = int(threads)
         self.device = torch.device("cpu")

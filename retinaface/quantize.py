@@ -419,12 +419,13 @@ def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Op
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
     from .runtime import OnnxRuntimeModel
 
-    options = None
-    if threads is not None:
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        options = ort.SessionOptions()
+    options = ort.SessionOptions()
+    if threads is not None:
         options.intra_op_num_threads = threads
+    # no spinning workers after a run: they would slow the torch post-processing that follows
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return OnnxRuntimeModel(path, session_options=options)
 
 

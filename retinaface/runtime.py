@@ -232,12 +232,14 @@ def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optio
         from .openvino_backend import load_openvino_model
 
         return load_openvino_model(path, backbone=backbone if is_onnx else None, threads=threads)
-    options = None
-    if threads:
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        options = ort.SessionOptions()
+    options = ort.SessionOptions()
+    if threads:
         options.intra_op_num_threads = int(threads)
+    # ORT's workers otherwise spin after each run and slow the post-processing that follows
+    # (measured: docs/edge.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = OnnxRuntimeModel(path, providers=providers, session_options=options)
     if is_onnx and backbone is not None and backbone != model.config.backbone:
         raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")

@@ -34,7 +34,65 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="checkpoint to measure (with --widths: an adaptive one); not with --all")
     parser.add_argument("--data", default=None, help="with --widths: also the val AP per width on this data root")
+    matrix = parser.add_argument_group("deployment matrix (retinaface.benchmark_matrix; docs/edge.md)")
+    matrix.add_argument("--matrix", action="store_true",
+                        help="backbones x widths x sizes x runtimes x threads: median forward ms, FPS, detect overhead")
+    matrix.add_argument("--matrix-backbones", nargs="+", default=["mobilenet0.25", "mobiface", "resnet50"])
+    matrix.add_argument("--matrix-widths", nargs="+", type=number_in_range(float, 0.0, 1.0, low_open=True),
+                        default=[1.0], help="adaptive widths in (0, 1] (default: 1.0)")
+    matrix.add_argument("--matrix-sizes", nargs="+", type=_size, default=["240x320", "480x640", "720x1280", "1080x1920"],
+                        help="HxW input sizes (default: 240x320 480x640 720x1280 1080x1920)")
+    matrix.add_argument("--matrix-runtimes", nargs="+", default=list(MATRIX_RUNTIMES), choices=MATRIX_RUNTIMES)
+    matrix.add_argument("--matrix-threads", nargs="+", type=positive_int, default=[1, 2])
+    matrix.add_argument("--matrix-output", default=None, metavar="PREFIX",
+                        help="also write PREFIX.md, PREFIX.csv and PREFIX.png (existing files are not overwritten)")
     return parser
+
+
+# spelled here so --help stays light (retinaface.benchmark_matrix.MATRIX_RUNTIMES)
+MATRIX_RUNTIMES = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+
+
+def _size(text: str):
+    """``HxW`` -> ``(H, W)``, both >= 32."""
+    import argparse as _argparse
+
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 32:
+        raise _argparse.ArgumentTypeError(f"expected HxW with both >= 32 (e.g. 480x640), got {text!r}")
+    return (int(parts[0]), int(parts[1]))
+
+
+def _matrix(args: argparse.Namespace, prog: str) -> int:
+    from ..benchmark_matrix import plot, run_matrix, to_csv, to_markdown
+    from ..fileio import atomic_write
+    from ..models import BackboneError
+
+    sizes = [s if isinstance(s, tuple) else _size(s) for s in args.matrix_sizes]
+    targets = []
+    if args.matrix_output:
+        targets = [Path(f"{args.matrix_output}{ext}") for ext in (".md", ".csv", ".png")]
+        existing = [str(t) for t in targets if t.exists()]
+        if existing:
+            return fail(prog, f"--matrix-output {args.matrix_output}: {', '.join(existing)} already exist(s); "
+                              f"choose another prefix")
+    try:
+        cells = run_matrix(args.matrix_backbones, args.matrix_widths, sizes, args.matrix_runtimes,
+                           args.matrix_threads, repeats=args.repeats,
+                           log=lambda line: print(line, file=sys.stderr))
+    except (BackboneError, ValueError) as exc:
+        return fail(prog, str(exc).strip().splitlines()[0])
+    text = to_markdown(cells)
+    print(text)
+    if targets:
+        with atomic_write(targets[0]) as handle:
+            handle.write(text)
+        with atomic_write(targets[1]) as handle:
+            handle.write(to_csv(cells))
+        written = plot(cells, targets[2])
+        print(f"wrote {targets[0]}, {targets[1]}" + (f", {targets[2]}" if written else " (no plot: matplotlib missing)"),
+              file=sys.stderr)
+    return 0
 
 
 def _measure(args: argparse.Namespace, prog: str) -> int:
@@ -106,4 +164,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.matrix:
+        return _matrix(args, prog)
     return _measure(args, prog)

@@ -126,6 +126,11 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
             model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
                                        threads=args.threads)
             detector = Detector(model, **settings)
+            import torch
+
+            # the runtime runs the network on its own threads; torch only post-processes, and its
+            # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
+            torch.set_num_threads(1)
     except (CheckpointError, ExportError, ValueError, RuntimeError, TypeError, OSError) as exc:
         _remove_if_empty(output)
         return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
