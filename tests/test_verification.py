@@ -104,3 +104,16 @@ def test_plot_roc_writes_png(tmp_path):
     fpr, tpr, _ = V.roc_curve(np.array([0.9, 0.4, 0.5, 0.1]), np.array([True, True, False, False]))
     V.plot_roc({"model": (fpr, tpr)}, tmp_path / "roc.png")
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_given_folds_replace_the_contiguous_split():
+    rng = np.random.default_rng(3)
+    issame = rng.random(100) < 0.5
+    scores = np.where(issame, rng.normal(0.4, 0.3, 100), rng.normal(0.0, 0.3, 100))
+    contiguous = np.repeat(np.arange(10), 10)
+    np.testing.assert_array_equal(V.kfold_accuracy(scores, issame, 10, contiguous)[0],
+                                  V.kfold_accuracy(scores, issame, 10)[0])
+    interleaved = np.tile(np.arange(10), 10)  # fold k = pairs k, k+10, ...
+    accs, _ = V.kfold_accuracy(scores, issame, 10, interleaved)
+    order = np.argsort(interleaved, kind="stable")
+    np.testing.assert_allclose(accs, brute_kfold(scores[order], issame[order], 10))

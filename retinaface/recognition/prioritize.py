@@ -291,6 +291,17 @@ class RecognitionPrioritizeConfig:
     baselines: bool = True
     train: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def quick(cls, output: str = "runs/prioritize_recognition_quick", **changes: Any) -> "RecognitionPrioritizeConfig":
+        """Small settings that run the whole experiment in a few minutes on 2 CPU cores: 30
+        synthetic identities x 10 images, MobiFace x0.5 with a 128-d embedding, 4 + 2 epochs.
+        The figures show the mechanics (widths, costs); their accuracies are not the report's."""
+        train = dict(data="synthetic", synthetic_identities=30, synthetic_test_identities=20, synthetic_images=10,
+                     network="mobiface", network_width=0.5, head="pool", embedding_size=128, batch_size=32,
+                     lr=0.1, warmup_epochs=0.5)
+        train.update(changes.pop("train", {}))
+        return cls(output=output, pretrain_epochs=4, finetune_epochs=2, train=train, **changes)
+
 
 @dataclasses.dataclass
 class WidthRow:
@@ -344,23 +355,24 @@ def _accuracy(model: nn.Module, pairs) -> Tuple[Optional[float], Optional[float]
 
 
 def _matching_width(config: RecognitionConfig, target_params: int) -> float:
-    """The width multiplier whose plain network has about ``target_params`` parameters (bisection
-    on the multiplier; channel counts are rounded to multiples of 8, so the match is approximate)."""
+    """The width multiplier (a 0.01 grid up to the pre-trained width) whose plain network's
+    parameter count is closest to ``target_params``. Channel counts are rounded to multiples of 8,
+    so the count is a step function of the multiplier and the match is approximate."""
     from .models import create_embedder
 
-    def params(w: float) -> int:
-        kw = {"head": config.head} if config.head else {}
+    kw = {"head": config.head} if config.head else {}
+    top = float(config.network_width or 1.0)
+    best, best_gap, last = top, math.inf, None
+    for step in range(1, int(round(top * 100)) + 1):
+        w = step / 100
         net = create_embedder(config.network, embedding_size=config.embedding_size, width=w, **kw)
-        return sum(p.numel() for p in net.parameters())
-
-    lo, hi = 0.05, max(config.network_width or 1.0, 0.05) * 1.5
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        if params(mid) < target_params:
-            lo = mid
-        else:
-            hi = mid
-    return round((lo + hi) / 2, 3)
+        count = sum(p.numel() for p in net.parameters())
+        if count == last:
+            continue  # same rounded channel counts as the previous multiplier
+        last = count
+        if abs(count - target_params) < best_gap:
+            best, best_gap = w, abs(count - target_params)
+    return best
 
 
 def run_recognition_prioritization(config: RecognitionPrioritizeConfig, progress: bool = False) -> RecognitionPrioritizeResult:

@@ -48,6 +48,13 @@ LOSSES = ("arcface", "cosface", "softmax-center")
 RUN_FILES = ("last.pth", "log.csv")  # a folder holding either holds a run
 
 
+# Defaults of the fields left None. The synthetic identities (2,000 crops of 100 people) train in
+# about 10 minutes on 2 CPU cores: MobiFace at half width with the pooled head (~60 M multiply-adds
+# instead of 225 M), 12 epochs, verification every 4.
+DEFAULT_RECIPE: Dict[str, Any] = dict(network_width=1.0, epochs=20, eval_every=1)
+SYNTHETIC_RECIPE: Dict[str, Any] = dict(network_width=0.5, head="pool", epochs=12, eval_every=4)
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped without writing a checkpoint."""
 
@@ -66,10 +73,11 @@ class RecognitionConfig:
                                      "folder)", kind=str, resumable=True)
     network: str = option("mobiface", "embedding network (mobiface, mobilefacenet, timm:<name>)", kind=str)
     embedding_size: int = option(512, "embedding dimension", kind=int, low=2)
-    network_width: float = option(1.0, "channel multiplier of the network", kind=float, low=0, low_open=True)
+    network_width: Optional[float] = option(None, "channel multiplier of the network (default 1.0; 0.5 for the "
+                                            "synthetic data)", kind=float, low=0, low_open=True)
     head: Optional[str] = option(None, "mobiface embedding head: 'flatten' (the paper's FC over the 7x7 map) or "
                                  "'pool' (global average pooling first, 12.6M fewer parameters; default: the "
-                                 "network's own)", kind=str, choices=("flatten", "pool"))
+                                 "network's own, 'pool' for the synthetic data)", kind=str, choices=("flatten", "pool"))
     loss: str = option("arcface", "training objective", kind=str, choices=LOSSES)
     margin: Optional[float] = option(None, "loss margin (default: the loss's own: ArcFace 0.5, CosFace 0.35)",
                                      kind=float, low=0)
@@ -79,7 +87,8 @@ class RecognitionConfig:
     lr: float = option(0.1, "learning rate", kind=float, low=0, low_open=True)
     momentum: float = option(0.9, "SGD / SGDP momentum", kind=float, low=0, high=1, high_open=True)
     weight_decay: float = option(5e-4, "weight decay", kind=float, low=0)
-    epochs: int = option(20, "epochs", kind=int, low=1, resumable=True)
+    epochs: Optional[int] = option(None, "epochs (default 20; 12 for the synthetic data)", kind=int, low=1,
+                                   resumable=True)
     batch_size: int = option(64, "global batch size, split over processes", kind=int, low=1)
     schedule: str = option("cosine", "learning-rate schedule", kind=str, choices=SCHEDULES)
     decay_epochs: Tuple[int, ...] = option((10, 15), "step schedule: epochs where lr is multiplied by --gamma",
@@ -111,8 +120,8 @@ class RecognitionConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", kind=str, resumable=True)
     amp: bool = option(False, "mixed precision (bf16 on CPU, fp16 with a loss scaler on CUDA)")
     seed: int = option(0, "random seed of sampling, augmentation and initialisation", kind=int)
-    eval_every: int = option(1, "verification every K epochs (and after the last), 0 never", kind=int, low=0,
-                             resumable=True)
+    eval_every: Optional[int] = option(None, "verification every K epochs (and after the last), 0 never "
+                                       "(default 1; 4 for the synthetic data)", kind=int, low=0, resumable=True)
     eval_flip: bool = option(False, "verification with flip-feature fusion", resumable=True)
     save_every: int = option(0, "also keep epoch_NNN.pth every N epochs; 0 none", kind=int, low=0,
                              resumable=True)
@@ -126,6 +135,24 @@ class RecognitionConfig:
     synthetic_images: int = option(20, "synthetic data: images per identity", kind=int, low=2)
     synthetic_root: Optional[str] = option(None, "synthetic data: where it is generated, once (default "
                                            f"{SYNTHETIC_ROOT}/<identities>-<held-out>-<images>)", kind=str)
+
+    def resolved(self) -> "RecognitionConfig":
+        """A validated copy with the ``None`` defaults filled in: :data:`SYNTHETIC_RECIPE` for the
+        synthetic identities (sized to train in about 10 minutes on 2 CPU cores), else
+        :data:`DEFAULT_RECIPE`."""
+        self.validate()
+        recipe = dict(DEFAULT_RECIPE)
+        if self.data == SYNTHETIC_DATA:
+            recipe.update(SYNTHETIC_RECIPE)
+        values = dataclasses.asdict(self)
+        for key, value in recipe.items():
+            if values[key] is None:
+                values[key] = value
+        if values["network"] != "mobiface":
+            values["head"] = self.head
+        out = RecognitionConfig(**values)
+        out.validate()
+        return out
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag and its allowed range for any impossible value."""
@@ -452,8 +479,7 @@ class RecognitionTrainer:
     def __init__(self, config: RecognitionConfig, model: Optional[nn.Module] = None,
                  hooks: Sequence[RecognitionHook] = (), train_set: Optional[Dataset] = None,
                  val_pairs: Optional[Any] = None) -> None:
-        config.validate()
-        self.config = config
+        self.config = config = config.resolved()
         self.hooks = list(hooks)
         self._given_model = model
         self._given_train_set = train_set
@@ -556,7 +582,7 @@ class RecognitionTrainer:
 
             model = build_adaptive_embedder(resume_state["config"], resume_state["adaptive"])
         else:
-            kw: Dict[str, Any] = {} if cfg.network_width == 1.0 else {"width": cfg.network_width}
+            kw: Dict[str, Any] = {"width": cfg.network_width}
             if cfg.head is not None:
                 kw["head"] = cfg.head
             model = create_embedder(cfg.network, embedding_size=cfg.embedding_size, **kw)
