@@ -46,7 +46,7 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        what = _refused_content(exc)
+        what = _refused_content(exc, path)
         if what is not None:
             raise CheckpointError(f"{path}: refusing to load it: the file holds code or Python objects "
                                   f"({what}), not only tensors and plain values (a checkpoint is data, "
@@ -60,22 +60,44 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
 
 # torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL x.y was not an
 # allowed global" (a class) or "unsupported GLOBAL posix.system whose module posix is blocked" (a
-# function: code) in torch 2.4-2.14, "Unsupported operand N" for opcodes it does not run.
+# function: code) in torch 2.4-2.14. For opcodes it does not run it says "Unsupported operand N",
+# which garbage bytes give too: then the file itself is scanned (never executed) to tell them apart.
 _GLOBAL_RE = re.compile(r"unsupported global(?::\s*global)?\s+([\w.]+)", re.IGNORECASE)
-_OPERAND_RE = re.compile(r"unsupported operand\s+(\d+)", re.IGNORECASE)
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
 
 
-def _refused_content(exc: BaseException) -> Optional[str]:
+def _pickled_callable(path: Path) -> Optional[str]:
+    """The first global (``module.name``) or code-running opcode a plain pickle file holds, found
+    by walking its opcodes with :mod:`pickletools` (nothing is executed); None when the file is
+    not a well-formed pickle or holds no such opcode."""
+    import pickletools
+
+    strings: list = []
+    try:
+        with open(path, "rb") as handle:
+            for opcode, arg, _ in pickletools.genops(handle):
+                if isinstance(arg, str):
+                    strings = (strings + [arg])[-2:]
+                if opcode.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL":
+                    return ".".join(strings) if len(strings) == 2 else "a global"
+                if opcode.name in _CODE_OPCODES:
+                    return f"pickle opcode {opcode.name}"
+    except Exception:  # not a pickle (or a damaged one): genops stops at the first bad byte
+        return None
+    return None
+
+
+def _refused_content(exc: BaseException, path: Path) -> Optional[str]:
     """What the weights-only unpickler refused (a global's name, an opcode), or None when ``exc``
     is not such a refusal (a damaged or foreign file)."""
-    text = str(exc)
-    found = _GLOBAL_RE.search(text)
+    found = _GLOBAL_RE.search(str(exc))
     if found:
         return found.group(1)
-    if "weights only load failed" not in text.lower():
+    if "weights only load failed" not in str(exc).lower():
         return None
-    found = _OPERAND_RE.search(text)
-    return f"pickle opcode {found.group(1)}" if found else "objects torch's weights-only loader does not allow"
+    return _pickled_callable(path)
 
 
 def first_non_finite(state: Mapping[str, Any]) -> Optional[str]:
