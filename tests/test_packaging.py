@@ -1,0 +1,80 @@
+"""The package behaves like one after a plain (non-editable) install: the ``retinaface`` command
+exists and works from a folder outside the checkout, with no help from the repository."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GT_DIR = REPO.parent / "shared" / "widerface" / "ground_truth"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A non-editable install of the checkout into its own folder (torch and friends come from the
+    running interpreter's site, so nothing is downloaded)."""
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", TMPDIR=str(build))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-compile", "--target", str(target), str(REPO)], check=True, env=env, cwd=build,
+                   capture_output=True)
+    return target
+
+
+def run_installed(site: Path, args, cwd: Path):
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("PYTHONSAFEPATH", None)
+    script = site / "bin" / "retinaface"
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_installed_package_is_the_copy_not_the_checkout(installed, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(installed))
+    out = subprocess.run([sys.executable, "-c", "import retinaface; print(retinaface.__file__)"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(out).resolve().is_relative_to(installed.resolve()), out
+
+
+def test_installed_command_detect_help(installed, tmp_path):
+    result = run_installed(installed, ["detect", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--weights" in result.stdout
+
+
+def test_installed_command_unknown_subcommand_is_one_line(installed, tmp_path):
+    result = run_installed(installed, ["nonsense"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "retinaface: error: unknown command 'nonsense'"
+
+
+@pytest.mark.skipif(not GT_DIR.is_dir(), reason="needs ../shared/widerface/ground_truth")
+def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
+    # one perfect prediction file per image of two events: AP is 0 elsewhere, and the run must
+    # still report all three settings from the installed copy
+    import scipy.io
+
+    mat = scipy.io.loadmat(GT_DIR / "wider_face_val.mat")
+    preds = tmp_path / "preds"
+    events = mat["event_list"]
+    for e in range(len(events)):
+        event = str(events[e][0][0])
+        for i, name in enumerate(mat["file_list"][e][0]):
+            name = str(name[0][0])
+            boxes = np.asarray(mat["face_bbx_list"][e][0][i][0], dtype=float).reshape(-1, 4)
+            folder = preds / event
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = [name, str(len(boxes))] + [f"{x} {y} {w} {h} 0.9" for x, y, w, h in boxes]
+            (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    result = run_installed(installed, ["eval", "--preds", str(preds), "--gt", str(GT_DIR), "--json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    for setting in ("easy", "medium", "hard"):
+        assert values[setting] > 0.95, values
