@@ -103,3 +103,23 @@ def atomic_torch_save(obj, path: PathLike) -> None:
 
     with atomic_write(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+def read_text_lines(path: PathLike) -> List[str]:
+    """The lines of a UTF-8 text file such as a label list. A leading byte-order mark is dropped
+    (Windows editors write one); bytes that are not UTF-8 raise
+    ``ValueError("path:line: not UTF-8 text (byte 0x.. at column ..)")``; a missing file raises
+    ``FileNotFoundError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        lineno = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column}); "
+                         f"save the file as UTF-8") from None
+    return text.splitlines()

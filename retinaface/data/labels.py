@@ -28,6 +28,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..conventions import LANDMARK_NAMES, split_image_path  # noqa: F401 (LANDMARK_NAMES re-exported)
+from ..fileio import read_text_lines
 from ..formats.wider_bbx import BBX_FIELDS, is_number, read_bbx_blocks
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -138,25 +139,6 @@ def _parse_numbers(tokens: Sequence[str], where: str) -> List[float]:
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"{where}: non-finite value in face line")
     return values
-
-
-def read_text_lines(path: PathLike) -> List[str]:
-    """The lines of a UTF-8 text file (a leading byte-order mark is dropped, as editors on Windows
-    write one). Bytes that are not UTF-8 raise ``ValueError("path:line: ...")``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        offset = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
-        lineno = data.count(b"\n", 0, offset) + 1
-        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-        raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column}); "
-                         f"save the file as UTF-8") from None
-    return text.splitlines()
-
 
 
 def _make_annotation(image_root: Path, rel: str, rows: List[List[float]], has_lm: List[bool],
