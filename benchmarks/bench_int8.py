@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Dict, List
 
 POLICIES = {
     "tail": dict(keep_first_conv_float=False),

@@ -158,9 +158,9 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
                             calls[f"{name}|detect"] = lambda d=det, t=own: (torch.set_num_threads(t), d.detect(image))
                         ms = median_latency_ms(calls, repeats=repeats)
                         for name, det in detectors.items():
-                            candidates = int((det.forward(batches[name])[1][0, :, 1] > det.conf_threshold).sum())
+                            passed = int((det.forward(batches[name])[1][0, :, 1] > det.conf_threshold).sum())
                             cells.append(MatrixCell(backbone, width, tuple(size), name, count,
-                                                    ms[f"{name}|forward"], ms[f"{name}|detect"], candidates))
+                                                    ms[f"{name}|forward"], ms[f"{name}|detect"], passed))
                         if log:
                             log(f"measured {backbone} @{width:g} {size[1]}x{size[0]} x{count} threads")
     torch.set_num_threads(previous_threads)

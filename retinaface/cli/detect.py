@@ -110,7 +110,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         from ..checkpoint import CheckpointError
         from ..detector import Detector
         from ..export.metadata import ExportError
-
         from ..runtime import load_runtime_model, resolve_runtime
 
         settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
