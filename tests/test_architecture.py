@@ -26,8 +26,8 @@ LAYERS: List[Set[str]] = [
     {"adaptive"},
     {"build", "checkpoint"},
     {"postprocess", "transform", "visualize", "sources", "matching", "loss", "align", "tiling"},
-    {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "quantize", "video"},
-    {"engine", "evaluation", "recognition", "benchmark_matrix"},
+    {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "video"},
+    {"engine", "evaluation", "recognition", "quantize", "benchmark_matrix"},
     {"cli"},
     {"__main__"},
 ]

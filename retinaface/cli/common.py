@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake in the arguments is one line (``prog: error: ...``,
+    exit code 2) rather than the usage text followed by the error; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 class UserError(Exception):
