@@ -51,6 +51,9 @@ class Profile:
     detect: List[Tuple[int, int, int, int]]      # width, height, batch, images
     compile: bool
     synthetic: Tuple[int, int, Tuple[int, int]]  # train / val images, (height, width)
+    # mean relative loss difference allowed over the precision check's steps: their trajectories
+    # drift apart, more so with tiny batches
+    drift_limit: float = 0.05
     notes: List[str] = field(default_factory=list)
 
 
@@ -64,7 +67,7 @@ def cpu_profile() -> Profile:
     # fp16 convolutions on a CPU are emulated and slow: the precision check runs at 32 px there
     return Profile("cpu", 3, 32, 2, [("mobilenet0.25", 64, 2, 2), ("resnet50", 64, 2, 1)], [0],
                    [(160, 120, 1, 2), (160, 120, 2, 2), (320, 180, 1, 1)], False, (8, 4, (96, 128)),
-                   ["reduced CPU version: tiny sizes, few steps, gloo, no torch.compile"])
+                   drift_limit=0.25, notes=["reduced CPU version: tiny sizes, few steps, gloo, no torch.compile"])
 
 
 class Table:
@@ -180,13 +183,18 @@ def check_amp(table: Table, p: Profile, device: torch.device) -> None:
                 table.add(f"train {name}", setting, f"{ips:.1f} img/s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
                 continue
             mean_rel, _ = agreement(losses, reference)
-            first = agreement(losses[:1], reference[:1])[0]
-            # the first step compares one forward pass (float rounding only: tight); later steps
-            # compare diverging trajectories (hard negative mining amplifies tiny differences)
+            # the first step with a non-zero loss compares one forward pass from the same weights
+            # (rounding only: tight); later steps compare trajectories that drift apart (hard
+            # negative mining amplifies tiny differences)
+            k = next((i for i, v in enumerate(reference) if v > 0), None)
+            if k is None:
+                raise AssertionError("every step's fp32 loss is 0: no face was matched")
+            first = agreement(losses[k:k + 1], reference[k:k + 1])[0]
             first_limit = 1e-3 if dtype is None else 3e-2
-            ok = first < first_limit and mean_rel < 0.05
-            table.add(f"train {name}", setting, f"{ips:.1f} img/s, loss vs fp32: step 1 rel diff {first:.2e} "
-                      f"(limit {first_limit:.0e}), mean over steps {mean_rel:.2%} (limit 5%)", ok)
+            ok = first < first_limit and mean_rel < p.drift_limit
+            table.add(f"train {name}", setting, f"{ips:.1f} img/s, loss vs fp32: step {k + 1} rel diff "
+                      f"{first:.2e} (limit {first_limit:.0e}), mean over steps {mean_rel:.2%} "
+                      f"(limit {p.drift_limit:.0%})", ok)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a row
             table.add(f"train {name}", setting, one_line(exc), False)
 
@@ -208,7 +216,7 @@ def check_compile(table: Table, p: Profile, device: torch.device) -> None:
         losses, ips = train_steps(compiled, batches, device, None)
         total = time.perf_counter() - start
         mean_rel, _ = agreement(losses, eager_losses)
-        ok = agreement(losses[:1], eager_losses[:1])[0] < 1e-3 and mean_rel < 0.05
+        ok = agreement(losses[:1], eager_losses[:1])[0] < 1e-3 and mean_rel < p.drift_limit
         table.add("torch.compile", setting, f"{ips:.1f} img/s vs eager {eager_ips:.1f} (x{ips / eager_ips:.2f}); "
                   f"first call + 12 steps {total:.0f} s; loss vs eager mean rel diff {mean_rel:.2%}", ok)
     except Exception as exc:  # noqa: BLE001
