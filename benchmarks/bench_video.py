@@ -26,6 +26,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--int8", action="store_true",
+                        help="also run an INT8 file (quantised here, 32 synthetic calibration images) on "
+                             "ONNX Runtime and OpenVINO")
+    parser.add_argument("--bf16", action="store_true", help="also run OpenVINO with bf16 float layers")
     return parser.parse_args(argv)
 
 
@@ -71,14 +75,34 @@ def main(argv=None) -> int:
               f"decode + detect + draw + encode (mp4v)")
         print("| runtime | frame-by-frame FPS | threaded pipeline FPS | ratio | faces/frame |")
         print("|---|---|---|---|---|")
-        for runtime in runtimes:
-            model = load_runtime_model(weights, runtime, threads=args.threads)
+        jobs = [(runtime, lambda r=runtime: load_runtime_model(weights, r, threads=args.threads))
+                for runtime in runtimes]
+        if args.bf16 and openvino_available():
+            from retinaface.openvino_backend import OpenVinoModel
+            from retinaface.runtime import cached_onnx_export
+
+            jobs.append(("openvino bf16", lambda: OpenVinoModel(cached_onnx_export(weights), threads=args.threads,
+                                                                precision="bf16")))
+        if args.int8:
+            from retinaface.quantize import calibration_images, quantize_onnx
+            from retinaface.runtime import cached_onnx_export
+
+            int8 = Path(tmp) / "int8.onnx"
+            float_file = cached_onnx_export(weights)
+            images, source = calibration_images("synthetic", 32)
+            quantize_onnx(float_file, int8, Detector(load_runtime_model(float_file)), images,
+                          calibration_source=source)
+            for runtime in [r for r in runtimes if r in ("onnxruntime", "openvino")]:
+                jobs.append((f"{runtime} int8", lambda r=runtime: load_runtime_model(int8, r, threads=args.threads)))
+        for runtime, load in jobs:
+            model = load()
             # external runtimes: torch only post-processes (see retinaface.cli.detect)
             torch.set_num_threads(args.threads if runtime == "pytorch" else 1)
+            runtime = runtime.replace(" ", "-")
             detector = Detector(model, conf_threshold=0.5)
             plain, piped, faces = [], [], 0.0
             for r in range(args.rounds):
-                out_a, out_b = Path(tmp) / f"{runtime}{r}a.mp4", Path(tmp) / f"{runtime}{r}b.mp4"
+                out_a, out_b = Path(tmp) / f"{runtime}{r}a.mp4", Path(tmp) / f"{runtime}{r}b.mp4"  # fresh names
                 seq = process_video_sequential(detector, clip, out_a)
                 par = process_video(detector, clip, out_b, batch_size=args.batch, progress=False)
                 plain.append(seq.fps)
