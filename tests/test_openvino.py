@@ -71,3 +71,31 @@ def test_unusable_files_are_one_line_errors(exported, tmp_path):
     with pytest.raises(OpenVinoError, match="junk.onnx"):
         OpenVinoModel(junk)
     assert "mobilenet0.25" in repr(OpenVinoModel(exported["static"]))
+
+
+def test_detect_command_on_openvino_matches_onnx_runtime(tmp_path):
+    import json
+
+    import cv2
+
+    from retinaface.checkpoint import save_model
+    from retinaface.cli import run_command
+
+    torch.manual_seed(0)
+    weights = tmp_path / "m.pth"
+    save_model(retinaface.create_model("mobilenet0.25").eval(), weights)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _images()[0])
+    records = {}
+    for runtime in ("onnxruntime", "openvino"):
+        out = tmp_path / runtime
+        assert run_command("detect", [str(image), "--weights", str(weights), "--runtime", runtime,
+                                      "--output", str(out), "--conf", "0.5", "--nms", "1.0"]) == 0
+        records[runtime] = json.loads((out / "detections.jsonl").read_text().splitlines()[0])
+    # one cached export beside the checkpoint served both runtimes
+    assert len(list(tmp_path.glob(".m.*.onnx"))) == 1
+    a, b = (np.array([f["score"] for f in records[r]["faces"]]) for r in ("openvino", "onnxruntime"))
+    assert len(a) > 0 and abs(len(a) - len(b)) <= 2
+    np.testing.assert_allclose(np.sort(a)[-10:], np.sort(b)[-10:], atol=1e-4)
+    assert run_command("detect", [str(image), "--weights", str(weights), "--runtime", "pytorch",
+                                  "--tile", "64", "--overlap", "64", "--output", str(tmp_path / "x")]) == 2
