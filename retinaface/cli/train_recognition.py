@@ -10,6 +10,17 @@ from typing import List, Optional
 from .common import fail
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line: an error raised in a DataLoader worker arrives wrapped
+    in the worker's traceback, whose last line is ``module.ErrorClass: message``."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
+
+
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     from ..engine.config import add_config_arguments
     from ..recognition.training import RecognitionConfig
@@ -49,7 +60,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
               f"{trainer.num_classes} identities -> {trainer.output}")
         summary = trainer.fit()
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError) as exc:
-        return fail(prog, str(exc))
+        return fail(prog, _one_line(exc))
     result = getattr(trainer, "last_verification", None)
     if result is not None:
         print(result.summary())
