@@ -17,7 +17,7 @@ import argparse
 import logging
 from typing import List, Optional
 
-from .common import fail
+from .common import ArgumentParser, fail
 
 EXAMPLES = """examples:
   retinaface prioritize --data synthetic --output runs/prioritize
@@ -29,7 +29,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     from ..engine.config import TrainConfig, add_config_arguments
     from ..engine.prioritize import STAGE_OWNED, PrioritizeConfig
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Channel-prioritised RetinaFace: one checkpoint that runs at widths 1.0 / 0.75 / 0.5. "
                     "Training flags left unset take the trainer's recipe for the data.")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .common import fail
+from .common import ArgumentParser, fail
 
 EXAMPLES = """examples:
   retinaface train --data synthetic                       # minutes on a CPU, prints val AP
@@ -29,7 +29,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     from ..engine.config import CHANGEABLE_ON_RESUME, TRAIN_FIELDS, TrainConfig, add_config_arguments, flag_name
 
     resumable = ", ".join(flag_name(TRAIN_FIELDS[k]) for k in CHANGEABLE_ON_RESUME)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a RetinaFace detector (the reference recipe unless told otherwise). Flags left "
                     "unset take the recipe's values for the backbone; with --resume, the resumed run's. "
