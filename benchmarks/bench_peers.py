@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Latency of the face detectors a CPU user installs from the package index, next to this toolkit.
 
-Peers (optional extra ``bench-peers``): MediaPipe's BlazeFace short range (``mediapipe``; its
+Peers (installed with ``pip install --no-deps facenet-pytorch mediapipe absl-py requests``: their
+own pins would replace this project's torch and OpenCV): MediaPipe's BlazeFace short range (``mediapipe``; its
 ``.tflite`` model is a separate download, pass ``--blazeface-model PATH`` or it is skipped),
 facenet-pytorch's MTCNN (weights ship in the wheel; install it with ``--no-deps`` to keep this
 project's torch), OpenCV's Haar cascade (``cv2.CascadeClassifier`` with

@@ -98,27 +98,26 @@ class Detector:
     def from_checkpoint(cls, path: Union[str, Path], backbone: Optional[str] = None,
                         device: Union[str, torch.device] = "cpu", backend: Optional[str] = None,
                         providers: Optional[Sequence[str]] = None, width: Optional[float] = None,
-                        **kwargs: Any) -> "Detector":
-        """A detector over :func:`retinaface.load_model` of ``path`` (at ``width`` for an adaptive
-        checkpoint), or over ONNX Runtime (:class:`retinaface.runtime.OnnxRuntimeModel`, with
-        ``providers``) when ``backend`` is ``"onnxruntime"`` or, by default, when ``path`` ends in
-        ``.onnx`` (an exported file has its width fixed at export time). ``kwargs`` go to the
-        constructor."""
-        if backend is None:
-            backend = "onnxruntime" if Path(path).suffix.lower() == ".onnx" else "torch"
-        if backend == "onnxruntime":
-            if width is not None:
-                raise ValueError(f"{path}: width={width} needs the PyTorch checkpoint; an ONNX file runs at "
-                                 f"the width it was exported with (tools/export.py --width)")
-            from .runtime import load_onnx_model
+                        threads: Optional[int] = None, **kwargs: Any) -> "Detector":
+        """A detector over checkpoint or exported file ``path``.
 
-            return cls(load_onnx_model(path, backbone=backbone, providers=providers), device=device, **kwargs)
-        if backend != "torch" or providers is not None:
-            raise ValueError(f"backend={backend!r} with providers={providers!r}: use backend 'torch' "
-                             f"(no providers) or 'onnxruntime'")
-        from .checkpoint import load_model
+        ``backend`` is one of :data:`retinaface.runtime.RUNTIMES` (``"torch"`` is accepted for
+        ``"pytorch"``); the default ``auto`` runs an ``.onnx`` file on ONNX Runtime and a ``.pth`` on
+        PyTorch. A ``.pth`` asked to run on ``onnxruntime`` or ``openvino`` is exported once, to a
+        cache beside it (:func:`retinaface.runtime.cached_onnx_export`). ``width`` selects an
+        adaptive checkpoint's width; ``providers`` are ONNX Runtime's, ``threads`` caps an external
+        runtime's threads. ``kwargs`` go to the constructor.
+        """
+        from .runtime import RUNTIMES, load_runtime_model
 
-        return cls(load_model(path, backbone=backbone, device=device, width=width), device=device, **kwargs)
+        runtime = "pytorch" if backend == "torch" else (backend or "auto")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"backend={backend!r}: choose one of {', '.join(RUNTIMES)}")
+        if providers is not None and runtime not in ("auto", "onnxruntime"):
+            raise ValueError(f"providers={providers!r} are ONNX Runtime's; backend {backend!r} takes none")
+        model = load_runtime_model(path, runtime=runtime, backbone=backbone, width=width, device=str(device),
+                                   threads=threads, providers=providers)
+        return cls(model, device=device, **kwargs)
 
     # -- inference --------------------------------------------------------------------------
     @torch.inference_mode()

@@ -485,3 +485,21 @@ def test_train_dataset_negative_seed_and_index(tmp_path):
     # Non-negative seeds keep their streams.
     from retinaface.data import sample_rng
     assert sample_rng(5, 1, 2).random() == np.random.default_rng(np.random.SeedSequence([5, 1, 2])).random()
+
+
+def test_wider_bbx_reads_bom_and_paths_with_spaces(tmp_path):
+    from retinaface.formats.wider_bbx import read_bbx_blocks
+
+    f = tmp_path / "gt.txt"
+    f.write_bytes("\ufeff0--Parade/a b.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n".encode("utf-8"))
+    blocks = read_bbx_blocks(f)
+    assert blocks[0].path == "0--Parade/a b.jpg" and len(blocks[0].faces) == 1
+
+
+def test_wider_bbx_names_file_and_line_of_non_utf8_bytes(tmp_path):
+    from retinaface.formats.wider_bbx import read_bbx_blocks
+
+    f = tmp_path / "gt.txt"
+    f.write_bytes(b"0--Parade/a.jpg\n1\n1 2 3 4 0 0 0 0 \xff0 0\n")
+    with pytest.raises(ValueError, match=r"gt.txt:3: not UTF-8"):
+        read_bbx_blocks(f)

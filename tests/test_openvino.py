@@ -99,3 +99,25 @@ def test_detect_command_on_openvino_matches_onnx_runtime(tmp_path):
     np.testing.assert_allclose(np.sort(a)[-10:], np.sort(b)[-10:], atol=1e-4)
     assert run_command("detect", [str(image), "--weights", str(weights), "--runtime", "pytorch",
                                   "--tile", "64", "--overlap", "64", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_detector_from_checkpoint_runs_a_pth_on_every_backend(exported):
+    # a .pth asked for an external runtime is exported once into a cache beside it; all three
+    # backends give the same candidates (no NMS, as above, since near-ties reorder under rounding)
+    from retinaface import Detector, save_model
+
+    path = exported["tmp"] / "model.pth"
+    save_model(exported["model"], path)
+    settings = dict(conf_threshold=0.5, nms_threshold=1.0, post_nms_topk=None)
+    image = _images(3)[0]
+    results = {b: Detector.from_checkpoint(path, backend=b, **settings).detect(image)
+               for b in ("torch", "onnxruntime", "openvino")}
+    assert len(results["torch"]) > 0
+    for backend in ("onnxruntime", "openvino"):
+        got, want = results[backend], results["torch"]
+        assert got.shape == want.shape, backend
+        order_g, order_w = np.lexsort(got[:, :4].T), np.lexsort(want[:, :4].T)
+        np.testing.assert_allclose(got[order_g], want[order_w], atol=1e-3)
+    assert len(list(exported["tmp"].glob(".model.*.onnx"))) == 1
+    with pytest.raises(ValueError, match="backend='tensorrt'"):
+        Detector.from_checkpoint(path, backend="tensorrt")

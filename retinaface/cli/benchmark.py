@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import fail, number_in_range, positive_int
+from .common import ArgumentParser, fail, number_in_range, positive_int
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface benchmark`` (no heavy imports)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+    parser = ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="mobilenet0.25", help="backbone name (see --list)")
     parser.add_argument("--all", action="store_true", help="every built-in backbone, as a markdown table")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import UserError, fail, number_in_range, positive_int, probability
+from .common import ArgumentParser, UserError, fail, number_in_range, positive_int, probability
 
 # the runtimes --runtime accepts (retinaface.runtime.RUNTIMES; spelled here so --help stays light)
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
@@ -36,7 +36,7 @@ MIN_SIDE = 32
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface detect`` (no heavy imports: ``--help`` is instant)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+    parser = ArgumentParser(prog=prog, description=__doc__,
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders, video files or webcam indices")
     parser.add_argument("--weights", required=True,

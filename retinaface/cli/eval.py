@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from ..conventions import (DEFAULT_EVAL_PROTOCOL, EVAL_PROTOCOLS, MULTISCALE_SIZES, VAL_GROUND_TRUTH,
                            WIDER_TEST_CONF_THRESHOLD, WIDER_TEST_NMS_THRESHOLD)
-from .common import UserError, fail, non_negative_int, number_in_range, positive_int, probability
+from .common import ArgumentParser, UserError, fail, non_negative_int, number_in_range, positive_int, probability
 
 # Short-side / long-side sizes a detector can run at: 0, negative and absurd values are refused.
 image_size = number_in_range(int, 16, 10000)
@@ -30,7 +30,7 @@ positive_probability = number_in_range(float, 0.0, 1.0, low_open=True)
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+    p = ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint to run (.pth of this toolkit or Pytorch_Retinaface, or .onnx)")

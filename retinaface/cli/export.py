@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..export.metadata import DEFAULT_SIZE, MIN_OPSET, first_line
-from .common import fail, number_in_range, positive_float, positive_int
+from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface export`` (no heavy imports)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+    parser = ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="checkpoint (.pth) of this toolkit or Pytorch_Retinaface")
     parser.add_argument("--backbone", default=None,

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import List, NamedTuple, Tuple, Union
 
+from ..fileio import read_text_lines
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 BBX_FIELDS = 10  # x y w h blur expression illumination invalid occlusion pose
@@ -35,12 +37,12 @@ def is_number(token: str) -> bool:
 
 
 def read_bbx_blocks(path: PathLike) -> List[BbxBlock]:
-    """Split a WIDER box-list file into blocks, checking the structure (not the face values)."""
+    """Split a WIDER box-list file into blocks, checking the structure (not the face values).
+
+    Image paths may contain spaces (the path is the whole line); a UTF-8 byte-order mark is read.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label file not found: {path}")
-    with open(path, "r", encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    lines = read_text_lines(path)  # a BOM is dropped; bytes that are not UTF-8 are named path:line
 
     def error(lineno: int, what: str) -> ValueError:
         return ValueError(f"{path}:{lineno}: {what}")
@@ -53,7 +55,8 @@ def read_bbx_blocks(path: PathLike) -> List[BbxBlock]:
             pos += 1
             continue
         image_lineno = pos + 1
-        if len(image.split()) != 1 or is_number(image):
+        # the path stands alone on its line and may contain spaces; a line of numbers is a face line
+        if all(is_number(t) for t in image.split()):
             raise error(image_lineno, f"expected an image path '<event>/<file>.jpg', got {image!r}")
         pos += 1
         if pos >= n:
