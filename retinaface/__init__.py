@@ -23,6 +23,7 @@ _LAZY: Dict[str, str] = {
     "save_model": "retinaface.checkpoint",
     "ModelConfig": "retinaface.config",
     "Detector": "retinaface.detector",
+    "FaceAnalyzer": "retinaface.recognition.analyzer",
     "build_model": "retinaface.build",
     "create_model": "retinaface.build",
     "BackboneError": "retinaface.models",
@@ -55,5 +56,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .checkpoint import CheckpointError, load_model, save_model
     from .config import ModelConfig
     from .detector import Detector
+    from .recognition.analyzer import FaceAnalyzer
     from .models import BackboneError, RetinaFace, list_backbones, register_backbone
     from .priors import PriorGenerator, generate_priors

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .conventions import DETECTION_COLUMNS
+from .conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLAY_THRESHOLD
 from .postprocess import PostProcessor
 from .priors import PriorGenerator
 from .transform import InferenceTransform, check_image
@@ -129,6 +129,22 @@ class Detector:
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Detections of one BGR uint8 ``(H, W, 3)`` image, ``(N, 15)`` float32 in its pixels."""
         return self.detect_batch([image])[0]
+
+    def detect_and_align(self, image: np.ndarray, size: int = ALIGNED_FACE_SIZE,
+                         min_score: float = DISPLAY_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
+        """Faces of one BGR uint8 image scoring at least ``min_score`` and their aligned crops.
+
+        Returns ``(detections (N, 15), crops uint8 (N, size, size, 3))``: each crop is the face
+        warped by a similarity transform onto the five-point ArcFace template
+        (:func:`retinaface.align.align_faces`), ready for an embedding network.
+        """
+        from .align import align_faces
+
+        dets = self.detect(image)
+        dets = dets[dets[:, DET_SCORE] >= min_score]
+        if len(dets) == 0:
+            return dets, np.zeros((0, size, size, 3), dtype=np.uint8)
+        return dets, align_faces(image, dets, size)
 
     @torch.inference_mode()
     def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:

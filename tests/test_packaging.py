@@ -55,8 +55,8 @@ def test_installed_command_unknown_subcommand_is_one_line(installed, tmp_path):
 
 @pytest.mark.skipif(not GT_DIR.is_dir(), reason="needs ../shared/widerface/ground_truth")
 def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
-    # one perfect prediction file per image of two events: AP is 0 elsewhere, and the run must
-    # still report all three settings from the installed copy
+    # one perfect prediction file per val image (scores must differ: the official normalisation
+    # divides by max - min), read by the installed copy
     import scipy.io
 
     mat = scipy.io.loadmat(GT_DIR / "wider_face_val.mat")
@@ -69,7 +69,8 @@ def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
             boxes = np.asarray(mat["face_bbx_list"][e][0][i][0], dtype=float).reshape(-1, 4)
             folder = preds / event
             folder.mkdir(parents=True, exist_ok=True)
-            lines = [name, str(len(boxes))] + [f"{x} {y} {w} {h} 0.9" for x, y, w, h in boxes]
+            lines = [name, str(len(boxes))] + [f"{x} {y} {w} {h} {0.5 + 0.4 * ((i + k) % 7) / 6:.3f}"
+                                               for k, (x, y, w, h) in enumerate(boxes)]
             (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
     result = run_installed(installed, ["eval", "--preds", str(preds), "--gt", str(GT_DIR), "--json"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -60,6 +60,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="stop each video/webcam after this many frames (>= 1)")
+    parser.add_argument("--crops", default=None, metavar="DIR",
+                        help="also write one aligned 112x112 crop per face at score >= --vis-threshold "
+                             "(ArcFace five-point template) to DIR, named <image>_<k>.jpg; images only")
+    parser.add_argument("--crop-size", type=number_in_range(int, 16, 1024), default=112,
+                        help="side of the aligned crops (default: %(default)s)")
     speed = parser.add_argument_group("runtime and speed (docs/edge.md)")
     speed.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="auto (default): ONNX Runtime for a .onnx file, else PyTorch; a .pth with "
@@ -75,12 +80,12 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _output_folder(requested: str) -> Path:
+def _output_folder(requested: str, flag: str = "--output") -> Path:
     """The folder this run writes to (created), following the policy of the module docstring."""
     from ..sources import fresh_output_folder
 
     if Path(requested).exists() and not Path(requested).is_dir():
-        raise UserError(f"--output {requested}: is an existing file; name a folder")
+        raise UserError(f"{flag} {requested}: is an existing file; name a folder")
     try:
         folder = fresh_output_folder(Path(requested))
         folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,7 @@ def _output_folder(requested: str) -> Path:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"--output {requested}: cannot write there ({exc.strerror or exc})") from None
+        raise UserError(f"{flag} {requested}: cannot write there ({exc.strerror or exc})") from None
     return folder
 
 
@@ -104,8 +109,10 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return fail(prog, f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     try:
         output = _output_folder(args.output)
+        crops = _output_folder(args.crops, "--crops") if args.crops is not None else None
     except UserError as exc:
         return fail(prog, str(exc))
+    args.crops_folder = crops
     try:
         from ..checkpoint import CheckpointError
         from ..detector import Detector
@@ -156,6 +163,10 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> 
 
     if output != Path(args.output):
         print(f"{args.output} already holds files; writing this run to {output}", file=sys.stderr)
+    crops_folder = getattr(args, "crops_folder", None)
+    if crops_folder is not None and crops_folder != Path(args.crops):
+        print(f"{args.crops} already holds files; writing the crops to {crops_folder}", file=sys.stderr)
+    crop_names = OutputNames(crops_folder) if crops_folder is not None else None
     failures = faces = frames = 0
     interrupted = False
     output_names = OutputNames(output)  # inputs never overwrite each other's outputs
@@ -185,6 +196,9 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> 
                         annotated = draw_detections(frame, dets, args.vis_threshold)
                         if source.kind == "image":
                             cv2.imwrite(str(output_names(source, ".jpg")), annotated)
+                            if crop_names is not None:
+                                _write_crops(frame, dets[dets[:, 4] >= args.vis_threshold], source,
+                                             crop_names, args.crop_size)
                             continue
                         if writer is None:
                             fps = video_fps(source.location) if source.kind == "video" else 25.0
@@ -206,6 +220,18 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> 
     print(f"{frames} frame(s), {faces} face(s) at score >= {args.vis_threshold}; "
           f"results in {output}" + (f"; {failures} input(s) failed" if failures else ""))
     return 130 if interrupted else 1 if failures else 0
+
+
+def _write_crops(image, dets, source, names, size: int) -> None:
+    """One aligned crop per row of ``dets``: ``<stem>_<k>.jpg`` (k from 0, in score order)."""
+    import cv2
+
+    from ..align import align_faces
+
+    if len(dets) == 0:
+        return
+    for k, crop in enumerate(align_faces(image, dets, size)):
+        cv2.imwrite(str(names(source, f"_{k}.jpg")), crop)
 
 
 def _single_detector(args: argparse.Namespace, detector):

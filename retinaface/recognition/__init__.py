@@ -11,6 +11,11 @@ import torch until a torch-backed name (a network, a loss, ``preprocess``) is us
 * :mod:`~retinaface.recognition.data` -- folder-per-identity and RecordIO training sets, LFW
   ``pairs.txt`` and insightface ``.bin`` verification sets.
 * :mod:`~retinaface.recognition.synthetic` -- built-in synthetic identities.
+* :mod:`~retinaface.recognition.training` -- ``RecognitionConfig``, ``RecognitionTrainer``, embedder
+  checkpoints; :mod:`~retinaface.recognition.verification` -- the 10-fold protocol, TAR at FAR.
+* :mod:`~retinaface.recognition.analyzer` -- ``FaceAnalyzer`` (detect, align, embed);
+  :mod:`~retinaface.recognition.gallery` -- search; :mod:`~retinaface.recognition.export` -- ONNX.
+* :mod:`~retinaface.recognition.prioritize` -- channel-prioritised embedders (one checkpoint, three widths).
 """
 from __future__ import annotations
 
@@ -41,6 +46,18 @@ _NAMES: Dict[str, str] = {
     "RecordIOWriter": "recordio",
     "SyntheticIdentityPaths": "synthetic",
     "generate_synthetic_identities": "synthetic",
+    "Face": "analyzer",
+    "FaceAnalyzer": "analyzer",
+    "Gallery": "gallery",
+    "RecognitionConfig": "training",
+    "RecognitionTrainer": "training",
+    "load_embedder": "training",
+    "save_embedder": "training",
+    "OnnxEmbedder": "export",
+    "export_embedder_onnx": "export",
+    "AdaptiveEmbedder": "prioritize",
+    "RecognitionPrioritizeConfig": "prioritize",
+    "run_recognition_prioritization": "prioritize",
 }
 
 __all__ = sorted(_NAMES)
