@@ -119,3 +119,24 @@ def test_prioritized_embedder_runs_at_three_widths(faces, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(full(x), a)
     assert "| prioritised @0.5 |" in result.table()
+
+
+def test_prioritize_command_runs_the_recognition_experiment(faces, tmp_path, capsys):
+    # retinaface prioritize --task recognition maps its flags onto RecognitionPrioritizeConfig
+    import json
+
+    from retinaface.cli import prioritize as prioritize_cli
+
+    out = tmp_path / "prio"
+    code = prioritize_cli.main([
+        "--task", "recognition", "--output", str(out), "--pretrain-epochs", "1", "--finetune-epochs", "1",
+        "--widths", "1.0", "0.5", "--threshold", "0.5", "--no-baselines", "--data", str(faces.train),
+        "--val", str(faces.root), "--network-width", "0.25", "--head", "pool", "--embedding-size", "32",
+        "--batch-size", "4", "--workers", "0", "--max-steps-per-epoch", "1", "--lr", "0.05",
+        "--warmup-epochs", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| prioritised @0.5 |" in printed and "adaptive embedder:" in printed
+    assert (out / "adaptive.pth").is_file()
+    assert load_embedder(out / "adaptive.pth", width=0.5) is not None
+    assert prioritize_cli.main(["--task", "recognition", "--lambda-s", "-1"]) == 2
