@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return 0
     if summary.metrics:
         print(f"easy: {summary.metrics['easy']:.4f}  medium: {summary.metrics['medium']:.4f}  "
-              f"hard: {summary.metrics['hard']:.4f}")
+              f"hard: {summary.metrics['hard']:.4f}  (official protocol)")
     print(f"checkpoints: {summary.last_checkpoint} (last), {summary.best_checkpoint} (best)")
     from ..engine.report import write_sample_detection
 
