@@ -101,3 +101,13 @@ def fraction_below(layers: Sequence[PrioritizedBN], threshold: float) -> float:
         below = sum(int((layer.gamma.abs() < threshold).sum()) for layer in layers)
         total = sum(layer.size for layer in layers)
     return below / max(total, 1)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Multi-width fine-tuning's frozen batch norms: every batch norm to eval mode (running statistics used, not updated) with scales and shifts
+    excluded from the gradient."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)

@@ -17,7 +17,7 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, PrioritizedBN, fraction_below,
+from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, PrioritizedBN, fraction_below, freeze_batchnorm,
                                    init_monotonic_gamma, monotonicity_violations, prioritization_penalty,
                                    prioritized_bns)
 from ..adaptive.prune import DEFAULT_THRESHOLD
@@ -59,16 +59,6 @@ class PrioritizationHook(TrainHook):
         logger.info("epoch %d: %.1f%% of prioritised scales below %g, %.1f%% of neighbours out of order",
                     epoch, 100 * stats["below_threshold"], self.threshold,
                     100 * stats["monotonicity_violations"])
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Batch norms to eval mode (running statistics used, not updated) with scales and shifts
-    excluded from the gradient."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(False)
 
 
 @torch.no_grad()

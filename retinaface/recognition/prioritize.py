@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from ..adaptive.groups import ChannelGroup, find_channel_groups, is_batchnorm, is_depthwise, layer_segments, trace_graph
-from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, fraction_below, init_monotonic_gamma,
+from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, fraction_below, freeze_batchnorm,
+                                   init_monotonic_gamma,
                                    monotonicity_violations, prioritization_penalty, prioritized_bns)
 from ..adaptive.prune import DEFAULT_THRESHOLD, apply_channels, channel_importance, layer_shapes
 from ..adaptive.slim import (DEFAULT_WIDTHS, active_parameters, convert_to_switchable, keep_count,
@@ -203,15 +204,6 @@ class PrioritizeEmbedderHook(RecognitionHook):
     def after_epoch(self, trainer: RecognitionTrainer, epoch: int) -> None:
         self.stats.append({"epoch": epoch, "below_threshold": fraction_below(self.layers, self.threshold),
                            "monotonicity_violations": monotonicity_violations(self.layers)})
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Batch norms in eval mode with scales and shifts out of the gradient."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(False)
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..engine.config import check_field, default_workers, flag_name, option
 from ..engine.optim import OPTIMIZERS, SAM, SCHEDULES, build_optimizer, build_scheduler, sam_step
+from ..engine.state import rng_state, set_rng_state
 from ..fileio import atomic_torch_save, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -431,33 +432,6 @@ class RecognitionSummary:
     output: Path
 
 
-def _rng_state() -> Dict[str, Any]:
-    import random
-
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    _, py_internal, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": keys.tolist(),
-             "numpy_extra": [int(pos), int(has_gauss), float(cached)],
-             "python": list(py_internal), "python_gauss": py_gauss}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    import random
-
-    torch.set_rng_state(state["torch"])
-    np_state = np.random.get_state()
-    pos, has_gauss, cached = state["numpy_extra"]
-    np.random.set_state((np_state[0], np.asarray(state["numpy"], dtype=np.uint32), int(pos), int(has_gauss),
-                         float(cached)))
-    py_state = random.getstate()
-    random.setstate((py_state[0], tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
 
@@ -633,7 +607,7 @@ class RecognitionTrainer:
 
     def training_state(self) -> Dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "epoch": self.epoch, "step": self.step, "rng": _rng_state(),
+                 "epoch": self.epoch, "step": self.step, "rng": rng_state(),
                  "train_config": self.config.to_dict(), "history": self.history,
                  "best_metric": self.best_metric if math.isfinite(self.best_metric) else None,
                  "head": self.criterion.state_dict(), "classes": self.classes,
@@ -654,7 +628,7 @@ class RecognitionTrainer:
         self.history = list(state.get("history") or [])
         best = state.get("best_metric")
         self.best_metric = -math.inf if best is None else float(best)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def save_checkpoint(self, path: Path) -> None:
         save_embedder(self.raw_model, path, **self.training_state())
