@@ -7,7 +7,7 @@ the same recipe, measured side by side in one run.
 Data: synthetic WIDER-like JPEGs (1024 x 768, ~12 faces, benchmarks/bench_data.py), augmented in
 this process each step (no DataLoader workers, so "data" is the per-step CPU cost of producing a
 batch on one process). The split table times, per step, data / forward / matching / loss / backward
-/ optimiser (SGD, momentum 0.9, weight decay 5e-4), each synchronised on a GPU.
+/ optimizer (SGD, momentum 0.9, weight decay 5e-4), each synchronised on a GPU.
 
 The comparison runs, step by step in alternation from the same initial weights:
 
@@ -105,7 +105,7 @@ def split_steps(model, samples, size: int, steps: int, device: torch.device) -> 
         clock.lap("backward")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        clock.lap("optimiser")
+        clock.lap("optimizer")
     return {k: v / steps for k, v in clock.totals.items()}
 
 
@@ -172,8 +172,8 @@ def main() -> None:
         print("\n| phase | ms / step | share |\n|---|---|---|")
         for name, seconds in split.items():
             print(f"| {name} | {seconds * 1e3:.1f} | {seconds / total:.1%} |")
-        overhead = split["matching"] + split["loss"] + split["optimiser"]
-        print(f"| matching + loss + optimiser | {overhead * 1e3:.1f} | {overhead / total:.1%} |")
+        overhead = split["matching"] + split["loss"] + split["optimizer"]
+        print(f"| matching + loss + optimizer | {overhead * 1e3:.1f} | {overhead / total:.1%} |")
         print(f"| step | {total * 1e3:.1f} | {args.batch / total:.2f} images/s |")
         if args.skip_compare:
             return

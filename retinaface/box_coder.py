@@ -1,7 +1,7 @@
 """Box and landmark coding against priors: ``encode`` and ``decode`` are exact inverses.
 
 Priors are ``(cx, cy, w, h)``; boxes are corner form ``(x1, y1, x2, y2)``; landmarks are ``(..., 2k)``
-flat ``x, y`` pairs; all in the same (normalised) units. With variances ``(v0, v1)``:
+flat ``x, y`` pairs; all in the same (normalized) units. With variances ``(v0, v1)``:
 centre offset / (v0 * prior size), log(size / prior size) / v1; landmark offset / (v0 * prior size).
 Every function works on any leading batch shape that broadcasts against the priors.
 """

@@ -1,6 +1,6 @@
 """The interface facts of the toolkit, each stated once.
 
-Everything that two modules must agree on lives here: the input normalisation, the column layout of
+Everything that two modules must agree on lives here: the input normalization, the column layout of
 detections and training targets, the landmark order and its mirror image, the default and WIDER test
 thresholds, the WIDER FACE protocol names, image-name parsing and the data layout paths. This module
 imports nothing heavy (numpy only), so every layer may use it.
@@ -13,7 +13,7 @@ from typing import Tuple, Union
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
-# Input normalisation: images are read by OpenCV (BGR, uint8) and the model sees BGR minus this.
+# Input normalization: images are read by OpenCV (BGR, uint8) and the model sees BGR minus this.
 BGR_MEAN: Tuple[float, float, float] = (104.0, 117.0, 123.0)
 
 # Every backbone returns feature maps at these strides, one FPN level and one head each.
@@ -44,7 +44,7 @@ DET_BOX = slice(0, 4)
 DET_SCORE = 4
 DET_LANDMARKS = slice(5, 15)
 
-# Training targets: (K, 15) float32, x1 y1 x2 y2 (normalised to 0..1), 5 (x, y) landmarks, then the
+# Training targets: (K, 15) float32, x1 y1 x2 y2 (normalized to 0..1), 5 (x, y) landmarks, then the
 # label: 1 for a face with landmarks, -1 for a face without (landmark loss skipped).
 TARGET_COLUMNS = 15
 TARGET_BOX = slice(0, 4)

@@ -24,7 +24,7 @@ Per image, in the reference's order:
    their face's label (1: face with landmarks, -1: face without landmarks) and its encoded box and
    landmarks.
 
-Target rows are ``x1 y1 x2 y2, 5 x (x, y) landmarks, label`` (15 columns, normalised coordinates).
+Target rows are ``x1 y1 x2 y2, 5 x (x, y) landmarks, label`` (15 columns, normalized coordinates).
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = 0.35,
 
     Args:
         targets: list of ``(K_i, 15)`` tensors, or a padded ``(B, K, 15)`` tensor (padding label 0).
-        priors: ``(P, 4)`` priors ``(cx, cy, w, h)``, normalised; the result lives on their device.
+        priors: ``(P, 4)`` priors ``(cx, cy, w, h)``, normalized; the result lives on their device.
         valid: optional ``(B, K)`` mask for a padded ``targets`` tensor (overrides the label rule).
         reference_forcing: reproduce the reference's forcing loop over all faces (see module doc).
         chunk_elements: cap on ``B * faces * P`` per IoU block. Batches beyond it are processed in

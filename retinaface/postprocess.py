@@ -81,7 +81,7 @@ class PostProcessor:
                  input_size: Sequence[int], scale: Scale = 1.0) -> torch.Tensor:
         """Detections ``(N, 15)`` of one image from ``loc (P, 4)``, ``conf (P, 2)``, ``landms (P, 10)``.
 
-        ``priors`` are the normalised ``(P, 4)`` priors of the network input ``input_size``
+        ``priors`` are the normalized ``(P, 4)`` priors of the network input ``input_size``
         ``(height, width)``. Coordinates are divided by ``scale`` (the transform's resize factor)
         before NMS, as the reference does, so they come out in the original image's pixels. Rows
         are sorted by decreasing score.
@@ -126,7 +126,7 @@ class DecodedRetinaFace(nn.Module):
 
     Outputs ``boxes (B, P, 4)``, ``scores (B, P)``, ``landmarks (B, P, 10)`` for an input
     ``(B, 3, H, W)``; no threshold and no NMS (those stay outside an exported graph). Decoding in
-    pixel units is the normalised decoding of :class:`BoxCoder` scaled by the input size (the coding
+    pixel units is the normalized decoding of :class:`BoxCoder` scaled by the input size (the coding
     is linear in the prior's units), without dividing by H and W and multiplying back.
     """
 

@@ -2,10 +2,10 @@
 
 For every feature stride ``s`` with its list of square anchor sizes, an ``H x W`` input has a
 ``ceil(H/s) x ceil(W/s)`` grid; priors run level by level, rows top to bottom, columns left to right,
-then anchor size, each ``(cx, cy, w, h)`` normalised by the input width and height (no clipping).
+then anchor size, each ``(cx, cy, w, h)`` normalized by the input width and height (no clipping).
 This is the order of the reference implementation and of the model's head outputs.
 
-Two builders of the same layout: :func:`generate_priors` (normalised, cached by
+Two builders of the same layout: :func:`generate_priors` (normalized, cached by
 :class:`PriorGenerator`, used by training and the Detector) and :func:`pixel_priors` (pixel units,
 built only from ops that tracing records with the input's size as a variable, used by the exported
 decoding graph).

@@ -31,6 +31,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .conventions import VAL_GROUND_TRUTH
+
 PathLike = Union[str, Path]
 
 QUANT_METHODS: Tuple[str, ...] = ("minmax", "entropy", "percentile")
@@ -387,7 +389,7 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
         from .data.synthetic import generate_synthetic_widerface
 
         generate_synthetic_widerface(root)
-    gt_dir = root / "val" / "ground_truth"
+    gt_dir = root / VAL_GROUND_TRUTH
     if not gt_dir.is_dir():
         raise QuantizationError(f"{root}: no val/ground_truth folder (a WIDER-layout val split is needed)")
     gt = open_ground_truth(gt_dir)

@@ -266,7 +266,7 @@ def test_training_at_low_width_updates_only_kept_weights_and_refreshes_cache(pru
     assert grad[:math.ceil(n / 2)].abs().sum() > 0 and grad[math.ceil(n / 2):].abs().sum() == 0
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(0.9)  # an optimiser step changes the weights in place
+            p.mul_(0.9)  # an optimizer step changes the weights in place
     assert not torch.allclose(outputs(model, x)[0], cached[0])  # stale slices are not reused
     with pytest.raises(ValueError):
         set_width(create_model("mobilenet0.25"), 0.5)

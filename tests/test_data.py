@@ -304,7 +304,7 @@ def test_random_crop_keeps_faces_with_centre_inside():
     assert res.roi is None and res.image is image
 
 
-def test_failed_crop_pads_with_mean_and_normalises_by_long_side():
+def test_failed_crop_pads_with_mean_and_normalizes_by_long_side():
     image = np.full((100, 300, 3), 200, np.uint8)
     boxes = np.array([[10, 10, 260, 90]], np.float32)          # wider than any square crop
     landmarks = np.array([[50, 40, 100, 40, 75, 60, 60, 80, 90, 80]], np.float32)
@@ -386,7 +386,7 @@ def test_synthetic_deterministic_and_skips_regeneration(synthetic_root, tmp_path
 
 
 def test_synthetic_layouts_parse_back(synthetic_root):
-    from retinaface.evaluation.ground_truth import load_ground_truth
+    from retinaface.formats.ground_truth import load_ground_truth
 
     train, stats = load_training_annotations(synthetic_root)
     assert len(train) == 10 and stats.num_faces > 10 and stats.num_dropped_empty == 0

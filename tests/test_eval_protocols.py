@@ -33,7 +33,7 @@ MINIMAL = {
                                                  [[2, 0, 9, 9, 0.9], FAR + [0.1]], 0.0, 1.0),
     "first face instead of the best": ([[0, 0, 9, 9], [2, 0, 9, 9]], [1, 2],
                                        [[2, 0, 9, 9, 0.9], [0, 0, 9, 9, 0.8]], 0.5, 1.0),
-    # a far-away box at a lower score keeps the normalisation defined (one score alone is 0 / 0)
+    # a far-away box at a lower score keeps the normalization defined (one score alone is 0 / 0)
     "rounded corner and union": ([[0, 0, 9, 9]], [1], [[3.5, 0, 8, 9, 0.9], FAR + [0.1]], 0.0, 1.0),
     "sorted on reading": ([[0, 0, 9, 9]], [1], [FAR + [0.2], [0, 0, 9, 9, 0.9]], 1.0, 0.5),
 }
@@ -52,7 +52,7 @@ def test_spec_minimal_cases(case):
             assert ref[s] == pytest.approx(want, abs=1e-12), (protocol, s)
 
 
-def test_normalisation_differs_for_raw_logits_and_negative_scores():
+def test_normalization_differs_for_raw_logits_and_negative_scores():
     gt = one_image([[0, 0, 9, 9], [100, 0, 9, 9]], [1, 2])
     # Equal raw logits: the port's lo = min(1, 2) = 1 maps them to 1, every threshold passes; the
     # official min-max divides 0 by 0, no threshold passes.

@@ -269,7 +269,7 @@ def test_perfect_predictions_give_one():
 
 
 def test_equal_scores_give_zero_like_the_reference():
-    # All scores equal: normalisation divides 0 by 0, no detection passes any threshold.
+    # All scores equal: normalization divides 0 by 0, no detection passes any threshold.
     gt = one_image_gt(FACES)
     result = assert_same_as_reference({("0--Test", "img"): np.c_[FACES, np.ones(4)]}, gt)
     assert result.as_dict() == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
@@ -283,7 +283,7 @@ def test_shifted_boxes_give_zero():
 
 
 def test_duplicates_are_false_positives():
-    # Scores 1, 0.5, 0 normalise to themselves. Thresholds above 0.5: 1 proposal, 1 of 2 faces
+    # Scores 1, 0.5, 0 normalize to themselves. Thresholds above 0.5: 1 proposal, 1 of 2 faces
     # (P 1, R .5); down to 0: the duplicate adds a false proposal (P .5, R .5); at 0: P 2/3, R 1.
     # AP = 0.5 * 1 + 0.5 * 2/3 = 5/6.
     dets = np.array([FACES[0] + [1.0], FACES[0] + [0.5], FACES[1] + [0.0]], float)

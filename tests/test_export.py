@@ -150,7 +150,7 @@ def test_pixel_priors_match_generate_priors(size):
 
 
 def decode_in_pytorch(model, x):
-    """The reference: raw outputs decoded against normalised priors, scaled to pixels."""
+    """The reference: raw outputs decoded against normalized priors, scaled to pixels."""
     with torch.no_grad():
         loc, conf, landms = model(x)
     height, width = x.shape[-2:]
@@ -316,7 +316,7 @@ def test_fuse_needs_eval_mode_and_returns_self(model):
 
 
 class _NotConsecutive(nn.Module):
-    """conv/bn attributes in order, but the BN normalises the input and the conv output is reused."""
+    """conv/bn attributes in order, but the BN normalizes the input and the conv output is reused."""
 
     def __init__(self) -> None:
         super().__init__()

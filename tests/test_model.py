@@ -48,3 +48,17 @@ def test_unknown_backbone_is_a_clear_error():
 def test_timm_model_without_stride_32_is_rejected():
     with pytest.raises(BackboneError, match="no features at stride"):
         create_model("timm:resnet18", backbone_kwargs={"output_stride": 16})
+
+
+def test_model_config_refuses_levels_the_backbones_cannot_feed():
+    from retinaface.config import ModelConfig
+
+    with pytest.raises(ValueError, match=r"4 levels.*3 feature maps \(strides \(8, 16, 32\)\)"):
+        ModelConfig(steps=(8, 16, 32, 64), min_sizes=((16,), (32,), (64,), (128,)))
+    with pytest.raises(ValueError, match="num_classes must be 2"):
+        ModelConfig(num_classes=3)
+
+
+def test_steps_that_disagree_with_the_backbone_are_refused_naming_both():
+    with pytest.raises(ValueError, match=r"steps \(8, 16, 64\).*mobilenet0.25's feature strides \(8, 16, 32\)"):
+        create_model("mobilenet0.25", steps=(8, 16, 64))

@@ -1,4 +1,4 @@
-"""Optimisers, the SAM wrapper (plain, AMP, resume) and the learning-rate schedules."""
+"""Optimizers, the SAM wrapper (plain, AMP, resume) and the learning-rate schedules."""
 from __future__ import annotations
 
 import io

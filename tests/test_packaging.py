@@ -55,7 +55,7 @@ def test_installed_command_unknown_subcommand_is_one_line(installed, tmp_path):
 
 @pytest.mark.skipif(not GT_DIR.is_dir(), reason="needs ../shared/widerface/ground_truth")
 def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
-    # one perfect prediction file per val image (scores must differ: the official normalisation
+    # one perfect prediction file per val image (scores must differ: the official normalization
     # divides by max - min), read by the installed copy
     import scipy.io
 

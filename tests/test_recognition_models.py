@@ -71,7 +71,7 @@ def test_embedding_shape_and_config_round_trip(name, kwargs):
     with torch.no_grad():
         y = model(x)
     assert y.shape == (3, 64) and torch.isfinite(y).all()
-    assert not torch.allclose(y.norm(dim=1), torch.ones(3))  # not normalised: the caller decides
+    assert not torch.allclose(y.norm(dim=1), torch.ones(3))  # not normalized: the caller decides
     # a checkpoint of config dict + state dict loads with weights_only=True and rebuilds the same net
     buffer = io.BytesIO()
     torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, buffer)

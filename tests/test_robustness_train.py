@@ -125,9 +125,9 @@ def test_boxes_overhanging_the_border_slightly_are_accepted(tmp_path):
     assert stats.num_faces == 2
 
 
-def test_labels_normalised_to_0_1_are_refused(tmp_path):
+def test_labels_normalized_to_0_1_are_refused(tmp_path):
     root = make_data(tmp_path, "0.1 0.2 0.3 0.25\n0.5 0.5 0.2 0.2")
-    with pytest.raises(ValueError, match="normalised to 0..1"):
+    with pytest.raises(ValueError, match="normalized to 0..1"):
         load_training_annotations(root)
 
 

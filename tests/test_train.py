@@ -62,7 +62,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(tiny_synthetic, tmp
 
 
 class PoisonStep(TrainHook):
-    """Makes the loss NaN from optimiser step ``step`` on."""
+    """Makes the loss NaN from optimizer step ``step`` on."""
 
     def __init__(self, step: int) -> None:
         self.step = step
@@ -82,7 +82,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tin
 
 
 class NanGradientAtStep(TrainHook):
-    """A finite loss term (0) whose gradient is NaN (sqrt at 0), at optimiser step ``step`` only."""
+    """A finite loss term (0) whose gradient is NaN (sqrt at 0), at optimizer step ``step`` only."""
 
     def __init__(self, step: int) -> None:
         self.step = step

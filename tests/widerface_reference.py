@@ -108,7 +108,7 @@ def reference_image_eval(pred, faces, counted, iou_threshold):
 
 
 def reference_last_positions(scores, num_thresholds):
-    """Per threshold t (thr = 1 - (t + 1) / T), the last position in file order whose normalised
+    """Per threshold t (thr = 1 - (t + 1) / T), the last position in file order whose normalized
     score is at least thr, or None. (Independent of the setting, so computed once per image.)"""
     last = []
     for t in range(num_thresholds):
@@ -148,7 +148,7 @@ def reference_evaluate(preds, events, images, boxes, keep, iou_threshold=0.5, nu
     ``preds``: {(event, image): (N, >=5) x y w h score}; a missing image has no detections.
     ``boxes[e][i]``: (K, 4) x y w h; ``keep[setting][e][i]``: 1-based indices of counted faces.
     """
-    # 1. Global score normalisation over all detections of all images.
+    # 1. Global score normalization over all detections of all images.
     preds = {k: np.array(v, dtype=np.float64).reshape(-1, np.shape(v)[1] if np.ndim(v) == 2 else 5)[:, :5]
              for k, v in preds.items()}
     lo, hi = 1.0, 0.0

@@ -41,7 +41,7 @@ ADAPTIVE_FORMAT = 1
 # a kept-channel selection: None = all, int k = the first k, tensor = these indices (sorted)
 Selection = Union[None, int, Tensor]
 
-# optimiser steps taken in this process. Some optimisers (AdamP, SGDP, AdaBound) write through
+# optimizer steps taken in this process. Some optimizers (AdamP, SGDP, AdaBound) write through
 # ``p.data``, which leaves the parameter's version counter alone, so the weight cache also checks this.
 _optimizer_steps = 0
 
@@ -112,7 +112,7 @@ class _Switchable:
 
     def _cached(self, tensors: Sequence[Optional[Tensor]], make) -> Tuple[Optional[Tensor], ...]:
         """``make()`` (the sliced tensors), cached per width while no gradient is recorded; entries
-        are refreshed when a weight changes in place (its version counter) or an optimiser steps."""
+        are refreshed when a weight changes in place (its version counter) or an optimizer steps."""
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return make()
         key = (self.width, torch.is_inference_mode_enabled())
@@ -160,7 +160,7 @@ class SlimConv2d(_Switchable, nn.Conv2d):
 
 
 class SlimBatchNorm2d(_Switchable, nn.BatchNorm2d):
-    """A BatchNorm2d normalising the kept channels with their own scales and statistics.
+    """A BatchNorm2d normalizing the kept channels with their own scales and statistics.
 
     Running statistics are shared by all widths (fine-tuning keeps batch norms frozen). In training
     mode at a lower width they are updated through views when the kept channels are a prefix.

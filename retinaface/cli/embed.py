@@ -3,7 +3,7 @@
 Writes into ``--output`` (a folder that already holds files gets a numbered sibling, so nothing is
 overwritten): ``embeddings.jsonl``, one line per image or video frame with its faces (box, score,
 landmarks, and the rows of their embeddings), and ``<input stem>.npy`` per input, the ``(N, D)``
-float32 L2-normalised embeddings of its faces in the order of the JSON lines. ``--crops`` also
+float32 L2-normalized embeddings of its faces in the order of the JSON lines. ``--crops`` also
 writes the aligned crops. Every file is written atomically.
 """
 from __future__ import annotations

@@ -225,7 +225,7 @@ def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, has_land
     return cv2.flip(image, 1), boxes, landmarks
 
 
-def normalise_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
+def normalize_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
     """uint8 HxWx3 -> (3, H, W) float32 minus ``mean``."""
     mean = np.asarray(mean, dtype=np.float32)
     # Plane by plane straight into CHW: several times faster than float HWC then a transposed copy.
@@ -235,9 +235,9 @@ def normalise_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
     return out
 
 
-def resize_normalise(image: np.ndarray, size: int, interpolation: int, mean: Sequence[float]) -> np.ndarray:
+def resize_normalize(image: np.ndarray, size: int, interpolation: int, mean: Sequence[float]) -> np.ndarray:
     """Step 5 (image part): resize to ``size x size``, subtract ``mean``, HWC -> CHW float32."""
-    return normalise_chw(cv2.resize(image, (size, size), interpolation=interpolation), mean)
+    return normalize_chw(cv2.resize(image, (size, size), interpolation=interpolation), mean)
 
 
 def make_targets(boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.ndarray,
@@ -339,7 +339,7 @@ class TrainTransform:
             image = pad_to_square(image, self.rgb_mean)
         if plan.flip:
             image = cv2.flip(image, 1)
-        return resize_normalise(image, self.image_size, plan.interpolation, self.rgb_mean)
+        return resize_normalize(image, self.image_size, plan.interpolation, self.rgb_mean)
 
     def render_reduced(self, image: np.ndarray, factor: int, height: int, width: int,
                        plan: SamplePlan) -> np.ndarray:
@@ -386,7 +386,7 @@ class TrainTransform:
                                  borderMode=cv2.BORDER_REPLICATE)
         if plan.flip:
             out = cv2.flip(out, 1)
-        return normalise_chw(out, self.rgb_mean)
+        return normalize_chw(out, self.rgb_mean)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -447,7 +447,7 @@ class ValTransform:
         boxes, landmarks, has_lm = _split_inputs(boxes, landmarks, labels)
         image = pad_to_square(image, self.rgb_mean)
         side = image.shape[0]
-        chw = resize_normalise(image, self.image_size, cv2.INTER_LINEAR, self.rgb_mean)
+        chw = resize_normalize(image, self.image_size, cv2.INTER_LINEAR, self.rgb_mean)
         return chw, make_targets(boxes, landmarks, has_lm, side, side)
 
     def __repr__(self) -> str:

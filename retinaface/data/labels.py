@@ -390,7 +390,7 @@ def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bo
     ``decode``: its size is read from the header and it decodes (JPEGs at 1/8 size, fast; images
     that start like a JPEG or PNG but are truncated or garbage are found here); ``check_boxes``
     (needs ``decode``; :class:`ImageAnnotation` items): every face box lies inside its image up to
-    a small margin, else ``ValueError("label_file:line: ...")`` -- boxes normalised to 0..1 or
+    a small margin, else ``ValueError("label_file:line: ...")`` -- boxes normalized to 0..1 or
     shifted off the image would otherwise train on nothing.
 
     Returns ``(annotations, 0)`` when all images are fine. Otherwise raises ``FileNotFoundError``
@@ -431,14 +431,14 @@ def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bo
 
 def check_box_scale(annotations: Sequence[ImageAnnotation], source: str) -> None:
     """Refuse labels whose boxes are all at most 2 pixels wide and high: such a set was written in
-    normalised (0..1) coordinates, and no prior would ever match one of its faces."""
+    normalized (0..1) coordinates, and no prior would ever match one of its faces."""
     sizes = [a.boxes[:, 2:] - a.boxes[:, :2] for a in annotations if a.num_faces]
     if not sizes:
         return
     largest = float(np.concatenate(sizes).max())
     if largest <= 2.0:
         raise ValueError(f"{source}: every face box is at most {largest:g} pixels wide and high; the labels "
-                         f"look normalised to 0..1, but training needs pixel coordinates")
+                         f"look normalized to 0..1, but training needs pixel coordinates")
 
 
 # ---------------------------------------------------------------------------- data roots

@@ -3,7 +3,7 @@ and channel prioritisation's training stages.
 
 * :mod:`.config` -- :class:`TrainConfig`, every option once, and the flags made from it;
 * :mod:`.trainer` -- :class:`Trainer` (the loop) and :class:`TrainHook`;
-* :mod:`.builders` -- data, model with DDP, optimisation; :mod:`.state` -- RNG, checkpoint
+* :mod:`.builders` -- data, model with DDP, optimization; :mod:`.state` -- RNG, checkpoint
   policy, run folders, resume;
 * :mod:`.optim` -- optimizers, SAM, schedules, the reference recipes;
 * :mod:`.prioritize` / :mod:`.adaptive_hooks` -- the three stages of channel prioritisation.

@@ -1,5 +1,5 @@
 """What a training run is built from, each a function of the config: the data (:func:`build_data`),
-the model and its DDP wrapper (:func:`build_model_for_training`) and the optimisation
+the model and its DDP wrapper (:func:`build_model_for_training`) and the optimization
 (:func:`build_optimization`: optimizer, SAM, schedule, AMP type and loss scaler, loss, priors).
 
 The :class:`~retinaface.engine.trainer.Trainer` calls them in that order; they hold no loop state.
@@ -126,7 +126,7 @@ def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.dev
     return model, model
 
 
-# --------------------------------------------------------------------------- optimisation
+# --------------------------------------------------------------------------- optimization
 @dataclasses.dataclass
 class Optimization:
     """Optimizer (SAM-wrapped when asked), per-step scheduler, autocast type (None: float32),

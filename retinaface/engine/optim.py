@@ -1,10 +1,10 @@
-"""Optimisers, Sharpness-Aware Minimization and learning-rate schedules for training.
+"""Optimizers, Sharpness-Aware Minimization and learning-rate schedules for training.
 
-This module owns how parameters are updated: which optimiser a name means (``build_optimizer``),
+This module owns how parameters are updated: which optimizer a name means (``build_optimizer``),
 the SAM wrapper and the exact order of its two passes with AMP and DDP (``SAM``, ``sam_step``),
 per-iteration schedules (``build_scheduler``) and the reference recipes (``REFERENCE_RECIPES``).
 
-Optimisers come from their libraries: ``torch.optim`` (SGD, AdamW), ``adabound`` (AdaBound, L2 weight
+Optimizers come from their libraries: ``torch.optim`` (SGD, AdamW), ``adabound`` (AdaBound, L2 weight
 decay added to the gradient), ``pytorch_optimizer`` (AdaBoundW: its ``AdaBound`` with
 ``weight_decouple=True``, decay ``p *= 1 - lr * wd`` applied to the weights, AdamW style; pass
 ``fixed_decay=True`` for the original AdaBoundW's ``p *= 1 - wd``) and ``adamp`` (SGDP, AdamP).
@@ -65,11 +65,11 @@ def reference_recipe(backbone: str) -> Dict[str, Any]:
 
 def parameter_groups(params_or_model: ParamsOrModel, weight_decay: float,
                      no_decay_bn_bias: bool = False) -> List[Dict[str, Any]]:
-    """Parameter groups for an optimiser.
+    """Parameter groups for an optimizer.
 
     All parameters are included, frozen ones too (they are skipped while they have no gradient, and
     are trained if unfrozen later), as the reference does. With ``no_decay_bn_bias`` the 0-d and 1-d
-    tensors (biases, normalisation scales and shifts) get weight decay 0. Ready-made groups (dicts)
+    tensors (biases, normalization scales and shifts) get weight decay 0. Ready-made groups (dicts)
     are passed through untouched.
     """
     if isinstance(params_or_model, nn.Module):
@@ -89,10 +89,10 @@ def parameter_groups(params_or_model: ParamsOrModel, weight_decay: float,
 
 def build_optimizer(name: str, params_or_model: ParamsOrModel, lr: float, momentum: float = 0.9,
                     weight_decay: float = 5e-4, *, no_decay_bn_bias: bool = False, **kw: Any) -> Optimizer:
-    """The optimiser ``name`` (one of ``OPTIMIZERS``) over a model's or an iterable's parameters.
+    """The optimizer ``name`` (one of ``OPTIMIZERS``) over a model's or an iterable's parameters.
 
-    ``momentum`` is used by sgd and sgdp; the adaptive optimisers take ``betas`` through ``kw``.
-    Other ``kw`` go to the optimiser's constructor (e.g. ``nesterov``, ``final_lr``, ``gamma``,
+    ``momentum`` is used by sgd and sgdp; the adaptive optimizers take ``betas`` through ``kw``.
+    Other ``kw`` go to the optimizer's constructor (e.g. ``nesterov``, ``final_lr``, ``gamma``,
     ``amsbound``, ``fixed_decay``).
     """
     key = name.lower()
@@ -120,15 +120,15 @@ def build_optimizer(name: str, params_or_model: ParamsOrModel, lr: float, moment
 
 
 class SAM(Optimizer):
-    """Sharpness-Aware Minimization around an existing optimiser (Foret et al. 2021; ASAM with
+    """Sharpness-Aware Minimization around an existing optimizer (Foret et al. 2021; ASAM with
     ``adaptive=True``, Kwon et al. 2021).
 
     ``first_step`` moves the weights to ``w + rho * g / ||g||`` (adaptive: ``w + rho * T^2 g / ||T g||``
     with ``T = |w|``), the norm taken over all parameters with a gradient; ``restore`` puts the saved
-    weights back; ``second_step`` restores and runs the base optimiser's step with the gradients
-    computed at the perturbed weights. ``param_groups`` and ``state`` are the base optimiser's own
+    weights back; ``second_step`` restores and runs the base optimizer's step with the gradients
+    computed at the perturbed weights. ``param_groups`` and ``state`` are the base optimizer's own
     objects, so LR schedulers, ``zero_grad`` and GradScaler work on the wrapper; ``state_dict`` holds
-    the base optimiser's state dict (a plain base state dict also loads). See the module docstring
+    the base optimizer's state dict (a plain base state dict also loads). See the module docstring
     and ``sam_step`` for the order of calls with AMP and DDP.
     """
 
@@ -196,7 +196,7 @@ class SAM(Optimizer):
         self._backup.clear()
 
     def second_step(self, zero_grad: bool = False) -> None:
-        """Restore the weights, then update them with the base optimiser and the current gradients."""
+        """Restore the weights, then update them with the base optimizer and the current gradients."""
         self.step()
         if zero_grad:
             self.zero_grad()
@@ -235,7 +235,7 @@ class SAM(Optimizer):
 
 @contextlib.contextmanager
 def frozen_bn_stats(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Batch norms keep normalising with batch statistics but do not update their running ones
+    """Batch norms keep normalizing with batch statistics but do not update their running ones
     (SAM's second forward pass runs at perturbed weights, not a real step)."""
     saved = []
     if enabled:
@@ -337,7 +337,7 @@ class ScheduleFactor:
 def build_scheduler(optimizer: Optimizer, name: str = "step", epochs: int = 250, steps_per_epoch: int = 1,
                     decay_epochs: Sequence[int] = (190, 220), gamma: float = 0.1,
                     warmup_epochs: float = 0, min_lr: float = 0.0) -> LambdaLR:
-    """A per-iteration schedule (call ``scheduler.step()`` after every optimiser step).
+    """A per-iteration schedule (call ``scheduler.step()`` after every optimizer step).
 
     ``step``: lr x ``gamma`` at each of ``decay_epochs`` (never below ``min_lr``); ``cosine``: from the
     base lr down to ``min_lr`` at iteration ``epochs * steps_per_epoch``, after the warm-up.

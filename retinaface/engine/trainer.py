@@ -3,7 +3,7 @@
 Trains RetinaFace the way the reference recipe does (options left unset take the reference defaults
 of the backbone, see ``retinaface.engine.optim.REFERENCE_RECIPES``), on a CPU, one GPU, or many
 through torchrun. What the loop is built from lives in :mod:`.builders` (data, model with DDP,
-optimisation), what it carries across restarts in :mod:`.state` (RNG, checkpoint policy, run
+optimization), what it carries across restarts in :mod:`.state` (RNG, checkpoint policy, run
 folders, resume) and its options in :mod:`.config`. Behaviour that other features need to change
 is reached through :class:`TrainHook` (extra loss terms, a replacement loss, per-step and
 per-epoch callbacks) rather than by editing the loop.
@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..conventions import VAL_GROUND_TRUTH
 from ..checkpoint import save_model
 from ..fileio import atomic_write
 from ..loss import LossOutput
@@ -68,7 +69,7 @@ class TrainHook:
     attributes (``raw_model``, ``criterion``, ``priors``, ``optimizer``, ``epoch``, ``step``, ...)."""
 
     def on_train_start(self, trainer: "Trainer") -> None:
-        """After the model, optimiser and data are built (and a resume is loaded)."""
+        """After the model, optimizer and data are built (and a resume is loaded)."""
 
     def compute_loss(self, trainer: "Trainer", model: nn.Module, images: torch.Tensor,
                      targets: List[torch.Tensor]) -> Optional[LossOutput]:
@@ -80,7 +81,7 @@ class TrainHook:
         return None
 
     def after_step(self, trainer: "Trainer") -> None:
-        """After each optimiser step."""
+        """After each optimizer step."""
 
     def after_epoch(self, trainer: "Trainer", epoch: int) -> None:
         """After each epoch's checkpoint is written."""
@@ -116,7 +117,7 @@ class Trainer:
                                        self.config.decay_epochs)
         # loop state: what a checkpoint saves and a resume restores
         self.epoch = 0  # epochs completed
-        self.step = 0   # optimiser steps taken
+        self.step = 0   # optimizer steps taken
         self.history: List[Dict[str, float]] = []
         self.best_metric = -math.inf
         # built by setup()
@@ -150,7 +151,7 @@ class Trainer:
             raise ValueError(describe_conflict(*conflicts[0], self.config.resume))
 
     def setup(self) -> None:
-        """Device and process group, seeds, the resumed state, data, model and optimisation."""
+        """Device and process group, seeds, the resumed state, data, model and optimization."""
         cfg = self.config
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
@@ -245,7 +246,7 @@ class Trainer:
                 f"gradients); stopped without saving: the last good checkpoint in {self.output} is intact. "
                 f"Try a lower --lr, --grad-clip, or --amp-dtype bf16")
 
-    def _optimiser_step(self, images: torch.Tensor, targets: List[torch.Tensor]) -> LossOutput:
+    def _optimizer_step(self, images: torch.Tensor, targets: List[torch.Tensor]) -> LossOutput:
         cfg = self.config
         if isinstance(self.optimizer, SAM):
             def closure():
@@ -293,7 +294,7 @@ class Trainer:
             data_wait += time.perf_counter() - fetch
             faces += sum(len(t) for t in targets)
             images, targets = self._to_device(images, targets)
-            output = self._optimiser_step(images, targets)
+            output = self._optimizer_step(images, targets)
             self.scheduler.step()
             self.step += 1
             parts = torch.stack([output.total.detach(), output.box.detach(), output.cls.detach(),
@@ -341,7 +342,7 @@ class Trainer:
             return {}
         from ..evaluation.predict import evaluate_model
 
-        gt_dir = self.config.gt or (self.data_root / "val" / "ground_truth")
+        gt_dir = self.config.gt or (self.data_root / VAL_GROUND_TRUTH)
         result = evaluate_model(self.raw_model.eval(), self.data_root, gt_dir,
                                 workers=min(self.config.workers, 2), progress=self.config.progress)
         self.raw_model.train()

@@ -4,12 +4,12 @@ arithmetic (the default) and the widely used Python port's (``widerface_evaluate
 :func:`evaluate` reproduces each program to 1e-6 AP on any prediction folder, as
 ``shared/specs/widerface_eval.md`` describes them step by step. Where they differ:
 
-* ``official``: boxes sorted by score (stable) per image right after reading; scores normalised
+* ``official``: boxes sorted by score (stable) per image right after reading; scores normalized
   in single precision from the float32 min and max (running max starts at ``realmin('single')``,
   running min at ``realmax('single')``); IoU computed with the int32 arithmetic of MATLAB (the
   ground-truth boxes are int32: rounded intersection corners and union, IoU rounded to 0 or 1),
   so a detection matches the *first* face whose rounded IoU reaches the threshold;
-* ``python-port``: file order kept; double-precision normalisation with lo = min(1, min score)
+* ``python-port``: file order kept; double-precision normalization with lo = min(1, min score)
   and hi = max(0, max score); float IoU, a detection matches its *best* face.
 
 Papers compare against the official program; Pytorch_Retinaface's published numbers come from the
@@ -311,7 +311,7 @@ def _match(det_cols: tuple, det_img: np.ndarray, face_cols: tuple, face_img: np.
 
 
 def _passing_counts(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """For each normalised score, how many thresholds are <= it (NaN passes none). Equal to a
+    """For each normalized score, how many thresholds are <= it (NaN passes none). Equal to a
     searchsorted on the thresholds, but a direct guess from the formula plus exact corrections."""
     T = len(thr)
     # thr_t <= s  <=>  t >= first(s); guess first(s) from thr_t = 1 - (t + 1) / T, then fix it
@@ -368,8 +368,8 @@ def _official_order(scores: np.ndarray, det_img: np.ndarray) -> Optional[np.ndar
     return perm
 
 
-def _normalise(scores: np.ndarray, official: bool) -> np.ndarray:
-    """Global score normalisation over every detection of every image (step 1 of the spec)."""
+def _normalize(scores: np.ndarray, official: bool) -> np.ndarray:
+    """Global score normalization over every detection of every image (step 1 of the spec)."""
     if scores.size == 0:
         return scores
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -428,7 +428,7 @@ def evaluate(predictions: Union[Predictions, PathLike], gt: Union[WiderGroundTru
         perm = _official_order(det_cols[4], det_img)
         if perm is not None:
             det_cols = tuple(c[perm] for c in det_cols)
-    norm = _normalise(det_cols[4], official)
+    norm = _normalize(det_cols[4], official)
 
     # 2. Only images with faces and detections take part further.
     active = (flat.n_faces > 0) & (flat.n_dets > 0)

@@ -2,7 +2,7 @@
 
 ``FaceAnalyzer(detector, embedder).analyze(image)`` returns one :class:`Face` per detection above
 ``min_score``: its box, score and five landmarks (image pixels, the detector's layout), the aligned
-``112 x 112`` BGR crop and the L2-normalised embedding. :meth:`FaceAnalyzer.analyze_batch` runs the
+``112 x 112`` BGR crop and the L2-normalized embedding. :meth:`FaceAnalyzer.analyze_batch` runs the
 detector over several images per forward pass and the embedder over all their faces at once (one
 batched forward for many faces is several times cheaper than one call per face on a CPU:
 ``benchmarks/bench_recognition.py``).
@@ -43,7 +43,7 @@ class FaceAnalyzer:
     ``embedder`` maps ``(B, 3, 112, 112)`` network input (:func:`retinaface.recognition.preprocess`
     of the crops) to ``(B, D)`` embeddings; it is put in eval mode. ``min_score`` drops weaker
     detections (default: the display threshold, 0.5), ``embed_batch_size`` bounds one embedder
-    forward pass, ``flip`` adds the mirrored crop's embedding before normalising.
+    forward pass, ``flip`` adds the mirrored crop's embedding before normalizing.
     """
 
     def __init__(self, detector: Any, embedder: nn.Module, min_score: float = DISPLAY_THRESHOLD,
@@ -90,7 +90,7 @@ class FaceAnalyzer:
 
     @torch.inference_mode()
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 ``(N, D)`` embeddings of aligned BGR uint8 crops ``(N, S, S, 3)``,
+        """L2-normalized float32 ``(N, D)`` embeddings of aligned BGR uint8 crops ``(N, S, S, 3)``,
         ``embed_batch_size`` crops per forward pass."""
         from .transforms import preprocess
 

@@ -1,11 +1,11 @@
 """ONNX export of embedding networks, with a parity check on ONNX Runtime.
 
 :func:`export_embedder_onnx` writes the network (input ``"input"`` ``(B, 3, H, W)`` float32,
-:func:`~retinaface.recognition.preprocess`'s normalisation, output ``"embedding"`` ``(B, D)``,
-*not* normalised, as the PyTorch model) atomically, with the embedder config and width as ONNX
+:func:`~retinaface.recognition.preprocess`'s normalization, output ``"embedding"`` ``(B, D)``,
+*not* normalized, as the PyTorch model) atomically, with the embedder config and width as ONNX
 metadata, and by default runs :func:`check_onnx_parity`: random crops through both runtimes at
 batch 1 and 3 (a dynamic batch) must give embeddings within ``atol`` (default 1e-4 after L2
-normalisation, i.e. cosine similarity 1 - 5e-9) of each other. A channel-prioritised embedder is
+normalization, i.e. cosine similarity 1 - 5e-9) of each other. A channel-prioritised embedder is
 exported at its current width.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ParityError(RuntimeError):
 @dataclasses.dataclass
 class ParityReport:
     batches: Sequence[int]
-    max_abs_diff: float     # of the L2-normalised embeddings
+    max_abs_diff: float     # of the L2-normalized embeddings
     min_cosine: float
     atol: float
 
@@ -41,7 +41,7 @@ class ParityReport:
         return self.max_abs_diff <= self.atol
 
     def summary(self) -> str:
-        return (f"parity on batches {list(self.batches)}: max |diff| {self.max_abs_diff:.2e} (normalised), "
+        return (f"parity on batches {list(self.batches)}: max |diff| {self.max_abs_diff:.2e} (normalized), "
                 f"min cosine {self.min_cosine:.8f}, tolerance {self.atol:g}: {'ok' if self.ok else 'FAILED'}")
 
 
@@ -53,7 +53,7 @@ def _input_size(model: nn.Module) -> Sequence[int]:
 
 def _metadata(model: nn.Module) -> Dict[str, str]:
     config = getattr(model, "config", None)
-    meta = {"producer": "retinaface", "kind": "face-embedder", "normalised_output": "false",
+    meta = {"producer": "retinaface", "kind": "face-embedder", "normalized_output": "false",
             "input": "RGB (pixel - 127.5) / 128, NCHW"}
     if config is not None and hasattr(config, "to_dict"):
         meta["embedder_config"] = json.dumps(config.to_dict())

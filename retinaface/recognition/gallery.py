@@ -2,7 +2,7 @@
 
 A gallery folder holds one sub-folder per person with one or more images of that person
 (photos, in which the most confident face is used, or aligned 112 x 112 crops with
-``aligned=True``). Each person is represented by the normalised mean of their images' L2-normalised
+``aligned=True``). Each person is represented by the normalized mean of their images' L2-normalized
 embeddings (insightface's "template" averaging); a query embedding is compared with every person by
 cosine similarity. :meth:`Gallery.search` returns the top-k people with scores and marks the query
 "unknown" when the best score is below ``unknown_threshold``.
@@ -70,7 +70,7 @@ class Gallery:
 
     @classmethod
     def from_embeddings(cls, embeddings: Dict[str, np.ndarray]) -> "Gallery":
-        """``{name: (n, D) embeddings}`` -> one template per name (mean of the normalised rows)."""
+        """``{name: (n, D) embeddings}`` -> one template per name (mean of the normalized rows)."""
         names, templates, counts = [], [], []
         for name, emb in embeddings.items():
             emb = normalize_rows(np.atleast_2d(emb))

@@ -6,7 +6,7 @@ labels)`` gives the ``(B, num_classes)`` logits the cross-entropy sees (margins 
 target class when ``labels`` is given), for accuracy and tests.
 
 * ArcFace (Deng et al., 2019): ``s * cos(theta_y + m)`` for the target class, ``s * cos(theta_j)``
-  for the others, ``theta`` the angle between the L2-normalised embedding and class weight. Where
+  for the others, ``theta`` the angle between the L2-normalized embedding and class weight. Where
   ``theta_y + m > pi`` the target logit would grow again, so insightface's monotone continuation
   ``cos(theta_y) - m sin(m)`` is used there instead (default on; ``easy_margin`` applies the margin
   only where ``cos(theta_y) > 0``).
@@ -45,7 +45,7 @@ def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 
 class _CosineMarginLoss(nn.Module):
-    """Shared core: normalised-cosine logits with a margin on the target class, scaled by ``s``."""
+    """Shared core: normalized-cosine logits with a margin on the target class, scaled by ``s``."""
 
     def __init__(self, num_classes: int, embedding_size: int, scale: float, margin: float) -> None:
         super().__init__()
@@ -59,7 +59,7 @@ class _CosineMarginLoss(nn.Module):
         nn.init.normal_(self.weight, std=0.01)
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """``cos(theta)`` ``(B, C)`` between normalised embeddings and class weights."""
+        """``cos(theta)`` ``(B, C)`` between normalized embeddings and class weights."""
         return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
 
     def target_cosine(self, cos_target: torch.Tensor) -> torch.Tensor:

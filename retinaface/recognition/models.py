@@ -1,4 +1,4 @@
-"""Embedding networks: aligned face crop ``(B, 3, 112, 112)`` -> embedding ``(B, D)`` (not normalised).
+"""Embedding networks: aligned face crop ``(B, 3, 112, 112)`` -> embedding ``(B, D)`` (not normalized).
 
 One registry, like the detection backbones: ``create_embedder(name, embedding_size, width, **kw)``,
 ``list_embedders()``, ``register_embedder(name)``; ``timm:<model>`` wraps any timm classifier.

@@ -391,7 +391,7 @@ class RecognitionHook:
     ``raw_model``, ``criterion``, ``optimizer``, ``epoch``, ``step``, ...)."""
 
     def on_train_start(self, trainer: "RecognitionTrainer") -> None:
-        """After model, loss, optimiser and data are built (and a resume is loaded)."""
+        """After model, loss, optimizer and data are built (and a resume is loaded)."""
 
     def compute_loss(self, trainer: "RecognitionTrainer", images: torch.Tensor,
                      labels: torch.Tensor) -> Optional[torch.Tensor]:
@@ -403,7 +403,7 @@ class RecognitionHook:
         return None
 
     def after_step(self, trainer: "RecognitionTrainer") -> None:
-        """After each optimiser step."""
+        """After each optimizer step."""
 
     def after_epoch(self, trainer: "RecognitionTrainer", epoch: int) -> None:
         """After each epoch's checkpoint is written."""
@@ -499,7 +499,7 @@ class RecognitionTrainer:
         np.random.seed(cfg.seed % 2**32)
         self._build_data()
         self._build_model(resume_state)
-        self._build_optimisation()
+        self._build_optimization()
         if resume_state is not None:
             self._load_training_state(resume_state)
         if self.dist.is_main:
@@ -587,7 +587,7 @@ class RecognitionTrainer:
             self.module = DistributedDataParallel(
                 self.train_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def _build_optimisation(self) -> None:
+    def _build_optimization(self) -> None:
         cfg = self.config
         params = [p for p in self.train_module.parameters()]
         base = build_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
@@ -658,7 +658,7 @@ class RecognitionTrainer:
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.train_module.parameters(), self.config.grad_clip)
 
-    def _optimiser_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _optimizer_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if isinstance(self.optimizer, SAM):
             return sam_step(self.module, self.optimizer, lambda: self._loss(images, labels), self.scaler,
                             clip_grad_norm=self.config.grad_clip)
@@ -696,7 +696,7 @@ class RecognitionTrainer:
                     break
                 images = preprocess(crops.numpy()).to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
-                loss = self._optimiser_step(images, labels)
+                loss = self._optimizer_step(images, labels)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"the loss became {value} at step {self.step + 1} (epoch "

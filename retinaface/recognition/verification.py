@@ -1,6 +1,6 @@
 """Face verification evaluation: the 10-fold LFW protocol, TAR at fixed FAR, ROC curves.
 
-Scores are cosine similarities of L2-normalised embeddings (higher = more alike); a pair is
+Scores are cosine similarities of L2-normalized embeddings (higher = more alike); a pair is
 predicted "same" when its score is at least the threshold.
 
 * :func:`kfold_accuracy` -- the LFW protocol: the pairs are cut into ``n_folds`` contiguous folds (in
@@ -234,9 +234,9 @@ def plot_roc(curves: Dict[str, Tuple[np.ndarray, np.ndarray]], path: Union[str, 
 
 def embed_images(model, images: Sequence[np.ndarray], batch_size: int = 64, flip: bool = False,
                  device: Optional[Any] = None, size: Optional[int] = None) -> np.ndarray:
-    """L2-normalised embeddings ``(N, D)`` float32 of BGR uint8 crops (``(H, W, 3)``, resized to
+    """L2-normalized embeddings ``(N, D)`` float32 of BGR uint8 crops (``(H, W, 3)``, resized to
     ``size`` x ``size`` when given and different). ``flip`` adds the embedding of each mirrored
-    crop before normalising (flip-feature fusion)."""
+    crop before normalizing (flip-feature fusion)."""
     import cv2
     import torch
 
@@ -267,7 +267,7 @@ def embed_images(model, images: Sequence[np.ndarray], batch_size: int = 64, flip
 
 
 def pair_scores(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of row-aligned L2-normalised embeddings."""
+    """Cosine similarity of row-aligned L2-normalized embeddings."""
     return np.sum(np.asarray(emb_a, dtype=np.float64) * np.asarray(emb_b, dtype=np.float64), axis=1)
 
 
