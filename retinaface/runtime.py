@@ -24,24 +24,27 @@ from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportError, first_lin
 PathLike = Union[str, Path]
 
 
-def open_session(path: PathLike, providers: Optional[Sequence[str]] = None,
+def open_session(path: Union[PathLike, bytes], providers: Optional[Sequence[str]] = None,
                  session_options: Optional[Any] = None, threads: Optional[int] = None) -> Any:
     """An ``onnxruntime.InferenceSession`` of ``path``; ``ExportError`` naming the file if it cannot
     be opened. ``providers`` default to ``["CPUExecutionProvider"]``; ``threads`` sets the intra-op
     thread count (on a fresh ``SessionOptions`` when none are given)."""
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: ONNX file not found")
+    if isinstance(path, bytes):  # an in-memory model (a parity check before the file is written)
+        source, name = path, "in-memory ONNX model"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ExportError(f"{path}: ONNX file not found")
+        source, name = str(path), str(path)
     if threads:
         session_options = session_options or ort.SessionOptions()
         session_options.intra_op_num_threads = int(threads)
     try:
-        return ort.InferenceSession(str(path), session_options,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
+        return ort.InferenceSession(source, session_options, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as exc:  # onnxruntime's errors are not RuntimeErrors
-        raise ExportError(f"{path}: ONNX Runtime cannot open it ({first_line(exc)})") from None
+        raise ExportError(f"{name}: ONNX Runtime cannot open it ({first_line(exc)})") from None
 
 
 class OnnxRuntimeModel:

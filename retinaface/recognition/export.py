@@ -107,10 +107,9 @@ def export_embedder_onnx(model: nn.Module, path: Union[str, Path], dynamic_batch
 def check_onnx_parity(model: nn.Module, onnx_model: Union[bytes, str, Path], batches: Sequence[int] = (1, 3),
                       atol: float = 1e-4, seed: int = 0) -> ParityReport:
     """Compare ``model`` with the ONNX file (or its bytes) on random inputs of each batch size."""
-    import onnxruntime as ort
+    from ..runtime import open_session
 
-    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    session = open_session(onnx_model)
     height, width = _input_size(model)
     rng = np.random.default_rng(seed)
     worst, min_cos = 0.0, 1.0
@@ -141,12 +140,12 @@ class OnnxEmbedder:
     (``(B, 3, H, W)`` tensor -> ``(B, D)`` tensor), usable by :class:`FaceAnalyzer`."""
 
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None) -> None:
-        import onnxruntime as ort
+        from ..runtime import open_session
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
-        self.session = ort.InferenceSession(str(path), providers=list(providers or ["CPUExecutionProvider"]))
+        self.session = open_session(self.path, providers=providers)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.device = torch.device("cpu")
         self.training = False
