@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from .config import ModelConfig
-from .export.metadata import EXPORT_FORMAT, RAW_OUTPUTS
+from .export.metadata import EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel
 
 PathLike = Union[str, Path]
 COMPILED_SHAPES_KEPT = 4
@@ -40,7 +40,7 @@ def openvino_available() -> bool:
     return True
 
 
-class OpenVinoModel:
+class OpenVinoModel(ExportedModel):
     """An exported RetinaFace run by OpenVINO, usable wherever the Detector expects the model.
 
     ``device`` is OpenVINO's device name (``"CPU"`` by default); ``threads`` caps its inference
@@ -51,7 +51,7 @@ class OpenVinoModel:
     ``to()`` and ``train(False)`` are accepted and do nothing; there are no parameters.
     """
 
-    training = False
+    runtime_name = "OpenVINO"
 
     def __init__(self, path: PathLike, device: str = "CPU", threads: Optional[int] = None,
                  hint: str = "LATENCY", precision: str = "f32") -> None:
@@ -83,12 +83,7 @@ class OpenVinoModel:
         self.input_name = self._model.inputs[0].get_any_name()
         partial = self._model.inputs[0].get_partial_shape()
         # static dims are ints, dynamic ones None (as OnnxRuntimeModel's names play that role)
-        self.input_shape = tuple(int(d.get_length()) if d.is_static else None for d in partial)
-        dims = self.input_shape
-        # (batch, height, width) of a file exported without --dynamic: the Detector letterboxes
-        # images into it, as for retinaface.runtime.OnnxRuntimeModel
-        self.fixed_input: Optional[Tuple[int, int, int]] = (
-            (dims[0], dims[2], dims[3]) if len(dims) == 4 and None not in (dims[0], dims[2], dims[3]) else None)
+        self._set_input_shape([int(d.get_length()) if d.is_static else None for d in partial])
         self.ov_device = device
         # unpinned threads: pinned ones fight the post-processing thread on a small CPU
         self.config_options: Dict[str, Any] = {"PERFORMANCE_HINT": hint, "ENABLE_CPU_PINNING": False}
@@ -142,27 +137,6 @@ class OpenVinoModel:
         # copy out: the request's output buffers are reused by the next call
         outs = [torch.from_numpy(results[request.model_outputs[i]].copy()) for i in range(3)]
         return tuple(out.to(images.device) for out in outs)
-
-    forward = __call__
-
-    def _check_shape(self, shape: Tuple[int, ...]) -> None:
-        if len(shape) != 4 or shape[1] != 3:
-            raise ValueError(f"{self.path.name}: expected a (B, 3, H, W) input, got {shape}")
-        if any(dim is not None and shape[i] != dim for i, dim in enumerate(self.input_shape)):
-            raise ValueError(f"{self.path.name}: fixed input shape {self.input_shape} (exported without "
-                             f"--dynamic), got {shape}; re-export with --dynamic or resize to it")
-
-    # nn.Module look-alikes the Detector calls
-    def eval(self) -> "OpenVinoModel":
-        return self
-
-    def train(self, mode: bool = True) -> "OpenVinoModel":
-        if mode:
-            raise RuntimeError(f"{self.path.name}: an OpenVINO model cannot be trained")
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> "OpenVinoModel":
-        return self
 
     def __repr__(self) -> str:
         return (f"OpenVinoModel({str(self.path)!r}, backbone={self.config.backbone!r}, "

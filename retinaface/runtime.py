@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from .config import ModelConfig
-from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportError, first_line, quiet_torchscript,
+from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, ExportError, first_line, quiet_torchscript,
                               read_metadata)
 
 PathLike = Union[str, Path]
@@ -47,7 +47,7 @@ def open_session(path: Union[PathLike, bytes], providers: Optional[Sequence[str]
         raise ExportError(f"{name}: ONNX Runtime cannot open it ({first_line(exc)})") from None
 
 
-class OnnxRuntimeModel:
+class OnnxRuntimeModel(ExportedModel):
     """An exported RetinaFace run by ONNX Runtime, usable wherever the Detector expects the model.
 
     ``providers`` default to ``["CPUExecutionProvider"]``; pass e.g.
@@ -58,7 +58,7 @@ class OnnxRuntimeModel:
     Detector letterboxes images into it), ``None`` for a size-generic one.
     """
 
-    training = False
+    runtime_name = "ONNX Runtime"
 
     def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None,
                  session_options: Optional[Any] = None) -> None:
@@ -79,11 +79,7 @@ class OnnxRuntimeModel:
         if tuple(names) != RAW_OUTPUTS:
             raise ExportError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
         # static exports have integer dims; dynamic ones have names (strings)
-        self.input_shape = tuple(self.session.get_inputs()[0].shape)
-        dims = self.input_shape
-        self.fixed_input: Optional[Tuple[int, int, int]] = (
-            (int(dims[0]), int(dims[2]), int(dims[3]))
-            if len(dims) == 4 and all(isinstance(d, int) for d in (dims[0], dims[2], dims[3])) else None)
+        self._set_input_shape(self.session.get_inputs()[0].shape)
         self.device = torch.device("cpu")
 
     @property
@@ -96,28 +92,6 @@ class OnnxRuntimeModel:
         feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
         loc, conf, landms = self.session.run(None, feed)
         return tuple(torch.from_numpy(out).to(images.device) for out in (loc, conf, landms))
-
-    forward = __call__
-
-    def _check_shape(self, shape: Tuple[int, ...]) -> None:
-        if len(shape) != 4 or shape[1] != 3:
-            raise ValueError(f"{self.path.name}: expected a (B, 3, H, W) input, got {shape}")
-        fixed = [(i, dim) for i, dim in enumerate(self.input_shape) if isinstance(dim, int)]
-        if any(shape[i] != dim for i, dim in fixed):
-            raise ValueError(f"{self.path.name}: fixed input shape {self.input_shape} (exported without "
-                             f"--dynamic), got {shape}; re-export with --dynamic or resize to it")
-
-    # nn.Module look-alikes the Detector calls
-    def eval(self) -> "OnnxRuntimeModel":
-        return self
-
-    def train(self, mode: bool = True) -> "OnnxRuntimeModel":
-        if mode:
-            raise RuntimeError(f"{self.path.name}: an ONNX Runtime model cannot be trained")
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> "OnnxRuntimeModel":
-        return self
 
     def __repr__(self) -> str:
         return (f"OnnxRuntimeModel({str(self.path)!r}, backbone={self.config.backbone!r}, "

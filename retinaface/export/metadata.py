@@ -11,7 +11,7 @@ import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from ..conventions import BGR_MEAN
 from ..version import __version__
@@ -133,7 +133,51 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-__all__ = ["DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ExportError",
+class ExportedModel:
+    """What a model run by another runtime (ONNX Runtime, OpenVINO) offers the Detector in place
+    of an ``nn.Module``: a call on a ``(B, 3, H, W)`` batch, the ``nn.Module`` look-alikes the
+    Detector uses (``eval()``, ``to()`` and ``train(False)`` accepted and doing nothing: the file is
+    an inference graph), and the file's input shape. Subclasses set ``path`` and ``runtime_name``,
+    call :meth:`_set_input_shape` and implement ``__call__``.
+    """
+
+    training = False
+    runtime_name = "external runtime"
+    path: Path
+    input_shape: Tuple[Any, ...] = ()
+    # (batch, height, width) of a file exported without --dynamic (the Detector letterboxes images
+    # into it); None for a size-generic file
+    fixed_input: Optional[Tuple[int, int, int]] = None
+
+    def _set_input_shape(self, dims: Sequence[Any]) -> None:
+        """Record the file's input dims: integers where static, anything else (a name, None) where dynamic."""
+        self.input_shape = tuple(dims)
+        static = len(dims) == 4 and all(isinstance(d, int) for d in (dims[0], dims[2], dims[3]))
+        self.fixed_input = (int(dims[0]), int(dims[2]), int(dims[3])) if static else None
+
+    def _check_shape(self, shape: Tuple[int, ...]) -> None:
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{self.path.name}: expected a (B, 3, H, W) input, got {shape}")
+        if any(isinstance(dim, int) and shape[i] != dim for i, dim in enumerate(self.input_shape)):
+            raise ValueError(f"{self.path.name}: fixed input shape {self.input_shape} (exported without "
+                             f"--dynamic), got {shape}; re-export with --dynamic or resize to it")
+
+    def forward(self, images: Any) -> Any:
+        return self(images)
+
+    def eval(self) -> "ExportedModel":
+        return self
+
+    def train(self, mode: bool = True) -> "ExportedModel":
+        if mode:
+            raise RuntimeError(f"{self.path.name}: an {self.runtime_name} model cannot be trained")
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "ExportedModel":
+        return self
+
+
+__all__ = ["DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ExportError", "ExportedModel",
            "INPUT_NAME", "MAX_DYNAMIC_SIDE", "MIN_DYNAMIC_SIDE", "MIN_OPSET", "OUTPUT_DESCRIPTIONS",
            "RAW_OUTPUTS", "TORCHSCRIPT_METADATA_FILE", "build_metadata", "first_line",
            "is_torchscript_file", "quiet_torchscript", "read_metadata"]
