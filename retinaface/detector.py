@@ -9,6 +9,7 @@ augmentation builds one transform per view) without touching the detector.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -82,6 +83,8 @@ class Detector:
         # batches are built where the model runs
         self.transform: InferenceTransform = base.replace(device=self.device, **transform_changes)
         self.priors = PriorGenerator(config.min_sizes, config.steps)
+        # each thread's last input batch, written over by its next batch of the same shape
+        self._batches = threading.local()
 
     # read-only views of the parts' settings (the parts are immutable; build a new detector, or
     # pass other parts to run(), to detect differently)
@@ -180,7 +183,8 @@ class Detector:
             # an empty (0-pixel) image has no faces and cannot go through the convolutions
             live = [i for i, img in enumerate(chunk) if img.shape[0] > 0 and img.shape[1] > 0]
             if live:
-                batch, scales = transform([chunk[i] for i in live])
+                batch, scales = transform([chunk[i] for i in live], out=getattr(self._batches, "last", None))
+                self._batches.last = batch
                 loc, conf, landms = self.model(batch)
                 input_size = batch.shape[-2:]
                 priors = self.priors(input_size[0], input_size[1], self.device, loc.dtype)

@@ -133,9 +133,10 @@ class OpenVinoModel(ExportedModel):
         self._check_shape(shape)
         request = self._request(shape)
         feed = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        results = request.infer({0: feed})
-        # copy out: the request's output buffers are reused by the next call
-        outs = [torch.from_numpy(results[request.model_outputs[i]].copy()) for i in range(3)]
+        # the input is read in place (infer is synchronous); outputs come back as copies, since the
+        # request's own buffers are reused by the next call
+        results = request.infer({0: feed}, share_inputs=True, share_outputs=False)
+        outs = [torch.from_numpy(results[request.model_outputs[i]]) for i in range(3)]
         return tuple(out.to(images.device) for out in outs)
 
     def __repr__(self) -> str:
