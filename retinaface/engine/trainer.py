@@ -50,6 +50,50 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped without writing a checkpoint."""
 
 
+# steps between host looks at the loss guard on a GPU (each look waits for the queued kernels)
+GPU_FINITE_CHECK_EVERY = 50
+
+
+class NonFiniteLossGuard:
+    """Watches every step's loss for NaN / inf without a host-device synchronisation per step.
+
+    Reading a CUDA tensor on the host waits for every queued kernel, so a check per step would stall
+    the GPU once a step. The guard keeps, on the loss's device, the first bad step and its loss parts
+    (a few element-wise kernels per step) and the host looks at them every ``check_every`` steps and
+    before anything is written; the error names the step where the loss first went bad. On CPU
+    reading is free and ``check_every`` is 1: training stops at the bad step itself. Steps run after a
+    bad one on a GPU train NaN weights that no checkpoint ever sees.
+    """
+
+    def __init__(self, device: torch.device, check_every: int = 1) -> None:
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        self.check_every = int(check_every)
+        self._first = torch.full((4,), math.nan, device=device)  # loss parts of the first bad step
+        self._first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._step = torch.zeros((), dtype=torch.long, device=device)
+        self._unchecked = 0
+
+    def record(self, output: LossOutput, step: int) -> bool:
+        """Note the loss of step ``step``; True when a host check is due (every ``check_every``)."""
+        parts = torch.stack([output.total.detach(), output.box.detach(), output.cls.detach(),
+                             output.landmark.detach()]).float()
+        self._step.fill_(step)  # a scalar kernel argument: no copy, no wait
+        first_bad = ~torch.isfinite(parts[0]) & (self._first_step < 0)
+        self._first_step = torch.where(first_bad, self._step, self._first_step)
+        self._first = torch.where(first_bad, parts, self._first)
+        self._unchecked += 1
+        return self._unchecked >= self.check_every
+
+    def first_bad(self) -> Optional[tuple]:
+        """``(step, total, box, class, landmark)`` of the first non-finite loss, or None (syncs)."""
+        self._unchecked = 0
+        step = int(self._first_step.item())
+        if step < 0:
+            return None
+        return (step, *self._first.tolist())
+
+
 class NoFaceMatchedError(ValueError):
     """A run's first epoch matched no face to any prior: it would train on nothing."""
 
@@ -175,6 +219,7 @@ class Trainer:
         opt = self.optimization
         self.optimizer, self.scheduler, self.scaler = opt.optimizer, opt.scheduler, opt.scaler
         self.amp_dtype, self.criterion, self.priors = opt.amp_dtype, opt.criterion, opt.priors
+        self.finite_guard = NonFiniteLossGuard(self.device, GPU_FINITE_CHECK_EVERY if self.device.type == "cuda" else 1)
         if resume_state is not None:
             self._load_training_state(resume_state)
         for hook in self.hooks:
@@ -226,13 +271,19 @@ class Trainer:
         return output
 
     def _check_finite(self, output: LossOutput) -> None:
-        finite = bool(torch.isfinite(output.total).item())
-        if not all_ranks_agree(finite, self.device, self.dist):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.epoch + 1}, step {self.step + 1} (box {output.box.item():.4g}, "
-                f"class {output.cls.item():.4g}, landmark {output.landmark.item():.4g}); stopped without "
-                f"saving: the last good checkpoint in {self.output} is intact. Try a lower --lr, "
-                f"--grad-clip, or --amp-dtype bf16")
+        if self.finite_guard.record(output, self.step + 1):
+            self._raise_if_nonfinite()
+
+    def _raise_if_nonfinite(self) -> None:
+        bad = self.finite_guard.first_bad()
+        if all_ranks_agree(bad is None, self.device, self.dist):
+            return
+        where = (f"step {bad[0]} (box {bad[2]:.4g}, class {bad[3]:.4g}, landmark {bad[4]:.4g})"
+                 if bad is not None else "a step on another rank")
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {self.epoch + 1}, {where}; stopped without "
+            f"saving: the last good checkpoint in {self.output} is intact. Try a lower --lr, "
+            f"--grad-clip, or --amp-dtype bf16")
 
     def _check_finite_weights(self) -> None:
         """Before anything is written: a finite loss can still give NaN / inf gradients (e.g. a sqrt
@@ -304,12 +355,15 @@ class Trainer:
             for hook in self.hooks:
                 hook.after_step(self)
             if bar.disable is False:
+                bar.update(1)
+            # formatting the losses reads them on the host: on a GPU not every step
+            if bar.disable is False and (self.device.type != "cuda" or self.step % GPU_FINITE_CHECK_EVERY == 0):
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{parts[0]:.3f}", box=f"{parts[1]:.3f}", cls=f"{parts[2]:.3f}",
                                 lmk=f"{parts[3]:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                                 ips=f"{images_seen / elapsed:.1f}")
-                bar.update(1)
         bar.close()
+        self._raise_if_nonfinite()  # a bad step since the last look stops the run before any write
         del loader
         elapsed = time.perf_counter() - start
         means = all_reduce_mean(sums / max(self.steps_per_epoch, 1), self.dist).tolist()
