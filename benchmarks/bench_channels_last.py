@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--train-epochs", type=int, default=0, help="also train NCHW vs NHWC for N epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one run per layout each)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -69,25 +70,34 @@ def main() -> None:
                     for k in exact if exact[k].norm() > 1e-3)
         print(f"worst relative gradient error, {name} float32 vs float64: {worst:.2%}")
     if args.train_epochs:
-        train_both(args.backbone, args.train_epochs)
+        train_both(args.backbone, args.train_epochs, args.seeds)
 
 
-def train_both(backbone: str, epochs: int) -> None:
-    """Synthetic-data training with NCHW and with NHWC batches: AP and images/s of each."""
+def train_both(backbone: str, epochs: int, seeds=(0,)) -> None:
+    """Synthetic-data training with NCHW and with NHWC batches, once per seed: AP and images/s of
+    each run, then the mean AP of each layout (one seed is not enough to tell layouts apart)."""
+    import statistics
     import tempfile
 
     from retinaface.engine.trainer import TrainConfig, Trainer
 
-    print(f"\n| layout | AP easy | AP medium | AP hard | images/s (last epoch) |\n|---|---|---|---|---|")
-    for channels_last in (False, True):
-        with tempfile.TemporaryDirectory() as out:
-            config = TrainConfig(data="synthetic", backbone=backbone, epochs=epochs, channels_last=channels_last,
-                                 progress=False, save_every=0, output=str(Path(out) / "run"))
-            summary = Trainer(config).fit()
-        m, row = summary.metrics, summary.history[-1]
-        print(f"| {'NHWC' if channels_last else 'NCHW'} | {m.get('easy', float('nan')):.4f} | "
-              f"{m.get('medium', float('nan')):.4f} | {m.get('hard', float('nan')):.4f} | "
-              f"{row['images_per_s']:.2f} |", flush=True)
+    print("\n| layout | seed | AP easy | AP medium | AP hard | images/s (last epoch) |\n|---|---|---|---|---|---|")
+    aps: Dict[str, list] = {"NCHW": [], "NHWC": []}
+    for seed in seeds:
+        for channels_last in (False, True):
+            layout = "NHWC" if channels_last else "NCHW"
+            with tempfile.TemporaryDirectory() as out:
+                config = TrainConfig(data="synthetic", backbone=backbone, epochs=epochs, channels_last=channels_last,
+                                     seed=seed, progress=False, save_every=0, output=str(Path(out) / "run"))
+                summary = Trainer(config).fit()
+            m, row = summary.metrics, summary.history[-1]
+            ap = [m.get(k, float("nan")) for k in ("easy", "medium", "hard")]
+            aps[layout].append(ap)
+            print(f"| {layout} | {seed} | {ap[0]:.4f} | {ap[1]:.4f} | {ap[2]:.4f} | {row['images_per_s']:.2f} |",
+                  flush=True)
+    for layout, runs in aps.items():
+        means = [statistics.fmean(run[i] for run in runs) for i in range(3)]
+        print(f"| {layout} | mean | {means[0]:.4f} | {means[1]:.4f} | {means[2]:.4f} | |")
 
 
 if __name__ == "__main__":
