@@ -121,3 +121,16 @@ def test_detector_from_checkpoint_runs_a_pth_on_every_backend(exported):
     assert len(list(exported["tmp"].glob(".model.*.onnx"))) == 1
     with pytest.raises(ValueError, match="backend='tensorrt'"):
         Detector.from_checkpoint(path, backend="tensorrt")
+
+
+def test_one_detector_shared_by_threads_gives_each_thread_its_own_answer(exported):
+    """The README promises a Detector may be shared by threads: on OpenVINO too (one infer request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = retinaface.Detector(OpenVinoModel(exported["dynamic"], threads=1), conf_threshold=0.3)
+    images = _images(1) * 4
+    expected = [detector.detect(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(detector.detect, images))
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
