@@ -21,11 +21,14 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .fast_decode import decode_full, decode_reduced, read_bytes, reduction_factor, size_from_header_bytes
+
 TARGET_COLUMNS = 15
 LABEL_COLUMN = 14
 
 CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250
+_FIRST_TRIES = 16   # draw_square_crop tests these tries before the others
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST,
                   cv2.INTER_LANCZOS4)
 DEFAULT_RGB_MEAN = (104, 117, 123)  # BGR order, as the images are read by OpenCV
@@ -74,23 +77,34 @@ def draw_square_crop(height: int, width: int, boxes: np.ndarray, landmarks: np.n
     # Top-left uniform over every valid position (0 .. width - side inclusive).
     left = np.floor(rng.random(tries) * (width - side + 1)).astype(np.int64)
     top = np.floor(rng.random(tries) * (height - side + 1)).astype(np.int64)
-    roi = np.stack([left, top, left + side, top + side], axis=1).astype(np.float64)  # (T, 4)
-
+    # Each try as (x1, y1, -x2, -y2): a box (b0, b1, b2, b3) lies entirely inside it when all four are
+    # <= (b0, b1, -b2, -b3), and a centre (cx, cy) lies strictly inside when all four are
+    # < (cx, cy, -cx, -cy); two broadcast comparisons instead of eight (negation is exact).
+    roi = np.stack([left, top, -(left + side), -(top + side)], axis=1).astype(np.float64)  # (T, 4)
     b = boxes.astype(np.float64)
-    inside = ((b[None, :, 0] >= roi[:, None, 0]) & (b[None, :, 1] >= roi[:, None, 1])
-              & (b[None, :, 2] <= roi[:, None, 2]) & (b[None, :, 3] <= roi[:, None, 3]))  # (T, K)
+    corners = np.concatenate([b[:, :2], -b[:, 2:]], axis=1)                          # (K, 4)
     # Degenerate (zero-area) boxes cannot satisfy "intersection / area >= 1" in the reference.
-    inside &= ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))[None, :]
-    cx = (b[:, 0] + b[:, 2]) / 2
-    cy = (b[:, 1] + b[:, 3]) / 2
-    centre_in = ((roi[:, None, 0] < cx[None]) & (cx[None] < roi[:, None, 2])
-                 & (roi[:, None, 1] < cy[None]) & (cy[None] < roi[:, None, 3]))  # (T, K)
-    ok = inside.any(axis=1) & centre_in.any(axis=1)
-    if not ok.any():
+    corners[~((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))] = -np.inf
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    centres = np.concatenate([centre, -centre], axis=1)                              # (K, 4)
+    # The first success is nearly always among the first few tries: test those first, the rest
+    # only when none of them succeeds (the same first success either way).
+    t = -1
+    for lo, hi in ((0, min(_FIRST_TRIES, tries)), (min(_FIRST_TRIES, tries), tries)):
+        if lo >= hi:
+            continue
+        r = roi[lo:hi, None, :]
+        centre_in = (r < centres).all(axis=2)                                       # (T', K)
+        ok = (r <= corners).all(axis=2).any(axis=1) & centre_in.any(axis=1)
+        if ok.any():
+            t = int(np.argmax(ok))
+            keep = np.flatnonzero(centre_in[t])
+            t += lo
+            break
+    if t < 0:
         return CropPlan(boxes, landmarks, np.arange(k), None)
-    t = int(np.argmax(ok))
-    x1, y1, x2, y2 = roi[t]
-    keep = np.flatnonzero(centre_in[t])
+    x1, y1 = float(left[t]), float(top[t])
+    x2, y2 = float(left[t] + side[t]), float(top[t] + side[t])
 
     kb = b[keep]
     kb[:, 0:2] = np.maximum(kb[:, 0:2], (x1, y1)) - (x1, y1)
@@ -100,7 +114,7 @@ def draw_square_crop(height: int, width: int, boxes: np.ndarray, landmarks: np.n
     shifted = kl.reshape(-1, 5, 2) - (x1, y1)
     shifted = np.clip(shifted, 0, (x2 - x1, y2 - y1)).reshape(-1, 10)
     kl = np.where(lm[:, None], shifted, kl)
-    return CropPlan(kb.astype(np.float32), kl.astype(np.float32), keep, roi[t].copy())
+    return CropPlan(kb.astype(np.float32), kl.astype(np.float32), keep, np.array([x1, y1, x2, y2]))
 
 
 def random_square_crop(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
@@ -121,6 +135,11 @@ def _lut(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
     # (storing truncates), applied with cv2.LUT instead of float math over the whole image.
     values = np.arange(256, dtype=np.float64) * alpha + beta
     return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def _hue_lut(shift: int) -> np.ndarray:
+    # OpenCV's uint8 hue is 0..179 and wraps: (h + shift) mod 180
+    return ((np.arange(256) + shift) % 180).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -151,37 +170,43 @@ def draw_distortion(rng: np.random.Generator) -> Distortion:
                       hue if do_hue else None)
 
 
-def apply_distortion(image: np.ndarray, d: Distortion) -> np.ndarray:
-    """Step 2 with its draws given: uint8 BGR in, a new uint8 BGR image out.
-
-    Every step is a 256-entry lookup table equal, value for value, to the reference's float64
-    ``clip(x * alpha + beta, 0, 255)`` stored to uint8 (tests/test_augment_pipeline.py checks it
-    bit for bit), so no float copy of the image is ever made."""
-    image = np.ascontiguousarray(image)
+def value_maps(d: Distortion) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """The brightness / contrast tables of ``d``: ``(before, after)`` the HSV steps (``None``: no
+    pass). Brightness and contrast are per-value maps of the same channels: consecutive ones
+    compose into one table (exact, as each table holds uint8 values), one pass over the image
+    instead of two; without HSV steps everything is ``before``."""
     hsv_steps = d.saturation is not None or d.hue is not None
-    # brightness and contrast are per-value maps of the same channels: consecutive ones compose
-    # into one table (exact, as each table holds uint8 values), one pass over the image instead of two
     before: Optional[np.ndarray] = None
     if d.brightness is not None:
         before = _lut(beta=d.brightness)
     if d.contrast is not None and (d.contrast_first or not hsv_steps):
         contrast = _lut(alpha=d.contrast)
-        before = contrast if before is None else contrast[before]
-        after = None
-    else:
-        after = _lut(alpha=d.contrast) if d.contrast is not None else None
+        return (contrast if before is None else contrast[before]), None
+    return before, (_lut(alpha=d.contrast) if d.contrast is not None else None)
+
+
+def apply_distortion(image: np.ndarray, d: Distortion) -> np.ndarray:
+    """Step 2 with its draws given: uint8 BGR in, a new uint8 BGR image out.
+
+    Every step is a 256-entry lookup table equal, value for value, to the reference's float64
+    ``clip(x * alpha + beta, 0, 255)`` stored to uint8 (tests/test_augment_pipeline.py checks it
+    bit for bit), so no float copy of the image is ever made. ``image`` may be a view (a crop of
+    the decoded image): OpenCV reads it in place, and it is never written to."""
+    hsv_steps = d.saturation is not None or d.hue is not None
+    before, after = value_maps(d)
     if before is not None:
         image = cv2.LUT(image, before)
     # The reference converts to HSV and back even when neither step fires; that round trip only
     # adds quantisation noise, so it is skipped here.
     if hsv_steps:
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)  # uint8: H in 0..179
-        h, s, v = cv2.split(hsv)
+        # only the channels that change are taken out, mapped and put back (in place; cheaper
+        # than splitting all three and merging them again)
         if d.saturation is not None:
-            s = cv2.LUT(s, _lut(alpha=d.saturation))
+            hsv = cv2.insertChannel(cv2.LUT(cv2.extractChannel(hsv, 1), _lut(alpha=d.saturation)), hsv, 1)
         if d.hue is not None:
-            h = cv2.LUT(h, ((np.arange(256) + d.hue) % 180).astype(np.uint8))
-        image = cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2BGR)
+            hsv = cv2.insertChannel(cv2.LUT(cv2.extractChannel(hsv, 0), _hue_lut(d.hue)), hsv, 0)
+        image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     if after is not None:
         image = cv2.LUT(image, after)
     return image
@@ -227,11 +252,12 @@ def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, has_land
 
 def normalize_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
     """uint8 HxWx3 -> (3, H, W) float32 minus ``mean``."""
-    mean = np.asarray(mean, dtype=np.float32)
     # Plane by plane straight into CHW: several times faster than float HWC then a transposed copy.
+    # cv2.subtract converts each uint8 plane and subtracts the mean in one pass, written into the
+    # output's plane: the same float32 values as NumPy's uint8 - float32 (fractional means too).
     out = np.empty((image.shape[2],) + image.shape[:2], dtype=np.float32)
     for c, plane in enumerate(cv2.split(image)):
-        np.subtract(plane, mean[c], out=out[c], dtype=np.float32)
+        cv2.subtract(plane, float(np.float32(mean[c])), dst=out[c], dtype=cv2.CV_32F)
     return out
 
 
@@ -329,7 +355,14 @@ class TrainTransform:
         return SamplePlan(roi, canvas_w, distortion, flip, interpolation, targets)
 
     def render(self, image: np.ndarray, plan: SamplePlan) -> np.ndarray:
-        """The image part of ``plan`` on the full-resolution image: (3, S, S) float32."""
+        """The image part of ``plan`` on the full-resolution image: (3, S, S) float32.
+
+        The crop stays a view of ``image`` (OpenCV reads it in place). The steps run in the
+        recipe's order on the crop; none of them is moved after the resize, even where that looks
+        exact (a per-pixel distortion before ``INTER_NEAREST``): OpenCV's uint8 HSV -> BGR
+        conversion rounds some pixels differently depending on their position in the row
+        (vectorised blocks vs the row's tail), so it is a function of the whole row, not of the
+        pixel alone."""
         if plan.crop_roi is not None:
             x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)
             image = image[y1:y2, x1:x2]
@@ -408,20 +441,19 @@ class TrainTransform:
         Files whose header gives no size, or whose decoded size differs from it (EXIF rotation),
         are decoded whole and go through ``__call__``. Raises ``OSError`` naming an unreadable file.
         """
-        from .fast_decode import decode_reduced, image_size_from_header, read_full, reduction_factor
-
-        size = image_size_from_header(path) if self.reduced_decode else None
-        if size is None:   # the plain path: whole file, then __call__
-            return self(read_full(path), boxes, landmarks, labels, rng)
+        data = read_bytes(path)   # one read; decoding the bytes gives cv2.imread's pixels
+        size = size_from_header_bytes(data) if self.reduced_decode else None
+        if size is None:   # the plain path: the whole image, then __call__
+            return self(decode_full(data, path), boxes, landmarks, labels, rng)
         height, width = size
         state = rng.bit_generator.state
         plan = self.plan(height, width, boxes, landmarks, labels, rng)
         factor = reduction_factor(plan.canvas, self.image_size)
         if factor > 1:
-            reduced = decode_reduced(path, factor, height, width)
+            reduced = decode_reduced(data, factor, height, width)
             if reduced is not None:
                 return self.render_reduced(reduced, factor, height, width, plan), plan.targets
-        image = read_full(path)
+        image = decode_full(data, path)
         if image.shape[:2] != (height, width):   # the header's size was not the decoded one: redraw
             rng.bit_generator.state = state
             return self(image, boxes, landmarks, labels, rng)

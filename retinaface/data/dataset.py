@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .augment import TrainTransform
+from .fast_decode import read_full
 from .labels import ImageAnnotation, ValImage, check_images, read_val_list, read_wider_bbx_labels
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -27,12 +27,9 @@ Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """``cv2.imread`` as uint8 BGR HxWx3; raises ``OSError`` naming the file when it cannot."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "file not found" if not os.path.exists(path) else "not a readable image"
-        raise OSError(f"cannot read image {path}: {reason}")
-    return image
+    """``cv2.imread`` as uint8 BGR HxWx3 (the same pixels, from one read of the file:
+    :func:`retinaface.data.fast_decode.read_full`); raises ``OSError`` naming the file when it cannot."""
+    return read_full(path)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -46,9 +43,11 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class WiderFaceTrainDataset(Dataset):
     """Annotated images through a transform (default: :class:`TrainTransform` at 640).
 
-    Item ``i``: ``(image (3, S, S) float32 tensor, targets (K, 15) float32 tensor)``. Call
-    :meth:`set_epoch` before iterating each epoch: the epoch lives in shared memory, so DataLoader
-    workers (persistent ones too) see it.
+    Item ``i``: ``(image (3, S, S) float32 tensor, targets (K, 15) float32 tensor)``. A transform
+    with a ``load(path, boxes, landmarks, labels, rng)`` method (:class:`TrainTransform`) is handed
+    the file's path (it reads the file once, and can plan the sample before decoding it); any other
+    callable gets the decoded uint8 BGR image. Call :meth:`set_epoch` before iterating each epoch:
+    the epoch lives in shared memory, so DataLoader workers (persistent ones too) see it.
     """
 
     def __init__(self, annotations: Sequence[ImageAnnotation], transform: Optional[Transform] = None,
@@ -73,9 +72,14 @@ class WiderFaceTrainDataset(Dataset):
         if index < 0:                       # ds[-1] is ds[len - 1], augmentation included
             index += len(self)
         ann = self.annotations[index]
-        image = read_image(ann.path)
         rng = sample_rng(self.seed, self.epoch, index)
-        chw, targets = self.transform(image, ann.boxes, ann.landmarks, ann.labels, rng)
+        load = getattr(self.transform, "load", None)
+        if load is not None:
+            # TrainTransform.load: the same sample as transform(read_image(path), ...) for the same
+            # generator, bit for bit (and, with reduced_decode=True, the cheaper reduced decode)
+            chw, targets = load(ann.path, ann.boxes, ann.landmarks, ann.labels, rng)
+        else:
+            chw, targets = self.transform(read_image(ann.path), ann.boxes, ann.landmarks, ann.labels, rng)
         return torch.from_numpy(chw), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
 
     def __repr__(self) -> str:
