@@ -1,19 +1,24 @@
 """One-command check of a GPU machine: precision modes, memory layout, torch.compile, DDP through
-torchrun with SyncBatchNorm, training images/s per DataLoader worker count, detection FPS and
-evaluation, printed as one markdown table. Exits 1 if any check fails (its row says why).
+torchrun with SyncBatchNorm, training images/s per DataLoader worker count, GPU-side JPEG decoding,
+detection FPS and evaluation, printed as one markdown table. Exits 1 if any check fails (its row
+says why).
 
-    python benchmarks/gpu_check.py [--only amp train ddp detect eval compile] [--data synthetic]
-                                   [--cpu] [--workers 0 4 8 16]
+    python benchmarks/gpu_check.py [--only amp train ddp decode detect eval compile] [--data synthetic]
+                                   [--cpu] [--workers 0 4 8 16] [--decode-workers 4]
 
 On a CUDA machine (about 8 minutes on one modern GPU): fp32 vs AMP bf16 vs AMP fp16 with the loss
 scaler over 50 identical steps (losses must agree), channels_last, torch.compile of the model;
 ``torchrun`` on all visible GPUs (NCCL, world size 1 is fine) with ``--sync-bn``; training
 images/s and data-wait share through ``Trainer`` for mobilenet0.25 at 640 px batch 32 and ResNet-50
-at 840 px batch 8 with 0 / 4 / 8 / 16 workers; ``Detector`` FPS at 640x480 for batch 1 / 8 / 32 and
-at 1920x1080; evaluation over the synthetic val split on the GPU.
+at 840 px batch 8 with 0 / 4 / 8 / 16 workers; the mobilenet0.25 run again with ``--decode-device
+cpu`` vs ``cuda`` at ``--decode-workers`` workers (the speed-up says whether GPU decoding helps on
+this machine; the losses of the two runs must agree, they train on the same samples);
+``Detector`` FPS at 640x480 for batch 1 / 8 / 32 and at 1920x1080; evaluation over the synthetic
+val split on the GPU.
 
 Without CUDA (or with ``--cpu``) it runs a reduced version on the CPU (tiny sizes, a few steps,
-gloo instead of NCCL, fp16 without compile) in well under a minute, so CI exercises every path.
+gloo instead of NCCL, fp16 without compile, no GPU decoding) in well under a minute, so CI
+exercises every path.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("amp", "compile", "ddp", "train", "detect", "eval")
+CHECKS = ("amp", "compile", "ddp", "train", "decode", "detect", "eval")
 
 
 @dataclass
@@ -237,31 +242,77 @@ def make_data(p: Profile, data: str, tmp: Path) -> str:
     return str(root)
 
 
-def check_train(table: Table, p: Profile, device: torch.device, data: str, tmp: Path) -> Optional[Path]:
-    """Trainer throughput per worker count; returns the last mobilenet checkpoint (for eval)."""
+def train_run(p: Profile, data: str, out: Path, backbone: str, size: int, batch: int, steps: int, workers: int,
+              **options) -> Tuple[dict, Optional[Path]]:
+    """Two short ``Trainer`` epochs; returns the second epoch's log row (worker start-up is not
+    counted) and the last checkpoint. ``options`` are further ``TrainConfig`` fields."""
     from retinaface.engine.trainer import TrainConfig, Trainer
 
+    config = TrainConfig(data=data, backbone=backbone, image_size=size, batch_size=batch, epochs=2,
+                         max_steps_per_epoch=steps, workers=workers, device=p.device,
+                         optimizer="sgd", lr=1e-3, schedule="cosine", warmup_epochs=0, eval_every=0,
+                         save_every=0, progress=False, output=str(out), **options)
+    summary = Trainer(config).fit()
+    row = summary.history[-1]
+    if not math.isfinite(row["loss"]):
+        raise FloatingPointError(f"non-finite epoch loss {row['loss']}")
+    return row, summary.last_checkpoint
+
+
+def check_train(table: Table, p: Profile, device: torch.device, data: str, tmp: Path) -> Optional[Path]:
+    """Trainer throughput per worker count; returns the last mobilenet checkpoint (for eval)."""
     checkpoint = None
     for backbone, size, batch, steps in p.train:
         for workers in p.workers:
             setting = f"{backbone}, {size} px, batch {batch}, {workers} workers"
             try:
-                out = tmp / f"train_{backbone}_{workers}"
-                config = TrainConfig(data=data, backbone=backbone, image_size=size, batch_size=batch, epochs=2,
-                                     max_steps_per_epoch=steps, workers=workers, device=p.device,
-                                     optimizer="sgd", lr=1e-3, schedule="cosine", warmup_epochs=0, eval_every=0,
-                                     save_every=0, progress=False, output=str(out))
-                summary = Trainer(config).fit()
-                row = summary.history[-1]  # the second epoch: worker start-up is not counted
-                if not math.isfinite(row["loss"]):
-                    raise FloatingPointError(f"non-finite epoch loss {row['loss']}")
+                row, last = train_run(p, data, tmp / f"train_{backbone}_{workers}", backbone, size, batch, steps,
+                                      workers)
                 table.add("Trainer images/s", setting, f"{row['images_per_s']:.1f} img/s, "
                           f"data wait {row['data_wait_share']:.0%}, loss {row['loss']:.3f}")
-                if backbone == "mobilenet0.25" and summary.last_checkpoint is not None:
-                    checkpoint = summary.last_checkpoint
+                if backbone == "mobilenet0.25" and last is not None:
+                    checkpoint = last
             except Exception as exc:  # noqa: BLE001
                 table.add("Trainer images/s", setting, one_line(exc), False)
     return checkpoint
+
+
+# --decode-device cuda must beat the CPU decoders by this much to be called helpful (run-to-run noise
+# of a 12-step epoch is a few per cent)
+DECODE_GAIN = 1.05
+
+
+def decode_comparison(cpu_row: dict, cuda_row: dict, drift_limit: float) -> Tuple[str, bool]:
+    """The GPU-decode row's text and whether it passes: images/s and data wait of both runs, the
+    speed-up and the verdict, and the epoch losses (the same samples: they must agree within
+    ``drift_limit``, relative)."""
+    speedup = cuda_row["images_per_s"] / cpu_row["images_per_s"]
+    verdict = ("helps: use --decode-device cuda with this many workers" if speedup >= DECODE_GAIN
+               else "does not help: keep --decode-device cpu")
+    rel = abs(cuda_row["loss"] - cpu_row["loss"]) / max(abs(cpu_row["loss"]), 1e-8)
+    text = (f"cpu {cpu_row['images_per_s']:.1f} img/s (data wait {cpu_row['data_wait_share']:.0%}), "
+            f"cuda {cuda_row['images_per_s']:.1f} img/s (data wait {cuda_row['data_wait_share']:.0%}): "
+            f"x{speedup:.2f}, {verdict}; loss {cpu_row['loss']:.3f} vs {cuda_row['loss']:.3f} "
+            f"(rel diff {rel:.2%}, limit {drift_limit:.0%})")
+    return text, rel < drift_limit
+
+
+def check_decode(table: Table, p: Profile, data: str, tmp: Path, workers: int) -> None:
+    """Training images/s with the JPEGs decoded by the workers (OpenCV) vs on the GPU (nvJPEG,
+    ``--decode-device cuda``), mobilenet0.25 at the profile's first training size."""
+    backbone, size, batch, steps = p.train[0]
+    setting = f"{backbone}, {size} px, batch {batch}, {workers} workers, --decode-device cpu vs cuda"
+    if p.device != "cuda":
+        table.add("GPU JPEG decode", setting, "not run in the reduced CPU version: --decode-device cuda decodes "
+                  "on the training GPU (tests/test_gpu_decode.py runs the same code on the CPU)", status="skipped")
+        return
+    try:
+        rows = {mode: train_run(p, data, tmp / f"decode_{mode}", backbone, size, batch, steps, workers,
+                                decode_device=mode)[0] for mode in ("cpu", "cuda")}
+        text, ok = decode_comparison(rows["cpu"], rows["cuda"], p.drift_limit)
+        table.add("GPU JPEG decode", setting, text, ok)
+    except Exception as exc:  # noqa: BLE001
+        table.add("GPU JPEG decode", setting, one_line(exc), False)
 
 
 def check_ddp(table: Table, p: Profile, data: str, tmp: Path) -> None:
@@ -343,6 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", default="synthetic", help="data root for the training checks, or 'synthetic'")
     parser.add_argument("--cpu", action="store_true", help="the reduced CPU version even if CUDA is present")
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts (default 0 4 8 16 on GPU)")
+    parser.add_argument("--decode-workers", type=int, default=4,
+                        help="DataLoader workers of the --decode-device cpu vs cuda comparison (default 4)")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed checks")
     args = parser.parse_args(argv)
 
@@ -367,6 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "compile": lambda: check_compile(table, p, device),
             "ddp": lambda: check_ddp(table, p, data, tmp),
             "train": lambda: check_train(table, p, device, data, tmp),
+            "decode": lambda: check_decode(table, p, data, tmp, args.decode_workers),
             "detect": lambda: check_detect(table, p, device),
         }
         for key in CHECKS:

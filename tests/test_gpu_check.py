@@ -48,6 +48,8 @@ def test_reduced_cpu_version_runs_every_check(reduced_run):
         assert "img/s" in by_check[name][0][1]
     assert "rel diff" in by_check["train AMP fp16 + loss scaler"][0][1]
     assert by_check["torch.compile"][0][2] == "skipped"
+    (decode,) = by_check["GPU JPEG decode"]
+    assert decode[2] == "skipped" and "reduced CPU version" in decode[1] and "cpu vs cuda" in decode[0]
     assert "world size 1" in by_check["DDP + SyncBatchNorm"][0][0]
     settings = [s for s, *_ in by_check["Trainer images/s"]]
     assert any(s.startswith("mobilenet0.25") for s in settings) and any(s.startswith("resnet50") for s in settings)
@@ -62,3 +64,15 @@ def test_a_failing_check_gives_its_row_and_exit_code_1(tmp_path, capsys):
     assert rc == 1
     assert rows and all(r[0] == "Trainer images/s" and r[3] == "FAIL" for r in rows)
     assert all("\n" not in r[2] and r[2] for r in rows)
+
+
+def test_decode_comparison_gives_the_speed_up_the_verdict_and_the_loss_check():
+    compare = load_gpu_check().decode_comparison
+    cpu = {"images_per_s": 400.0, "data_wait_share": 0.6, "loss": 10.0}
+    text, ok = compare(cpu, {"images_per_s": 600.0, "data_wait_share": 0.05, "loss": 10.1}, 0.05)
+    assert ok and "x1.50" in text and "helps: use --decode-device cuda" in text and "data wait 60%" in text
+    text, ok = compare(cpu, {"images_per_s": 410.0, "data_wait_share": 0.5, "loss": 10.0}, 0.05)
+    assert ok and "does not help: keep --decode-device cpu" in text
+    text, ok = compare(cpu, {"images_per_s": 600.0, "data_wait_share": 0.0, "loss": 12.0}, 0.05)
+    assert not ok and "rel diff 20.00%" in text
+    assert "|" not in text and "\n" not in text

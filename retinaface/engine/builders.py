@@ -37,7 +37,7 @@ class TrainData:
     root: Path
     dataset: Any
     sampler: DistributedSampler
-    loader: DataLoader
+    loader: Any                 # a DataLoader; with --decode-device cuda a DecodingLoader over one
     steps_per_epoch: int
     skipped_images: int = 0
 
@@ -70,20 +70,28 @@ def loader_options(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainData:
     """Labels read and every image checked up front (size, decodability, boxes inside), then the
     data set, its distributed sampler and the loader of this process."""
-    from ..data import TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
+    from ..data import TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode, worker_init_fn
     from ..data.labels import load_training_annotations
 
+    on_device = cfg.decode_device == "cuda"
+    if on_device:   # the resolved device: "auto" may have become the CPU
+        gpu_decode.check_decode_device(cfg.decode_device, device)
     root = data_root(cfg, dist)
     annotations, stats = load_training_annotations(root, check=True, skip_bad=cfg.skip_bad)
     if not annotations:
         raise ValueError(f"{root}: no training images")
-    dataset = WiderFaceTrainDataset(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
+    # --decode-device cuda: the workers read bytes and draw the samples, the GPU decodes and augments
+    dataset_class = gpu_decode.EncodedTrainDataset if on_device else WiderFaceTrainDataset
+    dataset = dataset_class(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
     # one sampler for 1..N processes: its permutation depends only on (seed, epoch)
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed)
     per_rank = max(1, cfg.batch_size // dist.world_size)
-    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, collate_fn=detection_collate,
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler,
+                        collate_fn=gpu_decode.encoded_collate if on_device else detection_collate,
                         worker_init_fn=worker_init_fn, drop_last=False, **loader_options(cfg, device))
+    if on_device:
+        loader = gpu_decode.DecodingLoader(loader, gpu_decode.DeviceBatchDecoder(dataset, device))
     steps = len(loader)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)

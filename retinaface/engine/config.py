@@ -214,6 +214,11 @@ class TrainConfig:
     resume: Optional[str] = option(None, "a last.pth / epoch_NNN.pth to continue from; flags not given take "
                                    "its run's settings", kind=str, resumable=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", kind=str, resumable=True)
+    decode_device: str = option("cpu", "where training JPEGs are decoded and augmented: cpu (the DataLoader "
+                                "workers, OpenCV) or cuda (nvJPEG and torch ops on the training GPU, the workers "
+                                "only read files; same draws and targets, pixels within a few grey levels: "
+                                "retinaface/data/gpu_decode.py)", kind=str, choices=("cpu", "cuda"),
+                                resumable=True)
     amp: bool = option(False, "mixed precision (bf16, or fp16 with a loss scaler)")
     amp_dtype: str = option("auto", "mixed-precision type", kind=str, choices=("auto", "bf16", "fp16"))
     sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA)")
@@ -260,6 +265,10 @@ class TrainConfig:
             check_field(field, getattr(self, field.name))
         if self.lr is not None and self.min_lr >= self.lr and self.min_lr > 0:
             raise ValueError(f"--min-lr: {self.min_lr:g} must be below --lr ({self.lr:g})")
+        if self.decode_device == "cuda":   # refused here, before the (long) data check
+            from ..data.gpu_decode import check_decode_device
+
+            check_decode_device(self.decode_device, self.device)
         if self.prefetch_factor is not None and self.workers == 0:
             raise ValueError("--prefetch-factor: needs --workers of at least 1 (data is loaded in the "
                              "main process with --workers 0)")
