@@ -3,7 +3,7 @@ torchrun with SyncBatchNorm, training images/s per DataLoader worker count, GPU-
 detection FPS and evaluation, printed as one markdown table. Exits 1 if any check fails (its row
 says why).
 
-    python benchmarks/gpu_check.py [--only amp train ddp decode detect eval compile] [--data synthetic]
+    python benchmarks/gpu_check.py [--only amp train sync ddp decode detect eval compile] [--data synthetic]
                                    [--cpu] [--workers 0 4 8 16] [--decode-workers 4]
 
 On a CUDA machine (about 8 minutes on one modern GPU): fp32 vs AMP bf16 vs AMP fp16 with the loss
@@ -12,7 +12,8 @@ scaler over 50 identical steps (losses must agree), channels_last, torch.compile
 images/s and data-wait share through ``Trainer`` for mobilenet0.25 at 640 px batch 32 and ResNet-50
 at 840 px batch 8 with 0 / 4 / 8 / 16 workers; the mobilenet0.25 run again with ``--decode-device
 cpu`` vs ``cuda`` at ``--decode-workers`` workers (the speed-up says whether GPU decoding helps on
-this machine; the losses of the two runs must agree, they train on the same samples);
+this machine; the losses of the two runs must agree, they train on the same samples); the host
+syncs of a training epoch under ``torch.cuda.set_sync_debug_mode`` (none may happen per step);
 ``Detector`` FPS at 640x480 for batch 1 / 8 / 32 and at 1920x1080; evaluation over the synthetic
 val split on the GPU.
 
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("amp", "compile", "ddp", "train", "decode", "detect", "eval")
+CHECKS = ("amp", "compile", "ddp", "train", "sync", "decode", "detect", "eval")
 
 
 @dataclass
@@ -277,6 +278,45 @@ def check_train(table: Table, p: Profile, device: torch.device, data: str, tmp: 
     return checkpoint
 
 
+def count_host_syncs(steps: int, run: Callable[[], object],
+                     set_mode: Optional[Callable[[object], None]] = None) -> Tuple[int, str]:
+    """Synchronizing CUDA calls made by ``run`` (``torch.cuda.set_sync_debug_mode("warn")``, or
+    ``set_mode``): their count, and the row's text. Fewer than ``steps`` means no step synchronises:
+    what remains are the epoch's end (loss means, the NaN guard's look, the first epoch's face count)."""
+    import warnings
+
+    set_mode = set_mode or torch.cuda.set_sync_debug_mode
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        set_mode("warn")
+        try:
+            run()
+        finally:
+            set_mode(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return len(syncs), f"{len(syncs)} host syncs in {steps} steps (epoch end included)"
+
+
+def check_sync(table: Table, p: Profile, data: str, tmp: Path) -> None:
+    """No host-device synchronisation inside a training step: one fp32 epoch of the first training
+    setting, counted by torch's sync debug mode."""
+    from retinaface.engine.trainer import TrainConfig, Trainer
+
+    backbone, size, batch, steps = p.train[0]
+    setting = f"{backbone}, {size} px, batch {batch}, {steps} steps, fp32, 0 workers"
+    if p.device != "cuda":
+        table.add("host syncs per step", setting, "needs CUDA (torch.cuda.set_sync_debug_mode); on CPU nothing "
+                  "waits for a device", status="skipped")
+        return
+    config = TrainConfig(data=data, backbone=backbone, image_size=size, batch_size=batch, epochs=1,
+                         max_steps_per_epoch=steps, workers=0, device=p.device, optimizer="sgd", lr=1e-3,
+                         eval_every=0, save_every=0, progress=False, output=str(tmp / "sync"))
+    trainer = Trainer(config)
+    trainer.train_epoch()  # warm-up: cuDNN autotuning and allocator growth are not the loop's
+    count, text = count_host_syncs(steps, trainer.train_epoch)
+    table.add("host syncs per step", setting, text, count < steps)
+
+
 # --decode-device cuda must beat the CPU decoders by this much to be called helpful (run-to-run noise
 # of a 12-step epoch is a few per cent)
 DECODE_GAIN = 1.05
@@ -420,6 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "compile": lambda: check_compile(table, p, device),
             "ddp": lambda: check_ddp(table, p, data, tmp),
             "train": lambda: check_train(table, p, device, data, tmp),
+            "sync": lambda: check_sync(table, p, data, tmp),
             "decode": lambda: check_decode(table, p, data, tmp, args.decode_workers),
             "detect": lambda: check_detect(table, p, device),
         }

@@ -48,6 +48,8 @@ def test_reduced_cpu_version_runs_every_check(reduced_run):
         assert "img/s" in by_check[name][0][1]
     assert "rel diff" in by_check["train AMP fp16 + loss scaler"][0][1]
     assert by_check["torch.compile"][0][2] == "skipped"
+    (sync,) = by_check["host syncs per step"]
+    assert sync[2] == "skipped" and "needs CUDA" in sync[1]
     (decode,) = by_check["GPU JPEG decode"]
     assert decode[2] == "skipped" and "reduced CPU version" in decode[1] and "cpu vs cuda" in decode[0]
     assert "world size 1" in by_check["DDP + SyncBatchNorm"][0][0]
@@ -76,3 +78,19 @@ def test_decode_comparison_gives_the_speed_up_the_verdict_and_the_loss_check():
     text, ok = compare(cpu, {"images_per_s": 600.0, "data_wait_share": 0.0, "loss": 12.0}, 0.05)
     assert not ok and "rel diff 20.00%" in text
     assert "|" not in text and "\n" not in text
+
+
+def test_host_sync_count_reads_the_debug_mode_warnings():
+    import warnings
+
+    count = load_gpu_check().count_host_syncs
+    modes = []
+
+    def epoch():
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning)
+        warnings.warn("something else", UserWarning)
+
+    n, text = count(20, epoch, set_mode=modes.append)
+    assert n == 3 and text == "3 host syncs in 20 steps (epoch end included)"
+    assert modes == ["warn", 0]  # switched on for the run, and off again
