@@ -170,14 +170,14 @@ def test_jpeg_info_reads_what_the_worker_needs():
     base = cv2.imencode(".jpg", image)[1].tobytes()
     info = G.jpeg_info(base)
     assert (info.height, info.width, info.marker, info.precision, info.components) == (48, 70, 0xC0, 8, 3)
-    assert info.orientation is None and info.device_decodable
+    assert info.orientation is None and G.device_decodable(info)
     assert size_from_header_bytes(base) == (48, 70)
     progressive = G.jpeg_info(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes())
-    assert progressive.marker == 0xC2 and progressive.device_decodable
-    assert G.jpeg_info(with_exif_orientation(base, 1)).device_decodable
+    assert progressive.marker == 0xC2 and G.device_decodable(progressive)
+    assert G.device_decodable(G.jpeg_info(with_exif_orientation(base, 1)))
     rotated = G.jpeg_info(with_exif_orientation(base, 6))
-    assert rotated.orientation == 6 and not rotated.device_decodable
-    assert not G.jpeg_info(cv2.imencode(".jpg", image[:, :, 0])[1].tobytes()).device_decodable
+    assert rotated.orientation == 6 and not G.device_decodable(rotated)
+    assert not G.device_decodable(G.jpeg_info(cv2.imencode(".jpg", image[:, :, 0])[1].tobytes()))
     for other in (cv2.imencode(".png", image)[1].tobytes(), b"not an image", b"\xff\xd8\xff\xe0\x00", b""):
         assert G.jpeg_info(other) is None
 

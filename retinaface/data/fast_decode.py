@@ -4,7 +4,7 @@ decoding at 1/2, 1/4 or 1/8 resolution when the sample's crop will be shrunk at 
 Owns :func:`read_bytes` / :func:`decode_full` (``cv2.imdecode`` of the file's bytes, read in one
 call: the same decoder and pixels as ``cv2.imread``, which opens the file twice and feeds libjpeg
 through stdio, ~0.1-0.15 ms more per 1024 x 768 JPEG here), :func:`image_size_from_header` / :func:`size_from_header_bytes` (height and width
-of a JPEG or PNG without decoding it) and :func:`decode_reduced` (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``,
+of a JPEG or PNG without decoding it), :func:`jpeg_info` (a JPEG header's facts: size, frame type, precision, components, EXIF orientation) and :func:`decode_reduced` (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``,
 checked against the header's size).
 libjpeg's reduced decoding scales in the DCT domain: reduced pixel ``i`` covers original pixels
 ``[i * f, (i + 1) * f)``, so a point at continuous coordinate ``u`` of the original lies at ``u / f``
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import cv2
@@ -42,26 +43,78 @@ def size_from_header_bytes(data: bytes) -> Optional[Tuple[int, int]]:
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         return int(height), int(width)
+    info = jpeg_info(data)
+    return (info.height, info.width) if info is not None else None
+
+
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    """What the worker needs from a JPEG header: size, frame type, sample precision, number of
+    components (1 grey, 3 YCbCr, 4 CMYK / YCCK) and the EXIF orientation (``None``: no tag)."""
+
+    height: int
+    width: int
+    marker: int
+    precision: int
+    components: int
+    orientation: Optional[int]
+
+
+def _exif_orientation(segment: bytes) -> Optional[int]:
+    """The Orientation tag of an APP1 segment's payload (``Exif\\0\\0`` + TIFF), or ``None``; a
+    malformed TIFF gives 0 (unknown), which sends the file to the CPU pipeline."""
+    if not segment.startswith(b"Exif\x00\x00"):
+        return None
+    tiff = segment[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 0
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return 0
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == _EXIF_ORIENTATION_TAG:
+            return int(struct.unpack(order + "H", entry[8:10])[0]) if kind == 3 else 0
+    return None
+
+
+def jpeg_info(data: bytes) -> Optional[JpegInfo]:
+    """The header facts of a JPEG's bytes (size, frame type, precision, components, EXIF
+    orientation), or ``None`` when ``data`` is not a JPEG with a readable frame header. Walks the
+    segments up to the frame header, decoding nothing."""
     if data[:2] != b"\xff\xd8":
         return None
+    orientation = None
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
-        if marker == 0xFF:          # fill byte
+        if marker == 0xFF:                               # fill byte
             pos += 1
             continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # stand-alone markers
             pos += 2
             continue
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker == 0xE1 and orientation is None:
+            orientation = _exif_orientation(bytes(data[pos + 4:pos + 2 + length]))
         if marker in _SOF_MARKERS:
-            if pos + 9 > len(data):
+            if pos + 10 > len(data):
                 return None
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return (int(height), int(width)) if height > 0 and width > 0 else None
-        if marker == 0xDA:          # start of scan before any frame header: not a valid file
+            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4:pos + 10])
+            if height == 0 or width == 0:
+                return None
+            return JpegInfo(int(height), int(width), int(marker), int(precision), int(components), orientation)
+        if marker == 0xDA:                               # scan before any frame header
             return None
         pos += 2 + length
     return None

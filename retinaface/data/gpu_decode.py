@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import struct
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -69,7 +68,7 @@ import torch
 
 from .augment import Distortion, SamplePlan, TrainTransform, _hue_lut, _lut, value_maps
 from .dataset import WiderFaceTrainDataset, sample_rng
-from .fast_decode import _SOF_MARKERS, read_bytes
+from .fast_decode import JpegInfo, jpeg_info, read_bytes
 from .labels import ImageAnnotation
 
 logger = logging.getLogger(__name__)
@@ -79,85 +78,14 @@ DECODE_DEVICES = ("cpu", "cuda")
 # SOF0 baseline, SOF1 extended sequential, SOF2 progressive (Huffman-coded, what nvJPEG takes);
 # the others (lossless, arithmetic coding, hierarchical) go to the CPU pipeline
 _DEVICE_SOF = frozenset((0xC0, 0xC1, 0xC2))
-_EXIF_ORIENTATION_TAG = 0x0112
 
 
-# --------------------------------------------------------------------------- file header
-@dataclass(frozen=True)
-class JpegInfo:
-    """What the worker needs from a JPEG header: size, frame type, sample precision, number of
-    components (1 grey, 3 YCbCr, 4 CMYK / YCCK) and the EXIF orientation (``None``: no tag)."""
-
-    height: int
-    width: int
-    marker: int
-    precision: int
-    components: int
-    orientation: Optional[int]
-
-    @property
-    def device_decodable(self) -> bool:
-        """Whether the device path gives this file's ``cv2.imread`` image: 8-bit three-component
-        Huffman JPEG without an EXIF rotation or mirror."""
-        return (self.marker in _DEVICE_SOF and self.precision == 8 and self.components == 3
-                and self.orientation in (None, 1))
-
-
-def _exif_orientation(segment: bytes) -> Optional[int]:
-    """The Orientation tag of an APP1 segment's payload (``Exif\\0\\0`` + TIFF), or ``None``; a
-    malformed TIFF gives 0 (unknown), which sends the file to the CPU pipeline."""
-    if not segment.startswith(b"Exif\x00\x00"):
-        return None
-    tiff = segment[6:]
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 0
-    (ifd,) = struct.unpack(order + "I", tiff[4:8])
-    if ifd + 2 > len(tiff):
-        return 0
-    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
-    for k in range(count):
-        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
-        if len(entry) < 12:
-            return 0
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag == _EXIF_ORIENTATION_TAG:
-            return int(struct.unpack(order + "H", entry[8:10])[0]) if kind == 3 else 0
-    return None
-
-
-def jpeg_info(data: bytes) -> Optional[JpegInfo]:
-    """The header facts of a JPEG's bytes, or ``None`` when ``data`` is not a JPEG with a readable
-    frame header. ``fast_decode.size_from_header_bytes`` walks the same segments for the size
-    alone; this walk also needs the frame type, precision, components and the EXIF segment."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    orientation = None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:                               # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # stand-alone markers
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if marker == 0xE1 and orientation is None:
-            orientation = _exif_orientation(bytes(data[pos + 4:pos + 2 + length]))
-        if marker in _SOF_MARKERS:
-            if pos + 10 > len(data):
-                return None
-            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4:pos + 10])
-            if height == 0 or width == 0:
-                return None
-            return JpegInfo(int(height), int(width), int(marker), int(precision), int(components), orientation)
-        if marker == 0xDA:                               # scan before any frame header
-            return None
-        pos += 2 + length
-    return None
+def device_decodable(info: Optional[JpegInfo]) -> bool:
+    """Whether the device path gives this file's ``cv2.imread`` image: an 8-bit three-component
+    Huffman JPEG (header facts: :func:`retinaface.data.fast_decode.jpeg_info`) without an EXIF
+    rotation or mirror."""
+    return (info is not None and info.marker in _DEVICE_SOF and info.precision == 8 and info.components == 3
+            and info.orientation in (None, 1))
 
 
 # --------------------------------------------------------------------------- what workers compute
@@ -401,7 +329,7 @@ class EncodedTrainDataset(WiderFaceTrainDataset):
         ann = self.annotations[index]
         data = read_bytes(ann.path)
         info = jpeg_info(data)
-        if info is None or not info.device_decodable:
+        if not device_decodable(info):
             image, targets = self.cpu_item(index)
             return EncodedSample(index, targets, image=image)
         plan = self.transform.plan(info.height, info.width, ann.boxes, ann.landmarks, ann.labels,
