@@ -85,6 +85,7 @@ class Detector:
         self.priors = PriorGenerator(config.min_sizes, config.steps)
         # each thread's last input batch, written over by its next batch of the same shape
         self._batches = threading.local()
+        self._takes_uint8 = bool(getattr(model, "takes_uint8", False)) and self.device.type == "cpu"
 
     # read-only views of the parts' settings (the parts are immutable; build a new detector, or
     # pass other parts to run(), to detect differently)
@@ -183,10 +184,17 @@ class Detector:
             # an empty (0-pixel) image has no faces and cannot go through the convolutions
             live = [i for i, img in enumerate(chunk) if img.shape[0] > 0 and img.shape[1] > 0]
             if live:
-                batch, scales = transform([chunk[i] for i in live], out=getattr(self._batches, "last", None))
-                self._batches.last = batch
-                loc, conf, landms = self.model(batch)
-                input_size = batch.shape[-2:]
+                live_images = [chunk[i] for i in live]
+                # a model that takes uint8 images (OpenVINO) converts them itself: no float batch
+                pixels = transform.uint8_batch(live_images) if self._takes_uint8 else None
+                if pixels is not None:
+                    loc, conf, landms = self.model.forward_uint8(pixels, transform.mean)
+                    input_size, scales = pixels.shape[1:3], [1.0] * len(live)
+                else:
+                    batch, scales = transform(live_images, out=getattr(self._batches, "last", None))
+                    self._batches.last = batch
+                    loc, conf, landms = self.model(batch)
+                    input_size = batch.shape[-2:]
                 priors = self.priors(input_size[0], input_size[1], self.device, loc.dtype)
                 for row, (index, scale) in enumerate(zip(live, scales)):
                     dets = postprocess(loc[row], conf[row], landms[row], priors, input_size, scale)

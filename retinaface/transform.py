@@ -168,6 +168,31 @@ class InferenceTransform:
             torch.sub(pixels, mean, out=batch[i, :, :img.shape[0], :img.shape[1]])
         return batch
 
+    def uint8_batch(self, images: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+        """``(B, H, W, 3)`` uint8 BGR batch for a model that converts and subtracts the mean itself
+        (:meth:`retinaface.openvino_backend.OpenVinoModel.forward_uint8`): images padded
+        bottom-right with the mean colour, which that subtraction turns into the zeros
+        :meth:`batch` pads with. ``None`` when the policy would resize an image (resizing works on
+        float pixels) or the mean is not whole numbers in 0..255 (uint8 padding cannot carry it):
+        the float path applies then."""
+        if any(m != round(m) or not 0 <= m <= 255 for m in self.mean):
+            return None
+        if any(self.scale_for(img.shape[0], img.shape[1]) != 1.0 for img in images):
+            return None
+        if self.fixed_size is not None:
+            height, width = self.fixed_size
+        else:
+            height = max(img.shape[0] for img in images)
+            width = max(img.shape[1] for img in images)
+        if len(images) == 1 and images[0].shape[:2] == (height, width):
+            return np.ascontiguousarray(images[0])[None]  # a view: nothing to copy
+        batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
+        if any(img.shape[:2] != (height, width) for img in images):
+            batch[:] = np.array([round(m) for m in self.mean], dtype=np.uint8)
+        for i, img in enumerate(images):
+            batch[i, :img.shape[0], :img.shape[1]] = img
+        return batch
+
     def _fill_cpu(self, batch: torch.Tensor, images: Sequence[np.ndarray]) -> None:
         """``batch[i] = images[i] - mean`` on CPU with OpenCV's vectorised subtraction, written
         straight into the batch's memory (an HWC view of an NHWC batch, one plane at a time for

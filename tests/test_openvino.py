@@ -134,3 +134,41 @@ def test_one_detector_shared_by_threads_gives_each_thread_its_own_answer(exporte
         got = list(pool.map(detector.detect, images))
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+
+
+def test_uint8_input_path_gives_the_float_path_outputs(exported):
+    """The conversion and mean subtraction compiled into OpenVINO equal the Detector's float batch."""
+    from retinaface.transform import InferenceTransform
+
+    model = OpenVinoModel(exported["dynamic"], threads=1)
+    transform = InferenceTransform()
+    images = _images(2)  # two sizes: the smaller one is padded
+    pixels = transform.uint8_batch(images)
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 96, 150, 3)
+    assert (pixels[1, 70:, :, :] == np.array([104, 117, 123], np.uint8)).all()  # mean-colour padding
+    for got, want in zip(model.forward_uint8(pixels, transform.mean), model(transform.batch(images))):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_detector_takes_the_uint8_path_only_where_it_is_exact(exported, monkeypatch):
+    model = OpenVinoModel(exported["dynamic"], threads=1)
+    calls = []
+    real = model.forward_uint8
+    monkeypatch.setattr(model, "forward_uint8", lambda *a: (calls.append(a[0].shape), real(*a))[1])
+    image = _images(3)[0]
+    # near-tied scores of the untrained model: compare without NMS, row by row (as above)
+    settings = dict(conf_threshold=0.5, nms_threshold=1.0, post_nms_topk=None)
+    fast = retinaface.Detector(model, **settings)
+    reference = retinaface.Detector(OnnxRuntimeModel(exported["dynamic"]), **settings)
+    a, b = fast.detect(image), reference.detect(image)
+    assert calls == [(1, 96, 128, 3)]
+    assert len(a) > 10 and abs(len(a) - len(b)) <= max(2, len(b) // 50)
+    for row in a[a[:, 4] > 0.5 + 1e-4]:
+        assert np.abs(b - row).max(axis=1).min() < 2e-2
+    resized = retinaface.Detector(model, conf_threshold=0.3, target_size=64)  # resizing is float work
+    resized.detect(image)
+    assert len(calls) == 1
+    from retinaface.transform import InferenceTransform
+
+    assert InferenceTransform(mean=(104.5, 117.0, 123.0)).uint8_batch([image]) is None  # padding could not carry it
