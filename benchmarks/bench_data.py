@@ -162,75 +162,20 @@ def library_in_stages(t: TrainTransform, sample: Sample, rng: np.random.Generato
     return chw, plan.targets
 
 
+# recipe_reference's stage names -> this table's rows
+_REFERENCE_STAGES = {"crop": "crop (library: every draw + targets)", "values": VALUES, "hsv": HSV,
+                     "pad": "pad to square", "mirror": "mirror", "resize": "resize",
+                     "mean": "mean, HWC -> CHW float32", "targets": "targets"}
+
+
 def reference_in_stages(sample: Sample, rng: np.random.Generator, size: int, clock: _Clock):
-    """``recipe_reference.load_and_transform(*sample, rng, size)``, one stage at a time (its
-    ``transform`` written out step by step)."""
-    R = recipe_reference
+    """``recipe_reference.load_and_transform(*sample, rng, size)`` with its stage hook on the clock."""
     path, boxes, landmarks, labels = sample
-    mean = R.MEAN
     clock.start()
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     clock("read + decode")
-    image, boxes, landmarks, labels, failed = R.crop(image, boxes, landmarks, labels, rng)
-    clock("crop (library: every draw + targets)")
-    contrast_first, brightness, contrast, saturation, hue = R.draw_distortion(rng)
-    image = image.copy()   # R.distort_with, step by step
-    if brightness is not None:
-        R.convert(image, beta=brightness)
-    if contrast_first and contrast is not None:
-        R.convert(image, alpha=contrast)
-    clock(VALUES)
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-    clock(HSV)
-    if saturation is not None:
-        R.convert(image[:, :, 1], alpha=saturation)
-    if hue is not None:
-        image[:, :, 0] = (image[:, :, 0].astype(int) + hue) % 180
-    clock(VALUES)
-    image = cv2.cvtColor(image, cv2.COLOR_HSV2BGR)
-    clock(HSV)
-    if not contrast_first and contrast is not None:
-        R.convert(image, alpha=contrast)
-    clock(VALUES)
-    if failed:
-        h, w = image.shape[:2]
-        side = max(h, w)
-        square = np.empty((side, side, 3), dtype=image.dtype)
-        square[:, :] = mean
-        square[:h, :w] = image
-        image = square
-    clock("pad to square")
-    if rng.random() < 0.5:
-        width = image.shape[1]
-        image = image[:, ::-1]
-        boxes = boxes.copy()
-        boxes[:, 0::2] = width - boxes[:, 2::-2]
-        landmarks = landmarks.copy()
-        for i in range(len(landmarks)):
-            if labels[i] > 0:
-                pts = landmarks[i].reshape(5, 2)
-                pts[:, 0] = width - pts[:, 0]
-                landmarks[i] = pts[[1, 0, 2, 4, 3]].reshape(10)
-    clock("mirror")
-    height, width = image.shape[:2]
-    interpolation = R.INTERPOLATIONS[int(rng.integers(0, len(R.INTERPOLATIONS)))]
-    image = cv2.resize(image, (size, size), interpolation=interpolation)
-    clock("resize")
-    image = image.astype(np.float32)
-    image -= np.asarray(mean, dtype=np.float32)
-    chw = image.transpose(2, 0, 1).copy()
-    clock("mean, HWC -> CHW float32")
-    targets = np.zeros((len(boxes), 15), dtype=np.float32)
-    for i in range(len(boxes)):
-        targets[i, 0:4] = boxes[i] / (width, height, width, height)
-        if labels[i] > 0:
-            targets[i, 4:14] = landmarks[i] / np.tile((width, height), 5)
-            targets[i, 14] = 1
-        else:
-            targets[i, 4:14] = -1
-            targets[i, 14] = -1
-    clock("targets")
-    return chw, targets
+    return recipe_reference.transform(image, boxes, landmarks, labels, rng, size,
+                                      stage=lambda name: clock(_REFERENCE_STAGES[name]))
 
 
 def stage_table(samples: List[Sample], size: int, repeats: int) -> Tuple[Dict[str, float], Dict[str, float]]:

@@ -9,7 +9,7 @@ a test can give both implementations the same draws.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -62,24 +62,35 @@ def convert(image: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> None:
     image[:] = tmp
 
 
+def _no_stage(name: str) -> None:
+    """The default stage hook: nothing (``benchmarks/bench_data.py`` passes a clock)."""
+
+
 def distort_with(image: np.ndarray, contrast_first: bool, brightness: Optional[float],
-                 contrast: Optional[float], saturation: Optional[float], hue: Optional[int]) -> np.ndarray:
-    """Step 2 with its draws given (``None``: that step does not fire)."""
+                 contrast: Optional[float], saturation: Optional[float], hue: Optional[int],
+                 stage: Callable[[str], None] = _no_stage) -> np.ndarray:
+    """Step 2 with its draws given (``None``: that step does not fire). ``stage(name)`` is called
+    at the end of each part: ``values`` (the value maps) and ``hsv`` (the colour conversions)."""
     image = image.copy()
     if brightness is not None:
         convert(image, beta=brightness)
     if contrast_first and contrast is not None:
         convert(image, alpha=contrast)
+    stage("values")
     # the reference converts to HSV and back whether or not a HSV step fires
     image = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    stage("hsv")
     if saturation is not None:
         convert(image[:, :, 1], alpha=saturation)
     if hue is not None:
         h = image[:, :, 0].astype(int) + hue
         image[:, :, 0] = h % 180
+    stage("values")
     image = cv2.cvtColor(image, cv2.COLOR_HSV2BGR)
+    stage("hsv")
     if not contrast_first and contrast is not None:
         convert(image, alpha=contrast)
+    stage("values")
     return image
 
 
@@ -101,11 +112,13 @@ def draw_distortion(rng: np.random.Generator) -> Tuple[bool, Optional[float], Op
 
 
 def transform(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
-              rng: np.random.Generator, image_size: int = 640,
-              mean: Sequence[float] = MEAN) -> Tuple[np.ndarray, np.ndarray]:
-    """The whole recipe: (3, S, S) float32 image and (K, 15) targets."""
+              rng: np.random.Generator, image_size: int = 640, mean: Sequence[float] = MEAN,
+              stage: Callable[[str], None] = _no_stage) -> Tuple[np.ndarray, np.ndarray]:
+    """The whole recipe: (3, S, S) float32 image and (K, 15) targets. ``stage(name)`` is called
+    at the end of each step (crop, values, hsv, pad, mirror, resize, mean, targets)."""
     image, boxes, landmarks, labels, failed = crop(image, boxes, landmarks, labels, rng)
-    image = distort_with(image, *draw_distortion(rng))
+    stage("crop")
+    image = distort_with(image, *draw_distortion(rng), stage=stage)
     if failed:
         h, w = image.shape[:2]
         side = max(h, w)
@@ -113,6 +126,7 @@ def transform(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, label
         square[:, :] = mean
         square[:h, :w] = image
         image = square
+    stage("pad")
     if rng.random() < 0.5:
         width = image.shape[1]
         image = image[:, ::-1]
@@ -124,12 +138,15 @@ def transform(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, label
                 pts = landmarks[i].reshape(5, 2)
                 pts[:, 0] = width - pts[:, 0]
                 landmarks[i] = pts[[1, 0, 2, 4, 3]].reshape(10)
+    stage("mirror")
     height, width = image.shape[:2]
     interpolation = INTERPOLATIONS[int(rng.integers(0, len(INTERPOLATIONS)))]
     image = cv2.resize(image, (image_size, image_size), interpolation=interpolation)
+    stage("resize")
     image = image.astype(np.float32)
     image -= np.asarray(mean, dtype=np.float32)
     chw = image.transpose(2, 0, 1).copy()
+    stage("mean")
     targets = np.zeros((len(boxes), 15), dtype=np.float32)
     for i in range(len(boxes)):
         targets[i, 0:4] = boxes[i] / (width, height, width, height)
@@ -139,6 +156,7 @@ def transform(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, label
         else:
             targets[i, 4:14] = -1
             targets[i, 14] = -1
+    stage("targets")
     return chw, targets
 
 
