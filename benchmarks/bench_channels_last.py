@@ -69,8 +69,31 @@ def main() -> None:
         worst = max(float((grads[k].double() - exact[k]).norm() / exact[k].norm())
                     for k in exact if exact[k].norm() > 1e-3)
         print(f"worst relative gradient error, {name} float32 vs float64: {worst:.2%}")
+    batch_norm_error()
     if args.train_epochs:
         train_both(args.backbone, args.train_epochs, args.seeds)
+
+
+def batch_norm_error() -> None:
+    """Training-mode BatchNorm2d alone, float32 vs float64, in both layouts: where NHWC's gradient
+    error comes from (the CPU channels-last kernel sums its statistics less carefully)."""
+    torch.manual_seed(0)
+    print("\n| BatchNorm2d input (16x16x80x80) | NCHW max error | NHWC max error | ratio |\n|---|---|---|---|")
+    for offset in (0.0, 100.0):
+        x = torch.randn(16, 16, 80, 80) * 0.5 + offset
+        grad = torch.randn_like(x)
+        errors = {}
+        for name, layout in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            inp = x.detach().clone().contiguous(memory_format=layout).requires_grad_()
+            exact = x.detach().double().requires_grad_()
+            out, ref = nn.BatchNorm2d(16).train()(inp), nn.BatchNorm2d(16).double().train()(exact)
+            out.backward(grad)
+            ref.backward(grad.double())
+            errors[name] = (float((out.detach().double() - ref.detach()).abs().max()),
+                            float((inp.grad.double() - exact.grad).abs().max() / exact.grad.abs().max()))
+        for i, kind in enumerate(("output", "relative input gradient")):
+            a, b = errors["NCHW"][i], errors["NHWC"][i]
+            print(f"| mean {offset:g}, {kind} | {a:.1e} | {b:.1e} | x{b / a:.0f} |")
 
 
 def train_both(backbone: str, epochs: int, seeds=(0,)) -> None:
