@@ -419,16 +419,9 @@ def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Op
         return OpenVinoModel(path, threads=threads)
     if backend != "onnxruntime":
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
-    from .runtime import OnnxRuntimeModel
+    from .runtime import detector_onnx_model
 
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    # no spinning workers after a run: they would slow the torch post-processing that follows
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return OnnxRuntimeModel(path, session_options=options)
+    return detector_onnx_model(path, threads=threads)
 
 
 def _first_line(exc: BaseException) -> str:

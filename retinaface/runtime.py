@@ -186,6 +186,20 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
     raise ExportError(f"{weights}: cannot write an ONNX export beside it or in the temporary folder")
 
 
+def detector_onnx_model(path: PathLike, threads: Optional[int] = None,
+                        providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
+    """:class:`OnnxRuntimeModel` of an ``.onnx`` file set up for detection: ``threads`` intra-op
+    threads, and workers that do not spin after a run (they would slow the post-processing that
+    follows; measured: docs/edge.md)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return OnnxRuntimeModel(path, providers=providers, session_options=options)
+
+
 def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
                        width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
                        providers: Optional[Sequence[str]] = None) -> Any:
@@ -209,19 +223,11 @@ def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optio
         from .openvino_backend import load_openvino_model
 
         return load_openvino_model(path, backbone=backbone if is_onnx else None, threads=threads)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    # ORT's workers otherwise spin after each run and slow the post-processing that follows
-    # (measured: docs/edge.md)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = OnnxRuntimeModel(path, providers=providers, session_options=options)
+    model = detector_onnx_model(path, threads=threads, providers=providers)
     if is_onnx and backbone is not None and backbone != model.config.backbone:
         raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
     return model
 
 
-__all__ = ["OnnxRuntimeModel", "RUNTIMES", "cached_onnx_export", "load_exported", "load_onnx_model",
-           "load_runtime_model", "open_session", "resolve_runtime"]
+__all__ = ["OnnxRuntimeModel", "RUNTIMES", "cached_onnx_export", "detector_onnx_model", "load_exported",
+           "load_onnx_model", "load_runtime_model", "open_session", "resolve_runtime"]

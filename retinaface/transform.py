@@ -142,12 +142,9 @@ class InferenceTransform:
         (the :class:`~retinaface.Detector` keeps one per thread: a fresh multi-megabyte tensor per
         image is fresh memory whose page faults cost more than the conversion itself).
         """
+        height, width = self._batch_size(images)
         if self.fixed_size is not None:
-            height, width = self.fixed_size
             images = [img[:height, :width] for img in images]  # rounding never exceeds it; be sure
-        else:
-            height = max(img.shape[0] for img in images)
-            width = max(img.shape[1] for img in images)
         padded = any(img.shape[:2] != (height, width) for img in images)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         shape = (len(images), 3, height, width)
@@ -168,6 +165,13 @@ class InferenceTransform:
             torch.sub(pixels, mean, out=batch[i, :, :img.shape[0], :img.shape[1]])
         return batch
 
+    def _batch_size(self, images: Sequence[np.ndarray]) -> Tuple[int, int]:
+        """``(height, width)`` of a batch of these (resized) images: the fixed size of a fixed-size
+        network, else the largest height and width (smaller images are padded bottom-right)."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        return max(img.shape[0] for img in images), max(img.shape[1] for img in images)
+
     def uint8_batch(self, images: Sequence[np.ndarray]) -> Optional[np.ndarray]:
         """``(B, H, W, 3)`` uint8 BGR batch for a model that converts and subtracts the mean itself
         (:meth:`retinaface.openvino_backend.OpenVinoModel.forward_uint8`): images padded
@@ -179,11 +183,7 @@ class InferenceTransform:
             return None
         if any(self.scale_for(img.shape[0], img.shape[1]) != 1.0 for img in images):
             return None
-        if self.fixed_size is not None:
-            height, width = self.fixed_size
-        else:
-            height = max(img.shape[0] for img in images)
-            width = max(img.shape[1] for img in images)
+        height, width = self._batch_size(images)
         if len(images) == 1 and images[0].shape[:2] == (height, width):
             return np.ascontiguousarray(images[0])[None]  # a view: nothing to copy
         batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
