@@ -7,7 +7,11 @@ Prints, each pair timed in alternation so machine load affects both alike:
   1. forward vs full detect (the target: detect costs at most 10 % more), in the Detector's
      default layout;
   2. forward latency in the contiguous (NCHW) and channels-last (NHWC) layouts;
-  3. images/s of detect_batch at batch 1, 2, 4 and 8 against one image at a time.
+  3. images/s of detect_batch at batch 1, 2, 4 and 8 against one image at a time;
+  4. with ``--runtimes``, the detect path on each runtime stage by stage (docs/edge.md's figures):
+     transform, forward, post-processing warm (alone) and cold (right after a forward pass, as in
+     detect), detect, and detect through the float batch written over each call (the default
+     except on OpenVINO, which takes the uint8 image) vs a fresh batch each call.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--runtimes", nargs="*", default=[], choices=["pytorch", "onnxruntime", "openvino"],
+                        help="also split the detect path into stages on these runtimes (1 torch thread)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,6 +71,56 @@ def main() -> None:
     print(f"one at a time     : {n / times[0]:7.2f} images/s")
     for b, t in zip(args.batches, times[1:]):
         print(f"batch of {b:<2}       : {n / t:7.2f} images/s  (x{times[0] / t:.2f})")
+    if args.runtimes:
+        stages(model, image, args.runtimes, args.threads, max(args.repeats, 40))
+
+
+def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> None:
+    """Median ms of each stage of ``Detector.detect`` on each runtime, torch on one thread."""
+    import statistics
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from retinaface.export import export_onnx
+    from retinaface.runtime import load_runtime_model
+
+    def median_ms(fn) -> float:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e3
+
+    torch.set_num_threads(1)  # as `retinaface detect` does on external runtimes
+    print(f"\n| runtime ({threads} runtime threads) | transform | forward | post warm / after forward | "
+          f"detect | detect via float batch: reused / fresh |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        path = Path(tmp) / "m.onnx"
+        export_onnx(model, path, dynamic=True)
+        for runtime in runtimes:
+            net = model if runtime == "pytorch" else load_runtime_model(path, runtime, threads=threads)
+            det = Detector(net)
+            batch = det.transform([image])[0]
+            transform = median_ms(lambda: det.transform([image], out=batch))
+            forward = median_ms(lambda: det.forward(batch))
+            loc, conf, landms = det.forward(batch)
+            priors = det.priors(batch.shape[-2], batch.shape[-1], det.device, loc.dtype)
+
+            def post():
+                return det.postprocess(loc[0], conf[0], landms[0], priors, batch.shape[-2:], 1.0)
+            warm = median_ms(post)
+            cold = median_ms(lambda: (det.forward(batch), post())) - forward
+            detect = median_ms(lambda: det.detect(image))
+            via_float = Detector(net)
+            via_float._takes_uint8 = False  # the float batch even where the model takes uint8
+            reused = median_ms(lambda: via_float.detect(image))
+            fresh = median_ms(lambda: (setattr(via_float._batches, "last", None), via_float.detect(image)))
+            print(f"| {runtime} | {transform:.2f} | {forward:.2f} | {warm:.2f} / {cold:.2f} | "
+                  f"{detect:.2f} (+{detect / forward - 1:.0%}) | {reused:.2f} / {fresh:.2f} |")
 
 
 if __name__ == "__main__":

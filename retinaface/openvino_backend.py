@@ -160,7 +160,8 @@ class OpenVinoModel(ExportedModel):
         """The network on ``(B, H, W, 3)`` uint8 BGR images: the float conversion, the subtraction
         of ``mean`` and the NHWC -> NCHW step run inside the compiled model (OpenVINO's
         pre-processing, fused with the first convolution), which saves the Detector's float batch:
-        0.4-1 ms per 640x480 image here, the same detections."""
+        ~0.3 ms per 640x480 image here (benchmarks/bench_detect.py --runtimes openvino), the
+        same detections."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise ValueError(f"expected a (B, H, W, 3) uint8 array, got {images.dtype} {images.shape}")
         batch, height, width = images.shape[:3]

@@ -140,7 +140,7 @@ class InferenceTransform:
 
         ``out``: a batch of an earlier call, written over when its shape, device and layout fit
         (the :class:`~retinaface.Detector` keeps one per thread: a fresh multi-megabyte tensor per
-        image is fresh memory whose page faults cost more than the conversion itself).
+        image is fresh memory, whose page faults cost about as much as the conversion itself).
         """
         height, width = self._batch_size(images)
         if self.fixed_size is not None:
