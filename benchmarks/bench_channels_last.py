@@ -1,15 +1,17 @@
-"""Why training keeps NCHW by default on CPU: NHWC (channels-last) steps are faster, but their
-float32 gradients are further from float64 ones.
+"""Channels-last (NHWC) training on CPU: step time, gradient error and AP against NCHW.
 
     python benchmarks/bench_channels_last.py [--backbone mobilenet0.25] [--size 320] [--batch 16]
-                                             [--train-epochs 4]
+                                             [--train-epochs 12 --seeds 0 1 2 3]
 
 Prints the median training-step time (forward + backward of a simple loss, train-mode batch norm)
-for NCHW and NHWC input, timed in alternation, and for each layout the worst relative gradient
-error ``||g32 - g64|| / ||g64||`` over the parameters whose float64 gradient norm exceeds 1e-3.
-With ``--train-epochs N`` it then trains on the synthetic set for N epochs (the synthetic recipe,
-same seed) with NCHW and with NHWC batches and prints both runs' AP and images/s: the default
-should follow the AP, not the gradient error alone.
+for NCHW input, NHWC input with PyTorch's BatchNorm2d and NHWC input with the trainer's
+``ChannelsLastBatchNorm2d`` (retinaface/batch_norm.py), timed in alternation, and for each
+the worst relative gradient error ``||g32 - g64|| / ||g64||`` over the parameters whose float64
+gradient norm exceeds 1e-3, and the worst batch-norm running-statistics error after the step. A
+table of BatchNorm2d alone, float32 against float64, shows where PyTorch's NHWC error comes from.
+With ``--train-epochs N`` it then trains on the synthetic set for N epochs per seed (the synthetic
+recipe) with NCHW and with NHWC batches, as the trainer does them, and prints both runs' AP and
+images/s: the CPU default follows the AP, not the gradient error alone.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from retinaface import create_model  # noqa: E402
+from retinaface.batch_norm import ChannelsLastBatchNorm2d, convert_channels_last_batch_norm  # noqa: E402
 from retinaface.profiling import paired_latency  # noqa: E402
 
 
@@ -52,53 +55,68 @@ def main() -> None:
     images = torch.randn(args.batch, 3, args.size, args.size) * 50  # mean-subtracted pixel scale
     nhwc = images.contiguous(memory_format=torch.channels_last)
 
-    nchw_s, nhwc_s = paired_latency([lambda: gradients(model, images), lambda: gradients(model, nhwc)],
-                                    repeats=args.repeats, warmup=1)
-    print(f"{args.backbone}, batch {args.batch} at {args.size}, {args.threads} threads")
-    print(f"training step NCHW : {nchw_s * 1e3:8.1f} ms")
-    print(f"training step NHWC : {nhwc_s * 1e3:8.1f} ms  (x{nchw_s / nhwc_s:.2f})")
-
-    errors = {}
-    for name, batch in (("NCHW", images), ("NHWC", nhwc)):
-        model.load_state_dict(state)  # batch-norm running statistics back to the same start
-        errors[name] = gradients(model, batch)
+    exact_bn = copy.deepcopy(model)
+    convert_channels_last_batch_norm(exact_bn)
+    runs = {"NCHW": (model, images), "NHWC, PyTorch BatchNorm2d": (model, nhwc),
+            "NHWC, ChannelsLastBatchNorm2d": (exact_bn, nhwc)}
+    seconds = paired_latency([lambda m=m, x=x: gradients(m, x) for m, x in runs.values()],
+                             repeats=args.repeats, warmup=1)
     exact_model = copy.deepcopy(model).double()
     exact_model.load_state_dict(state)
     exact = gradients(exact_model, images.double())
-    for name, grads in errors.items():
+    exact_buffers = dict(exact_model.named_buffers())
+    print(f"{args.backbone}, batch {args.batch} at {args.size}, {args.threads} threads\n")
+    print("| training step | ms | vs NCHW | worst gradient error vs float64 | worst running-stat error |\n"
+          "|---|---|---|---|---|")
+    for (name, (m, batch)), step_s in zip(runs.items(), seconds):
+        m.load_state_dict(state)  # batch-norm running statistics back to the same start
+        grads = gradients(m, batch)
         worst = max(float((grads[k].double() - exact[k]).norm() / exact[k].norm())
                     for k in exact if exact[k].norm() > 1e-3)
-        print(f"worst relative gradient error, {name} float32 vs float64: {worst:.2%}")
+        stats = max(float((b.double() - exact_buffers[k]).abs().max()) for k, b in m.named_buffers()
+                    if k.endswith(("running_mean", "running_var")))
+        print(f"| {name} | {step_s * 1e3:.1f} | x{seconds[0] / step_s:.2f} | {worst:.2%} | {stats:.1e} |")
     batch_norm_error()
     if args.train_epochs:
         train_both(args.backbone, args.train_epochs, args.seeds)
 
 
 def batch_norm_error() -> None:
-    """Training-mode BatchNorm2d alone, float32 vs float64, in both layouts: where NHWC's gradient
-    error comes from (the CPU channels-last kernel sums its statistics less carefully)."""
+    """Training-mode batch norm alone, float32 vs float64: PyTorch's BatchNorm2d in both layouts
+    (its NHWC kernel sums the statistics less carefully) and ChannelsLastBatchNorm2d in NHWC."""
     torch.manual_seed(0)
-    print("\n| BatchNorm2d input (16x16x80x80) | NCHW max error | NHWC max error | ratio |\n|---|---|---|---|")
-    for offset in (0.0, 100.0):
-        x = torch.randn(16, 16, 80, 80) * 0.5 + offset
+    print("\n| BatchNorm2d, float32 vs float64 | NCHW | NHWC, PyTorch | NHWC, ChannelsLastBatchNorm2d |\n"
+          "|---|---|---|---|")
+    variants = (("NCHW", nn.BatchNorm2d, torch.contiguous_format), ("NHWC", nn.BatchNorm2d, torch.channels_last),
+                ("exact", ChannelsLastBatchNorm2d, torch.channels_last))
+    for shape, offset in (((16, 16, 80, 80), 0.0), ((16, 16, 80, 80), 100.0), ((32, 8, 320, 320), 3.0)):
+        channels = shape[1]
+        x = torch.randn(shape) * 0.5 + offset
         grad = torch.randn_like(x)
-        errors = {}
-        for name, layout in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+        exact = x.detach().double().requires_grad_()
+        ref_bn = nn.BatchNorm2d(channels).double().train()
+        ref = ref_bn(exact)
+        ref.backward(grad.double())
+        errors = []
+        for _, cls, layout in variants:
             inp = x.detach().clone().contiguous(memory_format=layout).requires_grad_()
-            exact = x.detach().double().requires_grad_()
-            out, ref = nn.BatchNorm2d(16).train()(inp), nn.BatchNorm2d(16).double().train()(exact)
-            out.backward(grad)
-            ref.backward(grad.double())
-            errors[name] = (float((out.detach().double() - ref.detach()).abs().max()),
-                            float((inp.grad.double() - exact.grad).abs().max() / exact.grad.abs().max()))
-        for i, kind in enumerate(("output", "relative input gradient")):
-            a, b = errors["NCHW"][i], errors["NHWC"][i]
-            print(f"| mean {offset:g}, {kind} | {a:.1e} | {b:.1e} | x{b / a:.0f} |")
+            bn = cls(channels).train()
+            out = bn(inp)
+            out.backward(grad.contiguous(memory_format=layout))
+            errors.append((float((out.detach().double() - ref.detach()).abs().max()),
+                           float((inp.grad.double() - exact.grad).abs().max() / exact.grad.abs().max()),
+                           float((bn.weight.grad.double() - ref_bn.weight.grad).abs().max()
+                                 / ref_bn.weight.grad.abs().max())))
+        for i, kind in enumerate(("output, max error", "input gradient, max relative error",
+                                  "weight gradient, max relative error")):
+            print(f"| {'x'.join(map(str, shape))}, mean {offset:g}: {kind} | "
+                  + " | ".join(f"{e[i]:.1e}" for e in errors) + " |")
 
 
 def train_both(backbone: str, epochs: int, seeds=(0,)) -> None:
-    """Synthetic-data training with NCHW and with NHWC batches, once per seed: AP and images/s of
-    each run, then the mean AP of each layout (one seed is not enough to tell layouts apart)."""
+    """Synthetic-data training with NCHW and with NHWC batches (the trainer's: NHWC with
+    ChannelsLastBatchNorm2d), once per seed: AP and images/s of each run, then the mean AP of each
+    layout (one seed is not enough to tell layouts apart)."""
     import statistics
     import tempfile
 

@@ -13,8 +13,12 @@ The comparison runs, step by step in alternation from the same initial weights:
 
 * straightforward: benchmarks/recipe_reference.py augmentation, per-image matching and the loss as
   written in tests/matching_reference.py, NCHW;
-* library: retinaface.data.augment + batched matching + retinaface.loss.MultiBoxLoss, NCHW;
-* library, channels_last: the same with NHWC batches (the trainer's ``--channels-last``).
+* library, NCHW: retinaface.data.augment + batched matching + retinaface.loss.MultiBoxLoss, NCHW
+  (the trainer's ``--no-channels-last``);
+* library, channels_last: the same with NHWC batches and, on CPU, ChannelsLastBatchNorm2d: the
+  trainer's CPU default.
+
+The split table is of the trainer's default layout on the device (channels-last on CPU).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ import recipe_reference  # noqa: E402
 from retinaface import create_model  # noqa: E402
 from retinaface.data.augment import TrainTransform  # noqa: E402
 from retinaface.loss import MultiBoxLoss  # noqa: E402
+from retinaface.batch_norm import convert_channels_last_batch_norm  # noqa: E402
 from retinaface.priors import generate_priors  # noqa: E402
 from tests.matching_reference import multibox_loss_reference  # noqa: E402
 
@@ -81,8 +86,20 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
 
+def trainer_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` as the trainer's default trains it on ``device``: on CPU NHWC weights and
+    ChannelsLastBatchNorm2d (feed it channels-last batches), elsewhere as it is."""
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+        convert_channels_last_batch_norm(model)
+    return model
+
+
 def split_steps(model, samples, size: int, steps: int, device: torch.device) -> Dict[str, float]:
-    """Median-free mean seconds per step of each phase of the library's step."""
+    """Median-free mean seconds per step of each phase of the library's step, in the trainer's
+    default layout."""
+    model = trainer_layout(model, device)
+    channels_last = device.type == "cpu"
     transform, criterion = TrainTransform(size), MultiBoxLoss()
     priors = generate_priors(size, size, device=device)
     optimizer = make_optimizer(model)
@@ -93,6 +110,8 @@ def split_steps(model, samples, size: int, steps: int, device: torch.device) -> 
         clock.start()
         images, targets = batch_library(transform, samples, step)
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = [t.to(device, non_blocking=True) for t in targets]
         clock.lap("data")
         predictions = model(images)
@@ -114,10 +133,10 @@ def compare(model, samples, size: int, steps: int, device: torch.device) -> Dict
     priors = generate_priors(size, size, device=device)
     criterion, transform = MultiBoxLoss(), TrainTransform(size)
     loops: Dict[str, Callable[[int], None]] = {}
-    for name in ("straightforward", "library", "library, channels_last"):
+    for name in ("straightforward", "library, NCHW", "library, channels_last"):
         m = copy.deepcopy(model).to(device)
         if name.endswith("channels_last"):
-            m = m.to(memory_format=torch.channels_last)
+            m = trainer_layout(m, device) if device.type == "cpu" else m.to(memory_format=torch.channels_last)
         opt = make_optimizer(m)
 
         def step_fn(step: int, m=m, opt=opt, name=name) -> None:

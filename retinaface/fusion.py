@@ -21,6 +21,8 @@ import torch.fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .batch_norm import is_plain_batch_norm
+
 try:  # timm is a dependency of the timm backbones only
     from timm.layers import BatchNormAct2d
 except ImportError:  # pragma: no cover - timm is installed with the toolkit
@@ -36,7 +38,7 @@ class _ChildrenAsLeaves(torch.fx.Tracer):
 
 def _is_foldable_bn(module: nn.Module) -> bool:
     # only classes whose forward we know: plain BN, and timm's BN -> drop -> act
-    known = type(module) is nn.BatchNorm2d or (BatchNormAct2d is not None and type(module) is BatchNormAct2d)
+    known = is_plain_batch_norm(module) or (BatchNormAct2d is not None and type(module) is BatchNormAct2d)
     return known and module.running_mean is not None and module.running_var is not None
 
 

@@ -239,3 +239,51 @@ def test_train_cli_reports_a_malformed_label_line(tmp_path):
     assert f"{train / 'label.txt'}:2:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "last.pth").exists()
+
+
+class RecordLayout(TrainHook):
+    """Notes the batch layout and batch-norm classes the trainer trains with."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def compute_loss(self, trainer, model, images, targets):
+        norms = {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+        self.seen.append((images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous(),
+                          norms))
+        return None
+
+
+@pytest.mark.parametrize("channels_last, expected", [(None, True), (False, False), (True, True)])
+def test_cpu_training_defaults_to_channels_last_with_exact_batch_norm_and_restores_it(
+        tiny_synthetic, tmp_path, channels_last, expected):
+    hook = RecordLayout()
+    trainer = Trainer(TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=1, max_steps_per_epoch=1,
+                                         eval_every=0, channels_last=channels_last, output=str(tmp_path))),
+                      hooks=[hook])
+    trainer.fit()
+    norms = {"ChannelsLastBatchNorm2d"} if expected else {"BatchNorm2d"}
+    assert hook.seen == [(expected, norms)]
+    assert {type(m) for m in trainer.raw_model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {torch.nn.BatchNorm2d}
+
+
+def test_channels_last_flag_is_tri_state():
+    from retinaface.cli import train as cli
+
+    assert "channels_last" not in cli.train_options([])
+    assert cli.train_options(["--channels-last"])["channels_last"] is True
+    assert cli.train_options(["--no-channels-last"])["channels_last"] is False
+
+
+def test_channels_last_default_needs_cpu_and_plain_batch_norms():
+    from torch import nn
+
+    from retinaface.engine.builders import uses_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    fused = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))  # a norm that calls its own kernel
+    assert uses_channels_last(TrainConfig(), cpu, plain)
+    assert not uses_channels_last(TrainConfig(), cuda, plain) and not uses_channels_last(TrainConfig(), cpu, fused)
+    assert uses_channels_last(TrainConfig(channels_last=True), cpu, fused)
+    assert not uses_channels_last(TrainConfig(channels_last=False), cpu, plain)

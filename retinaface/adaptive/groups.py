@@ -25,6 +25,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..batch_norm import is_plain_batch_norm
+
+
 @dataclasses.dataclass
 class Member:
     """Channels ``offset .. offset+size-1`` of dimension ``dim`` ("in" or "out") of module ``name``."""
@@ -76,7 +79,7 @@ def _sliceable(module: nn.Module) -> bool:
     if isinstance(module, nn.Conv2d):
         # plain and depthwise convs only; other grouped convs would need per-group slicing
         return module.padding_mode == "zeros" and (module.groups == 1 or is_depthwise(module))
-    if type(module) is nn.BatchNorm2d:
+    if is_plain_batch_norm(module):
         return True
     return type(module).__name__ == "BatchNormAct2d" and hasattr(module, "act")
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..models import RetinaFace, build_retinaface, create_body
+from ..batch_norm import is_plain_batch_norm
 from ..models.wrappers import unwrap_model
 from .groups import find_channel_groups, is_depthwise, layer_segments
 from .prune import apply_channels, record_channels
@@ -226,7 +227,7 @@ def convert_to_switchable(model: nn.Module, layers: Dict[str, Dict[str, List[Lis
             raise ValueError(f"adaptive layer {name!r} does not exist in this architecture")
         if isinstance(module, nn.Conv2d):
             new = SlimConv2d.from_conv(module, dims.get("out"), dims.get("in"))
-        elif type(module) is nn.BatchNorm2d:
+        elif is_plain_batch_norm(module):
             new = SlimBatchNorm2d.from_bn(module, dims.get("out"))
         elif type(module).__name__ == "BatchNormAct2d":
             new = SlimBatchNormAct2d.from_bn(module, dims.get("out"))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..batch_norm import batch_norms_all_convertible, convert_channels_last_batch_norm
 from ..build import build_model
 from ..checkpoint import split_checkpoint
 from ..config import ModelConfig
@@ -111,6 +112,16 @@ def initial_model(cfg: TrainConfig, resume_state: Optional[Dict[str, Any]]) -> n
                        backbone_weights=cfg.backbone_weights)
 
 
+def uses_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module) -> bool:
+    """NHWC batches: as asked, else on CPU for models whose batch norms are all plain BatchNorm2d
+    (those become :class:`~retinaface.batch_norm.ChannelsLastBatchNorm2d`). There NHWC
+    steps are 1.5x faster at batch 32, 640 px, and trained to the same AP as NCHW over 8 seeds
+    (benchmarks/bench_channels_last.py); on CUDA it is unmeasured, so opt-in."""
+    if cfg.channels_last is not None:
+        return cfg.channels_last
+    return device.type == "cpu" and batch_norms_all_convertible(model)
+
+
 def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.device,
                              model: Optional[nn.Module] = None,
                              resume_state: Optional[Dict[str, Any]] = None) -> "tuple[nn.Module, nn.Module]":
@@ -122,6 +133,16 @@ def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.dev
     elif resume_state is not None:
         model.load_state_dict(resume_state["model"])
     model.to(device)
+    if uses_channels_last(cfg, device, model):
+        model.to(memory_format=torch.channels_last)  # NHWC weights too: 12 % faster CPU steps
+        if device.type == "cpu":
+            # PyTorch's CPU batch norm sums NHWC statistics carelessly (at batch 32, 640 px: running
+            # statistics 0.1 off float64); this one is as exact as NCHW. The trainer restores plain
+            # BatchNorm2d when it is done.
+            convert_channels_last_batch_norm(model)
+            if not batch_norms_all_convertible(model) and dist.is_main:
+                logger.warning("--channels-last: this model's fused or width-switchable batch norms keep "
+                               "PyTorch's CPU NHWC kernel, whose statistics are less exact than in NCHW")
     if dist.enabled and cfg.sync_bn:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

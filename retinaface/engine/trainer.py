@@ -27,12 +27,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..batch_norm import restore_batch_norm
 from ..conventions import VAL_GROUND_TRUTH
 from ..checkpoint import save_model
 from ..fileio import atomic_write
 from ..loss import LossOutput
 from .builders import (SYNTHETIC_ROOT, Optimization, TrainData, build_data, build_model_for_training,
-                       build_optimization)
+                       build_optimization, uses_channels_last)
 from .config import (DEFAULT_OUTPUT, SYNTHETIC_RECIPE, TrainConfig, describe_conflict, merge_resume,
                      resume_conflicts)
 from .distributed import (DistInfo, all_ranks_agree, all_reduce_mean, barrier, cleanup, init_distributed,
@@ -199,9 +200,6 @@ class Trainer:
         cfg = self.config
         self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = init_distributed(self.device)
-        # NHWC steps run ~25 % faster on CPU, but there their float32 gradients are 3-7x further from
-        # float64 ones than NCHW's (benchmarks/bench_channels_last.py): opt-in only
-        self.channels_last = cfg.channels_last
         seed_everything(cfg.seed + self.dist.rank)
         resume_state = read_resume_state(cfg.resume) if cfg.resume else None
         if resume_state is not None:
@@ -215,6 +213,7 @@ class Trainer:
         self.steps_per_epoch = self.data.steps_per_epoch
         self.raw_model, self.model = build_model_for_training(cfg, self.dist, self.device, self._given_model,
                                                               resume_state)
+        self.channels_last = uses_channels_last(cfg, self.device, self.raw_model)
         self.optimization = build_optimization(cfg, self.raw_model, self.steps_per_epoch, self.device)
         opt = self.optimization
         self.optimizer, self.scheduler, self.scaler = opt.optimizer, opt.scheduler, opt.scaler
@@ -463,5 +462,6 @@ class Trainer:
             if self._tensorboard is not None:
                 self._tensorboard.close()
             cleanup(self.dist)
+            restore_batch_norm(self.raw_model)  # plain BatchNorm2d for whoever uses the model next
         return TrainSummary(self.epoch, self.history, policy.last if policy.last.exists() else None,
                             policy.best if policy.best.exists() else None, metrics)
