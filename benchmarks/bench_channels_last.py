@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--train-epochs", type=int, default=0, help="also train NCHW vs NHWC for N epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one run per layout each)")
+    parser.add_argument("--layouts", nargs="+", default=["NCHW", "NHWC"], choices=["NCHW", "NHWC"],
+                        help="layouts to train (NCHW runs are deterministic: rerun only what changed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,7 +80,7 @@ def main() -> None:
         print(f"| {name} | {step_s * 1e3:.1f} | x{seconds[0] / step_s:.2f} | {worst:.2%} | {stats:.1e} |")
     batch_norm_error()
     if args.train_epochs:
-        train_both(args.backbone, args.train_epochs, args.seeds)
+        train_both(args.backbone, args.train_epochs, args.seeds, args.layouts)
 
 
 def batch_norm_error() -> None:
@@ -113,7 +115,7 @@ def batch_norm_error() -> None:
                   + " | ".join(f"{e[i]:.1e}" for e in errors) + " |")
 
 
-def train_both(backbone: str, epochs: int, seeds=(0,)) -> None:
+def train_both(backbone: str, epochs: int, seeds=(0,), layouts=("NCHW", "NHWC")) -> None:
     """Synthetic-data training with NCHW and with NHWC batches (the trainer's: NHWC with
     ChannelsLastBatchNorm2d), once per seed: AP and images/s of each run, then the mean AP of each
     layout (one seed is not enough to tell layouts apart)."""
@@ -123,10 +125,10 @@ def train_both(backbone: str, epochs: int, seeds=(0,)) -> None:
     from retinaface.engine.trainer import TrainConfig, Trainer
 
     print("\n| layout | seed | AP easy | AP medium | AP hard | images/s (last epoch) |\n|---|---|---|---|---|---|")
-    aps: Dict[str, list] = {"NCHW": [], "NHWC": []}
+    aps: Dict[str, list] = {layout: [] for layout in layouts}
     for seed in seeds:
-        for channels_last in (False, True):
-            layout = "NHWC" if channels_last else "NCHW"
+        for layout in layouts:
+            channels_last = layout == "NHWC"
             with tempfile.TemporaryDirectory() as out:
                 config = TrainConfig(data="synthetic", backbone=backbone, epochs=epochs, channels_last=channels_last,
                                      seed=seed, progress=False, save_every=0, output=str(Path(out) / "run"))

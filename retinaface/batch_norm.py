@@ -1,18 +1,24 @@
 """Batch norm that trains as exactly in channels-last (NHWC) layout as in NCHW on CPU.
 
 PyTorch's CPU ``BatchNorm2d`` kernel for channels-last input sums its statistics far less exactly
-than its NCHW kernel, and the error grows with the batch: against float64, on a 16x16x80x80 batch
-its output is 45-95x further off than NCHW's; for mobilenet0.25 at batch 32, 640 px, one step
+than its NCHW kernel, and the error grows with the batch. Against float64, on a 16x16x80x80 batch
+its output is 45-95x further off than NCHW's. For mobilenet0.25 at batch 32, 640 px, one step
 leaves running statistics 0.1 off (NCHW: 1e-5) and a worst parameter-gradient error of 13 % (NCHW:
-0.9 %); on a 32x8x320x320 input its weight gradient is 230x further off (all printed by
-``benchmarks/bench_channels_last.py``).
+0.9 %). On a 32x8x320x320 input its weight gradient is 350x further off. All of this is printed by
+``benchmarks/bench_channels_last.py`` (the step figures with ``--batch 32 --size 640``).
 
-:class:`ChannelsLastBatchNorm2d` computes what those sums feed for channels-last float32 training
-input itself: mean and variance two-pass, and the weight and bias gradients, with sums that keep
-float32 error at ~1e-7 relative (a cascade, or blocks of 256 rows); the input gradient comes from PyTorch's backward kernel given the exact mean and inverse
-std (its own sums only enter small correction terms there). The result is within a few times
-NCHW's float32 error everywhere (tests/test_batch_norm.py), and a mobilenet0.25 training step at
-batch 32, 640 px stays 1.5-1.6x faster than NCHW (PyTorch's NHWC: 1.7x). Every other case (eval mode, NCHW input, CUDA, other dtypes) is ``nn.BatchNorm2d``.
+:class:`ChannelsLastBatchNorm2d` computes what those sums feed, for channels-last float32 training
+input, itself:
+- mean and variance, two-pass, correcting for the rounding of the float32 mean;
+- the weight and bias gradients;
+- every sum in a cascade or in blocks of 256 rows, so the float32 error stays near 1e-7 relative.
+
+The input gradient comes from PyTorch's backward kernel, given the exact mean and inverse std; its
+own sums only enter small correction terms there. Output, gradients and running statistics are
+then no further from float64 than the NCHW kernel's (tests/test_batch_norm.py). A mobilenet0.25
+training step at batch 32, 640 px stays 1.3-1.6x faster than NCHW over several runs (PyTorch's
+NHWC: 1.4-1.8x). Every other case (eval mode, NCHW input, CUDA, other dtypes) is plain
+``nn.BatchNorm2d``.
 
 :func:`convert_channels_last_batch_norm` turns every plain ``nn.BatchNorm2d`` of a model into one in
 place (it only changes their class: state-dict keys, optimizers, DDP and checkpoints see no
