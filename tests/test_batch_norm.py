@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from retinaface.batch_norm import (ChannelsLastBatchNorm2d, batch_norms_all_convertible,
-                                         convert_channels_last_batch_norm, restore_batch_norm)
+from retinaface.batch_norm import (CHUNK_BYTES, ChannelsLastBatchNorm2d, batch_norms_all_convertible,
+                                   convert_channels_last_batch_norm, restore_batch_norm)
 
 NHWC = torch.channels_last
 
@@ -42,8 +42,8 @@ def _error(a: torch.Tensor, exact: torch.Tensor, scale: float = 0.0) -> float:
 
 @pytest.mark.parametrize("shape, offset", [((4, 8, 40, 40), 0.0), ((4, 8, 40, 40), 100.0),
                                            ((3, 8, 30, 40), 20.0), ((2, 8, 7, 5), 5.0),
-                                           # over 1 MiB: blocked sums with a 204-row tail, chunked backward
-                                           ((3, 8, 110, 110), 3.0)])
+                                           # over CHUNK_BYTES: sums chunk by chunk, the last one partial
+                                           ((6, 8, 160, 160), 3.0)])
 def test_channels_last_training_is_as_exact_as_nchw(shape, offset):
     """Output, every gradient and the running statistics against float64: the NHWC path no further
     off than PyTorch's NCHW kernel, or than a few float32 units in the last place (a large mean with
@@ -51,6 +51,8 @@ def test_channels_last_training_is_as_exact_as_nchw(shape, offset):
     torch.manual_seed(1)
     x = torch.randn(shape) * 0.5 + offset
     grad = torch.randn(shape)
+    if shape[0] == 6:
+        assert CHUNK_BYTES < x.numel() * 4 < 2 * CHUNK_BYTES  # two chunks, the second partial
     plain, careful = _pair()
     exact = _run(copy.deepcopy(plain).double(), x.double(), grad.double())
     nchw = _run(copy.deepcopy(plain), x, grad)
