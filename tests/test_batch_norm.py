@@ -127,6 +127,7 @@ def test_converted_models_fold_and_group_like_plain_ones():
     plain = create_model("mobilenet0.25").eval()
     converted = copy.deepcopy(plain)
     convert_channels_last_batch_norm(converted)
-    assert count_batchnorm(fuse_conv_bn(copy.deepcopy(converted))) == count_batchnorm(fuse_conv_bn(copy.deepcopy(plain))) == 0
+    assert count_batchnorm(converted) == count_batchnorm(plain) > 0
+    assert count_batchnorm(fuse_conv_bn(copy.deepcopy(converted))) == 0
     signature = [(g.size, g.prioritized, [m.name for m in g.members]) for g in find_channel_groups(plain)]
     assert [(g.size, g.prioritized, [m.name for m in g.members]) for g in find_channel_groups(converted)] == signature

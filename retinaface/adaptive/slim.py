@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..models import RetinaFace, build_retinaface, create_body
 from ..batch_norm import is_plain_batch_norm
+from ..models import RetinaFace, build_retinaface, create_body
 from ..models.wrappers import unwrap_model
 from .groups import find_channel_groups, is_depthwise, layer_segments
 from .prune import apply_channels, record_channels

@@ -227,10 +227,10 @@ class TrainConfig:
     amp: bool = option(False, "mixed precision (bf16, or fp16 with a loss scaler)")
     amp_dtype: str = option("auto", "mixed-precision type", kind=str, choices=("auto", "bf16", "fp16"))
     sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA)")
-    channels_last: Optional[bool] = option(None, "NHWC (channels-last) batches; default: on for CPU training when "
-                                           "every batch norm is a plain BatchNorm2d (then trained with exact "
-                                           "statistics; 1.5x faster steps at batch 32, 640 px, the same AP over 8 seeds: "
-                                           "benchmarks/bench_channels_last.py), else off", kind=bool)
+    channels_last: Optional[bool] = option(
+        None, "NHWC (channels-last) weights and batches; default: on for CPU training when every batch norm "
+        "is a plain BatchNorm2d (then trained with exact statistics; 1.5x faster steps at batch 32, 640 px, "
+        "the same AP over 8 seeds: benchmarks/bench_channels_last.py), else off", kind=bool)
     seed: int = option(0, "random seed of sampling and augmentation", kind=int)
     skip_bad: bool = option(False, "skip missing / undecodable images instead of stopping", resumable=True)
     eval_every: Optional[int] = option(None, "WIDER AP on the val split every K epochs, 0 never (default: at "
