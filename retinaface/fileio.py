@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import IO, Iterator, List, Union
 
@@ -97,11 +99,35 @@ def atomic_write(path: PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]
         raise
 
 
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block has finished, then deliver it (``KeyboardInterrupt``
+    under Python's default handler). For writes that should complete rather than be abandoned:
+    a ``KeyboardInterrupt`` raised inside ``torch.save``'s writer comes out as a ``RuntimeError``
+    from its zip writer, not as an interrupt. Signals can only be handled in the main thread;
+    elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
 def atomic_torch_save(obj, path: PathLike) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``."""
+    """``torch.save`` to a temporary file, then rename over ``path``. A Ctrl-C during the write
+    lets it finish and is raised afterwards (the file on disk is then the new one, complete)."""
     import torch
 
-    with atomic_write(path, "wb") as handle:
+    with deferred_interrupt(), atomic_write(path, "wb") as handle:
         torch.save(obj, handle)
 
 
