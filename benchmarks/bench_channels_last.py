@@ -140,7 +140,17 @@ def train_both(backbone: str, epochs: int, seeds=(0,), layouts=("NCHW", "NHWC"))
                   flush=True)
     for layout, runs in aps.items():
         means = [statistics.fmean(run[i] for run in runs) for i in range(3)]
+        medians = [statistics.median(run[i] for run in runs) for i in range(3)]
         print(f"| {layout} | mean | {means[0]:.4f} | {means[1]:.4f} | {means[2]:.4f} | |")
+        print(f"| {layout} | median | {medians[0]:.4f} | {medians[1]:.4f} | {medians[2]:.4f} | |")
+    if len(aps) == 2 and len(seeds) > 1:
+        # paired by seed: the seed-to-seed spread (0.01-0.05 here) would drown an unpaired comparison
+        for i, name in enumerate(("easy", "medium", "hard")):
+            diffs = [b[i] - a[i] for a, b in zip(aps["NCHW"], aps["NHWC"])]
+            spread = statistics.stdev(diffs)
+            t = statistics.fmean(diffs) / (spread / len(diffs) ** 0.5) if spread > 0 else float("inf")
+            print(f"AP {name}: NHWC - NCHW paired by seed {statistics.fmean(diffs):+.4f} "
+                  f"(sd {spread:.4f}, t = {t:.2f}, NHWC higher in {sum(d > 0 for d in diffs)}/{len(diffs)})")
 
 
 if __name__ == "__main__":

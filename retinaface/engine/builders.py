@@ -134,7 +134,7 @@ def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.dev
         model.load_state_dict(resume_state["model"])
     model.to(device)
     if uses_channels_last(cfg, device, model):
-        model.to(memory_format=torch.channels_last)  # NHWC weights too: 12 % faster CPU steps
+        model.to(memory_format=torch.channels_last)  # NHWC weights too: no layout change per conv
         if device.type == "cpu":
             # PyTorch's CPU batch norm sums NHWC statistics carelessly (at batch 32, 640 px: running
             # statistics 0.1 off float64); this one is as exact as NCHW. The trainer restores plain
