@@ -41,7 +41,7 @@ import recipe_reference  # noqa: E402
 from retinaface import create_model  # noqa: E402
 from retinaface.data.augment import TrainTransform  # noqa: E402
 from retinaface.loss import MultiBoxLoss  # noqa: E402
-from retinaface.batch_norm import convert_channels_last_batch_norm  # noqa: E402
+from retinaface.engine.builders import to_channels_last  # noqa: E402
 from retinaface.priors import generate_priors  # noqa: E402
 from tests.matching_reference import multibox_loss_reference  # noqa: E402
 
@@ -86,20 +86,12 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
 
-def trainer_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``model`` as the trainer's default trains it on ``device``: on CPU NHWC weights and
-    ChannelsLastBatchNorm2d (feed it channels-last batches), elsewhere as it is."""
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-        convert_channels_last_batch_norm(model)
-    return model
-
-
 def split_steps(model, samples, size: int, steps: int, device: torch.device) -> Dict[str, float]:
     """Median-free mean seconds per step of each phase of the library's step, in the trainer's
     default layout."""
-    model = trainer_layout(model, device)
-    channels_last = device.type == "cpu"
+    channels_last = device.type == "cpu"  # the trainer's default layout there
+    if channels_last:
+        model = to_channels_last(model, device)
     transform, criterion = TrainTransform(size), MultiBoxLoss()
     priors = generate_priors(size, size, device=device)
     optimizer = make_optimizer(model)
@@ -136,7 +128,7 @@ def compare(model, samples, size: int, steps: int, device: torch.device) -> Dict
     for name in ("straightforward", "library, NCHW", "library, channels_last"):
         m = copy.deepcopy(model).to(device)
         if name.endswith("channels_last"):
-            m = trainer_layout(m, device) if device.type == "cpu" else m.to(memory_format=torch.channels_last)
+            m = to_channels_last(m, device)
         opt = make_optimizer(m)
 
         def step_fn(step: int, m=m, opt=opt, name=name) -> None:

@@ -179,11 +179,9 @@ def check_amp(table: Table, p: Profile, device: torch.device) -> None:
     for name, dtype, nhwc in modes:
         try:
             model = copy.deepcopy(base).to(device)
-            if nhwc:
-                model = model.to(memory_format=torch.channels_last)
-                if device.type == "cpu":  # as the trainer trains NHWC on CPU
-                    from retinaface.batch_norm import convert_channels_last_batch_norm
-                    convert_channels_last_batch_norm(model)
+            if nhwc:  # as the trainer trains NHWC
+                from retinaface.engine.builders import to_channels_last
+                to_channels_last(model, device)
             losses, ips = train_steps(model, batches, device, dtype, nhwc)
             if not all(math.isfinite(v) for v in losses):
                 raise FloatingPointError(f"non-finite loss at step {next(i for i, v in enumerate(losses) if not math.isfinite(v)) + 1}")
