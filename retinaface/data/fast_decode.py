@@ -1,24 +1,33 @@
-"""Cheaper image decoding for training: one read of the file, the size from its header, and JPEG
-decoding at 1/2, 1/4 or 1/8 resolution when the sample's crop will be shrunk at least that much anyway.
+"""Cheaper image decoding for training: one read of the file, the size from its header, only the
+pixels of the sample's crop, and JPEG decoding at 1/2, 1/4 or 1/8 resolution when the crop will be
+shrunk at least that much anyway.
 
 Owns :func:`read_bytes` / :func:`decode_full` (``cv2.imdecode`` of the file's bytes, read in one
 call: the same decoder and pixels as ``cv2.imread``, which opens the file twice and feeds libjpeg
 through stdio, ~0.1-0.15 ms more per 1024 x 768 JPEG here), :func:`image_size_from_header` / :func:`size_from_header_bytes` (height and width
 of a JPEG or PNG without decoding it), :func:`jpeg_info` (a JPEG header's facts: size, frame type, precision, components, EXIF orientation) and :func:`decode_reduced` (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``,
-checked against the header's size).
+checked against the header's size), and :func:`decode_region` (one rectangle of a baseline JPEG,
+the same pixels as ``cv2.imdecode`` cropped; :func:`region_decodable` says which files qualify).
 libjpeg's reduced decoding scales in the DCT domain: reduced pixel ``i`` covers original pixels
 ``[i * f, (i + 1) * f)``, so a point at continuous coordinate ``u`` of the original lies at ``u / f``
 of the reduced image (``retinaface.data.augment`` relies on that to keep the crop geometry exact).
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
+
+try:  # the compiled region decoder (setup.py builds it where libjpeg-turbo's headers exist)
+    from . import _jpeg_region
+except ImportError:  # pragma: no cover - depends on the build machine
+    _jpeg_region = None
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -141,6 +150,70 @@ def decode_reduced(source: Union[PathLike, bytes], factor: int, height: int, wid
         return None
     expected = (-(-height // factor), -(-width // factor))
     return image if image.shape[:2] == expected else None
+
+
+# baseline and extended sequential Huffman frames: decoded row by row, so rows above a rectangle can
+# be skipped and decoding stops below it (progressive and arithmetic-coded files decode whole)
+_REGION_MARKERS = frozenset({0xC0, 0xC1})
+
+
+def region_decodable(info: Optional[JpegInfo]) -> bool:
+    """Whether :func:`decode_region` may serve a JPEG with this header: 8-bit, three components,
+    baseline or extended sequential, no EXIF rotation (``cv2.imdecode`` would rotate the image),
+    and the region decoder built and agreeing with OpenCV here (:func:`region_decoder_available`).
+    Grey, CMYK, RGB-coded, progressive or rotated files are decoded whole."""
+    return (info is not None and info.marker in _REGION_MARKERS and info.precision == 8
+            and info.components == 3 and info.orientation in (None, 1) and region_decoder_available())
+
+
+def decode_region(data: bytes, x: int, y: int, width: int, height: int) -> Optional[np.ndarray]:
+    """Pixels ``[y:y + height, x:x + width]`` of the JPEG ``data`` as a uint8 BGR view, equal to the
+    same slice of ``cv2.imdecode(data)``, or ``None`` when the region decoder is not available or
+    libjpeg reports an error or a warning (the caller then decodes the whole file with OpenCV).
+
+    libjpeg-turbo skips the rows above the rectangle (entropy decoding only), transforms only the
+    columns it needs and stops after its last row. Like a slice of the full image, the result is a
+    view whose rows are longer than ``width`` (unless it spans the image's width), so OpenCV walks
+    it row by row as it walks that slice."""
+    return _decode_region(data, x, y, width, height) if region_decoder_available() else None
+
+
+def _decode_region(data: bytes, x: int, y: int, width: int, height: int) -> Optional[np.ndarray]:
+    try:
+        buffer, row_width, x_offset = _jpeg_region.decode_region(data, int(x), int(y), int(width), int(height))
+    except ValueError:
+        return None
+    rows = np.frombuffer(buffer, np.uint8, count=int(height) * row_width * 3).reshape(int(height), row_width, 3)
+    return rows[:, x_offset:x_offset + int(width)]
+
+
+# rectangles of the self-check: the image edges, iMCU boundaries (16 px) and odd offsets
+_PROBE_RECTS = ((0, 0, 131, 77), (0, 0, 40, 30), (16, 16, 48, 32), (17, 5, 61, 61), (90, 40, 41, 37),
+                (32, 0, 1, 77), (3, 60, 128, 17), (15, 33, 17, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def region_decoder_available() -> bool:
+    """Whether the compiled region decoder is built and, on probe JPEGs encoded here with 4:2:0,
+    4:2:2 and 4:4:4 chroma, gives exactly ``cv2.imdecode``'s pixels for every probe rectangle.
+    Checked once per process (a few milliseconds); if it disagrees (another libjpeg-turbo behind
+    OpenCV), it warns once and training decodes whole images, as without it."""
+    if _jpeg_region is None:
+        return False
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (77, 131, 3), dtype=np.uint8), (5, 5), 1.5)
+    for sampling in (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+                     cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444):
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling])
+        full = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        data = encoded.tobytes()
+        for x, y, w, h in _PROBE_RECTS:
+            region = _decode_region(data, x, y, w, h)
+            if region is None or not np.array_equal(region, full[y:y + h, x:x + w]):
+                warnings.warn("retinaface: the region JPEG decoder disagrees with OpenCV's decoder here "
+                              "(another libjpeg-turbo?); training decodes whole images instead", RuntimeWarning)
+                return False
+    return True
 
 
 def _unreadable(path: PathLike) -> OSError:
