@@ -3,7 +3,7 @@ torchrun with SyncBatchNorm, training images/s per DataLoader worker count, GPU-
 detection FPS and evaluation, printed as one markdown table. Exits 1 if any check fails (its row
 says why).
 
-    python benchmarks/gpu_check.py [--only amp train sync ddp decode detect eval compile] [--data synthetic]
+    python benchmarks/gpu_check.py [--only amp train sync ddp decode uint8 detect eval compile] [--data synthetic]
                                    [--cpu] [--workers 0 4 8 16] [--decode-workers 4]
 
 On a CUDA machine (about 8 minutes on one modern GPU): fp32 vs AMP bf16 vs AMP fp16 with the loss
@@ -12,7 +12,9 @@ scaler over 50 identical steps (losses must agree), channels_last, torch.compile
 images/s and data-wait share through ``Trainer`` for mobilenet0.25 at 640 px batch 32 and ResNet-50
 at 840 px batch 8 with 0 / 4 / 8 / 16 workers; the mobilenet0.25 run again with ``--decode-device
 cpu`` vs ``cuda`` at ``--decode-workers`` workers (the speed-up says whether GPU decoding helps on
-this machine; the losses of the two runs must agree, they train on the same samples); the host
+this machine; the losses of the two runs must agree, they train on the same samples), and with
+``--no-normalize-on-device`` vs the CUDA default (uint8 batches, the mean subtracted on the GPU: the
+same batches, so the losses must agree to float noise); the host
 syncs of a training epoch under ``torch.cuda.set_sync_debug_mode`` (none may happen per step);
 ``Detector`` FPS at 640x480 for batch 1 / 8 / 32 and at 1920x1080; evaluation over the synthetic
 val split on the GPU.
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("amp", "compile", "ddp", "train", "sync", "decode", "detect", "eval")
+CHECKS = ("amp", "compile", "ddp", "train", "sync", "decode", "uint8", "detect", "eval")
 
 
 @dataclass
@@ -356,6 +358,34 @@ def check_decode(table: Table, p: Profile, data: str, tmp: Path, workers: int) -
         table.add("GPU JPEG decode", setting, one_line(exc), False)
 
 
+def uint8_comparison(float_row: dict, uint8_row: dict, limit: float) -> Tuple[str, bool]:
+    """The uint8-batch row's text and whether it passes: images/s and data wait of both runs and the
+    epoch losses, which must agree within ``limit`` (relative): the batches are the same."""
+    rel = abs(uint8_row["loss"] - float_row["loss"]) / max(abs(float_row["loss"]), 1e-8)
+    text = (f"float batches {float_row['images_per_s']:.1f} img/s (data wait {float_row['data_wait_share']:.0%}), "
+            f"uint8 batches {uint8_row['images_per_s']:.1f} img/s (data wait {uint8_row['data_wait_share']:.0%}): "
+            f"x{uint8_row['images_per_s'] / float_row['images_per_s']:.2f}; loss {float_row['loss']:.4f} vs "
+            f"{uint8_row['loss']:.4f} (rel diff {rel:.1e}, limit {limit:.0e})")
+    return text, rel < limit
+
+
+def check_uint8(table: Table, p: Profile, data: str, tmp: Path, workers: int) -> None:
+    """Training with the workers' float batches (``--no-normalize-on-device``) vs uint8 batches made
+    float on the device (``--normalize-on-device``, the CUDA default), mobilenet0.25 at the
+    profile's first training size: same samples, so the same losses (bit for bit on the CPU, float
+    noise of non-deterministic GPU kernels on CUDA)."""
+    backbone, size, batch, steps = p.train[0]
+    workers = workers if p.device == "cuda" else 0
+    setting = f"{backbone}, {size} px, batch {batch}, {workers} workers, --no-normalize-on-device vs on"
+    try:
+        rows = {flag: train_run(p, data, tmp / f"uint8_{flag}", backbone, size, batch, steps, workers,
+                                normalize_on_device=flag)[0] for flag in (False, True)}
+        text, ok = uint8_comparison(rows[False], rows[True], 1e-3 if p.device == "cuda" else 1e-7)
+        table.add("uint8 batches (mean on the device)", setting, text, ok)
+    except Exception as exc:  # noqa: BLE001
+        table.add("uint8 batches (mean on the device)", setting, one_line(exc), False)
+
+
 def check_ddp(table: Table, p: Profile, data: str, tmp: Path) -> None:
     world = torch.cuda.device_count() if p.device == "cuda" else 1
     backend = "NCCL" if p.device == "cuda" else "gloo"
@@ -463,6 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "train": lambda: check_train(table, p, device, data, tmp),
             "sync": lambda: check_sync(table, p, data, tmp),
             "decode": lambda: check_decode(table, p, data, tmp, args.decode_workers),
+            "uint8": lambda: check_uint8(table, p, data, tmp, args.decode_workers),
             "detect": lambda: check_detect(table, p, device),
         }
         for key in CHECKS:

@@ -197,3 +197,44 @@ def test_crop_distribution_matches_one_try_at_a_time():
     full = ours[:, 0] == 300
     assert full.sum() > 100
     assert abs(ours[full, 1].mean() - 50) < 4 * 29 / np.sqrt(full.sum())
+
+
+def test_uint8_output_plus_the_device_subtraction_equals_the_float_output(tmp_path):
+    """TrainTransform(normalize=False) and MeanSubtractingLoader: the same float32 batches as the
+    default, on every decode path (region, reduced, whole image) and for a fractional mean."""
+    import torch
+
+    from retinaface.data import MeanSubtractingLoader, detection_collate
+    from retinaface.data.augment import TrainTransform, chw_uint8
+    from retinaface.data.dataset import subtract_mean
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(chw_uint8(img), img.transpose(2, 0, 1))
+    np.testing.assert_array_equal(chw_uint8(img[3:30, 5:41]), img[3:30, 5:41].transpose(2, 0, 1))   # a view
+
+    big = cv2.GaussianBlur(rng.integers(0, 256, (700, 900, 3), dtype=np.uint8), (5, 5), 2)
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), big)
+    boxes = np.array([[100, 100, 160, 170], [400, 300, 430, 335], [600, 80, 700, 200]], np.float32)
+    lms = np.tile(np.array([[110, 120, 140, 120, 125, 140, 112, 155, 138, 155]], np.float32), (3, 1))
+    labels = np.array([1.0, -1.0, 1.0], np.float32)
+    for mean in ((104, 117, 123), (103.94, 116.78, 123.68)):
+        for options in (dict(), dict(reduced_decode=True), dict(region_decode=False)):
+            floats = TrainTransform(96, rgb_mean=mean, **options)
+            uint8s = TrainTransform(96, rgb_mean=mean, normalize=False, **options)
+            batch_f, batch_u = [], []
+            for seed in range(8):
+                a = floats.load(str(path), boxes, lms, labels, np.random.default_rng(seed))
+                b = uint8s.load(str(path), boxes, lms, labels, np.random.default_rng(seed))
+                assert b[0].dtype == np.uint8 and b[0].shape == a[0].shape
+                np.testing.assert_array_equal(a[1], b[1])
+                batch_f.append((torch.from_numpy(a[0]), torch.from_numpy(a[1])))
+                batch_u.append((torch.from_numpy(b[0]), torch.from_numpy(b[1])))
+            want = detection_collate(batch_f)[0]
+            got, _ = next(iter(MeanSubtractingLoader([detection_collate(batch_u)], mean, "cpu")))
+            assert got.dtype == torch.float32 and torch.equal(got, want)
+            mean32 = torch.tensor([float(np.float32(m)) for m in mean])
+            assert torch.equal(subtract_mean(detection_collate(batch_u)[0], mean32), want)
+    with pytest.raises(TypeError, match="uint8 batches"):
+        next(iter(MeanSubtractingLoader([(want, [])], mean, "cpu")))

@@ -52,6 +52,8 @@ def test_reduced_cpu_version_runs_every_check(reduced_run):
     assert sync[2] == "skipped" and "needs CUDA" in sync[1]
     (decode,) = by_check["GPU JPEG decode"]
     assert decode[2] == "skipped" and "reduced CPU version" in decode[1] and "cpu vs cuda" in decode[0]
+    (uint8,) = by_check["uint8 batches (mean on the device)"]
+    assert uint8[2] == "ok" and "rel diff 0.0e+00" in uint8[1], uint8   # the same batches, bit for bit
     assert "world size 1" in by_check["DDP + SyncBatchNorm"][0][0]
     settings = [s for s, *_ in by_check["Trainer images/s"]]
     assert any(s.startswith("mobilenet0.25") for s in settings) and any(s.startswith("resnet50") for s in settings)

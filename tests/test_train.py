@@ -287,3 +287,48 @@ def test_channels_last_default_needs_cpu_and_plain_batch_norms():
     assert not uses_channels_last(TrainConfig(), cuda, plain) and not uses_channels_last(TrainConfig(), cpu, fused)
     assert uses_channels_last(TrainConfig(channels_last=True), cpu, fused)
     assert not uses_channels_last(TrainConfig(channels_last=False), cpu, plain)
+
+
+class RecordBatches(TrainHook):
+    """Keeps a copy of every training batch the loss sees."""
+
+    def __init__(self) -> None:
+        self.images = []
+
+    def compute_loss(self, trainer, model, images, targets):
+        self.images.append(images.detach().clone())
+        return None
+
+
+def test_normalizing_on_the_device_trains_on_the_same_batches_and_weights(tiny_synthetic, tmp_path):
+    """--normalize-on-device: the workers hand over uint8 and the mean is subtracted in the main
+    process; the batches, and so the whole run, are bit for bit those of the default CPU path."""
+    runs = {}
+    for flag in (False, True):
+        hook = RecordBatches()
+        trainer = Trainer(TrainConfig(**dict(SMALL, data=str(tiny_synthetic), epochs=2, eval_every=0,
+                                             normalize_on_device=flag, output=str(tmp_path / str(flag)))),
+                          hooks=[hook])
+        trainer.fit()
+        assert isinstance(trainer.data.dataset.transform.normalize, bool)
+        assert trainer.data.dataset.transform.normalize is (not flag)
+        runs[flag] = (hook.images, trainer.raw_model.state_dict(), losses(trainer.history))
+    (a_images, a_state, a_losses), (b_images, b_state, b_losses) = runs[False], runs[True]
+    assert len(a_images) == len(b_images) == 4
+    for a, b in zip(a_images, b_images):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(a_losses, b_losses)
+    assert all(torch.equal(a_state[k], b_state[k]) for k in a_state)
+
+
+def test_device_normalization_defaults_to_cuda_only():
+    from retinaface.cli import train as cli
+    from retinaface.engine.builders import uses_device_normalization
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not uses_device_normalization(TrainConfig(), cpu) and uses_device_normalization(TrainConfig(), cuda)
+    assert uses_device_normalization(TrainConfig(normalize_on_device=True), cpu)
+    assert not uses_device_normalization(TrainConfig(normalize_on_device=False), cuda)
+    assert cli.train_options(["--no-normalize-on-device"])["normalize_on_device"] is False
+    assert "normalize_on_device" not in cli.train_options([])

@@ -262,6 +262,14 @@ def normalize_chw(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
     return out
 
 
+def chw_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> (3, H, W) uint8, nothing subtracted (for batches whose mean is subtracted on
+    the training device: :class:`retinaface.data.dataset.MeanSubtractingLoader`)."""
+    out = np.empty((image.shape[2],) + image.shape[:2], dtype=np.uint8)
+    cv2.split(image, list(out))   # each plane written straight into its row of out
+    return out
+
+
 def resize_normalize(image: np.ndarray, size: int, interpolation: int, mean: Sequence[float]) -> np.ndarray:
     """Step 5 (image part): resize to ``size x size``, subtract ``mean``, HWC -> CHW float32."""
     return normalize_chw(cv2.resize(image, (size, size), interpolation=interpolation), mean)
@@ -321,6 +329,12 @@ class TrainTransform:
     |Laplacian| about 20 % lower than ``cv2.resize``'s unfiltered downscaling), so it is not the
     reference's sample distribution.
 
+    With ``normalize=False`` the image comes out as ``(3, S, S)`` uint8 without the mean
+    subtracted: a quarter of the bytes through the DataLoader's shared memory, pinned memory and
+    the host-to-device copy, and the subtraction (exactly the same float32 values) done on the
+    training device (:class:`~retinaface.data.dataset.MeanSubtractingLoader`; the trainer's default
+    on CUDA).
+
     ``distort``, ``mirror_prob`` and ``interpolations`` exist to switch steps off for tests and
     experiments; the defaults are the reference's.
     """
@@ -328,7 +342,7 @@ class TrainTransform:
     def __init__(self, image_size: int = 640, rgb_mean: Sequence[float] = DEFAULT_RGB_MEAN,
                  distort: bool = True, mirror_prob: float = 0.5,
                  interpolations: Sequence[int] = INTERPOLATIONS, crop: bool = True,
-                 reduced_decode: bool = False, region_decode: bool = True) -> None:
+                 reduced_decode: bool = False, region_decode: bool = True, normalize: bool = True) -> None:
         self.image_size = int(image_size)
         self.rgb_mean = tuple(float(m) for m in rgb_mean)
         self.distort = distort
@@ -337,6 +351,7 @@ class TrainTransform:
         self.crop = crop
         self.reduced_decode = bool(reduced_decode)
         self.region_decode = bool(region_decode)
+        self.normalize = bool(normalize)
 
     def plan(self, height: int, width: int, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
              rng: np.random.Generator) -> SamplePlan:
@@ -383,7 +398,11 @@ class TrainTransform:
             image = pad_to_square(image, self.rgb_mean)
         if plan.flip:
             image = cv2.flip(image, 1)
-        return resize_normalize(image, self.image_size, plan.interpolation, self.rgb_mean)
+        return self._to_chw(cv2.resize(image, (self.image_size, self.image_size), interpolation=plan.interpolation))
+
+    def _to_chw(self, image: np.ndarray) -> np.ndarray:
+        """Step 5's last part: the mean subtracted into CHW float32, or CHW uint8 (``normalize=False``)."""
+        return normalize_chw(image, self.rgb_mean) if self.normalize else chw_uint8(image)
 
     def render_reduced(self, image: np.ndarray, factor: int, height: int, width: int,
                        plan: SamplePlan) -> np.ndarray:
@@ -430,7 +449,7 @@ class TrainTransform:
                                  borderMode=cv2.BORDER_REPLICATE)
         if plan.flip:
             out = cv2.flip(out, 1)
-        return normalize_chw(out, self.rgb_mean)
+        return self._to_chw(out)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -485,7 +504,8 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(image_size={self.image_size}, rgb_mean={self.rgb_mean}, "
                 f"distort={self.distort}, mirror_prob={self.mirror_prob}, crop={self.crop}, "
-                f"reduced_decode={self.reduced_decode}, region_decode={self.region_decode})")
+                f"reduced_decode={self.reduced_decode}, region_decode={self.region_decode}, "
+                f"normalize={self.normalize})")
 
 
 class ValTransform:

@@ -68,10 +68,20 @@ def loader_options(cfg: TrainConfig, device: torch.device) -> Dict[str, Any]:
     return options
 
 
+def uses_device_normalization(cfg: TrainConfig, device: torch.device) -> bool:
+    """uint8 batches from the workers, the mean subtracted on ``device``: as asked, else on CUDA
+    (the host's cores feed the GPUs and the bytes cross PCIe; on a GPU the subtraction is
+    negligible). On CPU training the workers run beside the step, so they keep the subtraction."""
+    if cfg.normalize_on_device is not None:
+        return cfg.normalize_on_device
+    return device.type == "cuda"
+
+
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainData:
     """Labels read and every image checked up front (size, decodability, boxes inside), then the
     data set, its distributed sampler and the loader of this process."""
-    from ..data import TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode, worker_init_fn
+    from ..data import (MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode,
+                        worker_init_fn)
     from ..data.labels import load_training_annotations
 
     on_device = cfg.decode_device == "cuda"
@@ -83,7 +93,8 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainD
         raise ValueError(f"{root}: no training images")
     # --decode-device cuda: the workers read bytes and draw the samples, the GPU decodes and augments
     dataset_class = gpu_decode.EncodedTrainDataset if on_device else WiderFaceTrainDataset
-    dataset = dataset_class(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
+    uint8_batches = not on_device and uses_device_normalization(cfg, device)
+    dataset = dataset_class(annotations, TrainTransform(cfg.image_size, normalize=not uint8_batches), seed=cfg.seed)
     # one sampler for 1..N processes: its permutation depends only on (seed, epoch)
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed)
@@ -93,6 +104,8 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainD
                         worker_init_fn=worker_init_fn, drop_last=False, **loader_options(cfg, device))
     if on_device:
         loader = gpu_decode.DecodingLoader(loader, gpu_decode.DeviceBatchDecoder(dataset, device))
+    elif uint8_batches:
+        loader = MeanSubtractingLoader(loader, dataset.transform.rgb_mean, device)
     steps = len(loader)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
