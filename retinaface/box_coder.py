@@ -3,13 +3,18 @@
 Priors are ``(cx, cy, w, h)``; boxes are corner form ``(x1, y1, x2, y2)``; landmarks are ``(..., 2k)``
 flat ``x, y`` pairs; all in the same (normalized) units. With variances ``(v0, v1)``:
 centre offset / (v0 * prior size), log(size / prior size) / v1; landmark offset / (v0 * prior size).
-Every function works on any leading batch shape that broadcasts against the priors.
+Every function works on any leading batch shape that broadcasts against the priors. Decoding also
+takes NumPy arrays (the Detector's host-side post-processing) with the same arithmetic, in the
+same order.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, TypeVar, Union
 
+import numpy as np
 import torch
+
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
 DEFAULT_VARIANCES: Tuple[float, float] = (0.1, 0.2)
 
@@ -28,12 +33,12 @@ class BoxCoder:
         scale = torch.log(size / priors[..., 2:]) / v1
         return torch.cat([offset, scale], dim=-1)
 
-    def decode_boxes(self, deltas: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+    def decode_boxes(self, deltas: Array, priors: Array) -> Array:
         v0, v1 = self.variances
         centre = priors[..., :2] + deltas[..., :2] * v0 * priors[..., 2:]
-        size = priors[..., 2:] * torch.exp(deltas[..., 2:] * v1)
+        size = priors[..., 2:] * _exp(deltas[..., 2:] * v1)
         top_left = centre - size / 2
-        return torch.cat([top_left, top_left + size], dim=-1)
+        return _cat([top_left, top_left + size])
 
     def encode_landmarks(self, landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
         v0 = self.variances[0]
@@ -41,8 +46,17 @@ class BoxCoder:
         encoded = (points - priors[..., None, :2]) / (v0 * priors[..., None, 2:])
         return encoded.reshape(landmarks.shape)
 
-    def decode_landmarks(self, deltas: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+    def decode_landmarks(self, deltas: Array, priors: Array) -> Array:
         v0 = self.variances[0]
         offsets = deltas.reshape(*deltas.shape[:-1], deltas.shape[-1] // 2, 2)
         points = priors[..., None, :2] + offsets * v0 * priors[..., None, 2:]
         return points.reshape(deltas.shape)
+
+
+def _exp(values: Union[torch.Tensor, np.ndarray]):
+    return np.exp(values) if isinstance(values, np.ndarray) else torch.exp(values)
+
+
+def _cat(parts):
+    """Concatenation along the last axis, for tensors or arrays."""
+    return np.concatenate(parts, axis=-1) if isinstance(parts[0], np.ndarray) else torch.cat(parts, dim=-1)

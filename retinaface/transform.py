@@ -219,13 +219,16 @@ class InferenceTransform:
         return self.batch([img for img, _ in prepared], out=out), [scale for _, scale in prepared]
 
 
-def to_original_pixels(boxes: torch.Tensor, points: torch.Tensor, scale: Scale
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Boxes ``(N, 4)`` and flat landmark pairs ``(N, 2k)`` in network-input pixels divided by the
-    image's resize ``scale``, i.e. in the original image's pixels."""
+def to_original_pixels(boxes, points, scale: Scale):
+    """Boxes ``(N, 4)`` and flat landmark pairs ``(N, 2k)`` (tensors or NumPy arrays) in
+    network-input pixels divided by the image's resize ``scale``, i.e. in the original image's
+    pixels."""
     sx, sy = (scale, scale) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
     if (sx, sy) == (1.0, 1.0):
         return boxes, points
+    if isinstance(boxes, np.ndarray):
+        factors = np.array([sx, sy], dtype=boxes.dtype)
+        return boxes / np.tile(factors, 2), points / np.tile(factors, points.shape[-1] // 2)
     factors = boxes.new_tensor([sx, sy])
     return boxes / factors.repeat(2), points / factors.repeat(points.shape[-1] // 2)
 

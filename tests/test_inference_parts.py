@@ -114,3 +114,61 @@ def test_unflip_uses_the_training_mirror_convention():
     np.testing.assert_array_equal(back[0, 5::2], mirror_x(points[:, 0], 100))
     np.testing.assert_array_equal(back[0, 6::2], points[:, 1])
     np.testing.assert_array_equal(unflip_detections(back, 100), dets)  # its own inverse
+
+
+def reference_postprocess(loc, conf, landms, priors, size, scale, conf_threshold=0.02, nms_threshold=0.4,
+                          pre_nms_topk=5000, post_nms_topk=750, variances=(0.1, 0.2)):
+    """The recipe's demo post-processing written out with torch ops, in float64 (the spec's
+    arithmetic, not the library's): threshold, sort (equal scores: lower prior first), top-k,
+    decode, divide by the scale, NMS with the +1 pixel convention, top-k."""
+    from torchvision.ops import nms
+
+    loc, conf, landms, priors = (t.double() for t in (loc, conf, landms, priors))
+    scores = conf[:, 1]
+    idx = torch.nonzero(scores > conf_threshold).squeeze(1)
+    order = torch.argsort(scores[idx], descending=True, stable=True)[:pre_nms_topk]
+    idx = idx[order]
+    p, d, lm = priors[idx], loc[idx], landms[idx]
+    h, w = size
+    centre = p[:, :2] + d[:, :2] * variances[0] * p[:, 2:]
+    wh = p[:, 2:] * torch.exp(d[:, 2:] * variances[1])
+    boxes = torch.cat([centre - wh / 2, centre + wh / 2], 1) * torch.tensor([w, h, w, h]) / torch.tensor(scale * 2)
+    points = (p[:, None, :2] + lm.view(-1, 5, 2) * variances[0] * p[:, None, 2:]) * torch.tensor([w, h])
+    points = (points / torch.tensor(scale)).reshape(-1, 10)
+    shifted = torch.cat([boxes[:, :2], boxes[:, 2:] + 1], 1)
+    keep = nms(shifted, scores[idx], nms_threshold)[:post_nms_topk]
+    return torch.cat([boxes, scores[idx][:, None], points], 1)[keep]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_postprocessor_equals_the_recipe_written_out(seed):
+    """Random heads over real priors, with clusters of overlapping candidates, exactly equal scores
+    (ties) and an anisotropic resize scale: the same rows in the same order as the reference, to
+    float32 rounding."""
+    from retinaface.priors import generate_priors
+
+    rng = np.random.default_rng(seed)
+    h, w = (96, 128) if seed % 2 else (120, 90)
+    priors = generate_priors(h, w)
+    n = len(priors)
+    loc = torch.from_numpy(rng.normal(0, 0.6, (n, 4)).astype(np.float32))
+    landms = torch.from_numpy(rng.normal(0, 1.0, (n, 10)).astype(np.float32))
+    scores = rng.uniform(0, 0.05, n).astype(np.float32)
+    hot = rng.choice(n, 200, replace=False)
+    scores[hot] = rng.choice([0.5, 0.75, 0.9], 200) if seed % 3 == 0 else rng.uniform(0.02, 0.99, 200)  # ties
+    scores[hot[:5]] = 0.02                                   # on the threshold: not candidates
+    conf = torch.from_numpy(np.stack([1 - scores, scores], 1))
+    scale = (0.5, 0.75) if seed % 2 else 2.0
+    scale_pair = scale if isinstance(scale, tuple) else (scale, scale)
+    for settings in (dict(), dict(pre_nms_topk=50, post_nms_topk=7), dict(nms_threshold=0.3, conf_threshold=0.3)):
+        got = PostProcessor(**settings)(loc, conf, landms, priors, (h, w), scale)
+        want = reference_postprocess(loc, conf, landms, priors, (h, w), scale_pair, **settings).float()
+        assert got.dtype == torch.float32 and got.shape == want.shape, settings
+        assert torch.equal(got[:, 4], want[:, 4])                       # the same rows, in the same order
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+    # what a GPU's outputs go through first (only the candidates are copied): the same detections
+    post = PostProcessor()
+    assert torch.equal(post(*post.candidates_only(loc, conf, landms, priors), (h, w), scale),
+                       post(loc, conf, landms, priors, (h, w), scale))
+    empty = PostProcessor(conf_threshold=0.99)(loc, conf, landms, priors, (h, w), 1.0)
+    assert empty.shape == (0, 15) and empty.dtype == torch.float32
