@@ -10,8 +10,10 @@ Prints, each pair timed in alternation so machine load affects both alike:
   3. images/s of detect_batch at batch 1, 2, 4 and 8 against one image at a time;
   4. with ``--runtimes``, the detect path on each runtime stage by stage (docs/edge.md's figures):
      transform, forward, post-processing warm (alone) and cold (right after a forward pass, as in
-     detect), detect, and detect through the float batch written over each call (the default
-     except on OpenVINO, which takes the uint8 image) vs a fresh batch each call.
+     detect), detect, the network call and the rest timed inside the same detect calls (the
+     steadiest overhead figure: no drift between two separate medians), and detect through the
+     float batch written over each call (the default except on OpenVINO, which takes the uint8
+     image) vs a fresh batch each call.
 """
 from __future__ import annotations
 
@@ -97,7 +99,8 @@ def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> No
 
     torch.set_num_threads(1)  # as `retinaface detect` does on external runtimes
     print(f"\n| runtime ({threads} runtime threads) | transform | forward | post warm / after forward | "
-          f"detect | detect via float batch: reused / fresh |\n|---|---|---|---|---|---|")
+          f"detect | inside detect: network / the rest | detect via float batch: reused / fresh |"
+          f"\n|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         path = Path(tmp) / "m.onnx"
         export_onnx(model, path, dynamic=True)
@@ -119,8 +122,89 @@ def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> No
             via_float._takes_uint8 = False  # the float batch even where the model takes uint8
             reused = median_ms(lambda: via_float.detect(image))
             fresh = median_ms(lambda: (setattr(via_float._batches, "last", None), via_float.detect(image)))
+            inside, outside = split_inside_detect(det, image, repeats)
+            if runtime == runtimes[0]:
+                probe = {what: post_after(post, before, repeats) for what, before in (
+                    ("nothing", lambda: None), ("5 ms asleep", lambda: time.sleep(0.005)),
+                    ("a 5 ms Python loop", _python_loop_5ms), ("the forward", lambda: det.forward(batch)))}
             print(f"| {runtime} | {transform:.2f} | {forward:.2f} | {warm:.2f} / {cold:.2f} | "
-                  f"{detect:.2f} (+{detect / forward - 1:.0%}) | {reused:.2f} / {fresh:.2f} |")
+                  f"{detect:.2f} (+{detect / forward - 1:.0%}) | {inside:.2f} / {outside:.2f} "
+                  f"(+{outside / inside:.0%}) | {reused:.2f} / {fresh:.2f} |")
+    print(f"\npost-processing ({runtimes[0]}'s outputs) timed right after: "
+          + ", ".join(f"{what} {ms:.2f} ms" for what, ms in probe.items()))
+
+
+def _python_loop_5ms() -> None:
+    import time
+
+    end = time.perf_counter() + 0.005
+    while time.perf_counter() < end:
+        pass
+
+
+def post_after(post, before, repeats: int) -> float:
+    """Median ms of ``post()`` timed right after ``before()``: what the post-processing costs once
+    the core has done something else (here 0.2 ms of work takes 2-4x as long after anything of a
+    few milliseconds, even sleeping, not only after the network's forward pass)."""
+    import statistics
+    import time
+
+    times = []
+    for _ in range(repeats):
+        before()
+        start = time.perf_counter()
+        post()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+class _TimedNetwork:
+    """Stands in for a Detector's model and records how long each network call takes."""
+
+    def __init__(self, net) -> None:
+        self.net, self.spans = net, []
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+    def _timed(self, fn, *args):
+        import time
+
+        start = time.perf_counter()
+        out = fn(*args)
+        self.spans.append(time.perf_counter() - start)
+        return out
+
+    def __call__(self, batch):
+        return self._timed(self.net, batch)
+
+    def forward_uint8(self, pixels, mean):
+        return self._timed(self.net.forward_uint8, pixels, mean)
+
+
+def split_inside_detect(det: Detector, image: np.ndarray, repeats: int):
+    """Median ms of the network call inside ``det.detect(image)`` and of everything else in the
+    same call (pre-processing, the runtime wrapper's copies, post-processing): the overhead
+    measured call by call, free of the run-to-run drift of two separate medians."""
+    import statistics
+    import time
+
+    timed = _TimedNetwork(det.model)
+    det.model = timed
+    try:
+        for _ in range(3):
+            det.detect(image)
+        network, rest = [], []
+        for _ in range(repeats):
+            timed.spans.clear()
+            start = time.perf_counter()
+            det.detect(image)
+            total = time.perf_counter() - start
+            network.append(timed.spans[0])
+            rest.append(total - timed.spans[0])
+    finally:
+        det.model = timed.net
+    return statistics.median(network) * 1e3, statistics.median(rest) * 1e3
 
 
 if __name__ == "__main__":
