@@ -325,17 +325,23 @@ def check_sync(table: Table, p: Profile, data: str, tmp: Path) -> None:
 DECODE_GAIN = 1.05
 
 
+def paired_runs(first: Tuple[str, dict], second: Tuple[str, dict]) -> Tuple[str, float, float]:
+    """Two training runs of the same samples side by side: ``"<name> N img/s (data wait P%), ..."``,
+    the second's speed-up over the first and the relative difference of their epoch losses."""
+    text = ", ".join(f"{name} {row['images_per_s']:.1f} img/s (data wait {row['data_wait_share']:.0%})"
+                     for name, row in (first, second))
+    a, b = first[1], second[1]
+    return text, b["images_per_s"] / a["images_per_s"], abs(b["loss"] - a["loss"]) / max(abs(a["loss"]), 1e-8)
+
+
 def decode_comparison(cpu_row: dict, cuda_row: dict, drift_limit: float) -> Tuple[str, bool]:
     """The GPU-decode row's text and whether it passes: images/s and data wait of both runs, the
     speed-up and the verdict, and the epoch losses (the same samples: they must agree within
     ``drift_limit``, relative)."""
-    speedup = cuda_row["images_per_s"] / cpu_row["images_per_s"]
+    runs, speedup, rel = paired_runs(("cpu", cpu_row), ("cuda", cuda_row))
     verdict = ("helps: use --decode-device cuda with this many workers" if speedup >= DECODE_GAIN
                else "does not help: keep --decode-device cpu")
-    rel = abs(cuda_row["loss"] - cpu_row["loss"]) / max(abs(cpu_row["loss"]), 1e-8)
-    text = (f"cpu {cpu_row['images_per_s']:.1f} img/s (data wait {cpu_row['data_wait_share']:.0%}), "
-            f"cuda {cuda_row['images_per_s']:.1f} img/s (data wait {cuda_row['data_wait_share']:.0%}): "
-            f"x{speedup:.2f}, {verdict}; loss {cpu_row['loss']:.3f} vs {cuda_row['loss']:.3f} "
+    text = (f"{runs}: x{speedup:.2f}, {verdict}; loss {cpu_row['loss']:.3f} vs {cuda_row['loss']:.3f} "
             f"(rel diff {rel:.2%}, limit {drift_limit:.0%})")
     return text, rel < drift_limit
 
@@ -361,11 +367,9 @@ def check_decode(table: Table, p: Profile, data: str, tmp: Path, workers: int) -
 def uint8_comparison(float_row: dict, uint8_row: dict, limit: float) -> Tuple[str, bool]:
     """The uint8-batch row's text and whether it passes: images/s and data wait of both runs and the
     epoch losses, which must agree within ``limit`` (relative): the batches are the same."""
-    rel = abs(uint8_row["loss"] - float_row["loss"]) / max(abs(float_row["loss"]), 1e-8)
-    text = (f"float batches {float_row['images_per_s']:.1f} img/s (data wait {float_row['data_wait_share']:.0%}), "
-            f"uint8 batches {uint8_row['images_per_s']:.1f} img/s (data wait {uint8_row['data_wait_share']:.0%}): "
-            f"x{uint8_row['images_per_s'] / float_row['images_per_s']:.2f}; loss {float_row['loss']:.4f} vs "
-            f"{uint8_row['loss']:.4f} (rel diff {rel:.1e}, limit {limit:.0e})")
+    runs, speedup, rel = paired_runs(("float batches", float_row), ("uint8 batches", uint8_row))
+    text = (f"{runs}: x{speedup:.2f}; loss {float_row['loss']:.4f} vs {uint8_row['loss']:.4f} "
+            f"(rel diff {rel:.1e}, limit {limit:.0e})")
     return text, rel < limit
 
 
