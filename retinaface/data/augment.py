@@ -317,7 +317,7 @@ class TrainTransform:
 
     ``__call__(image, boxes, landmarks, labels, rng)`` takes a uint8 BGR HxWx3 image, (K, 4) pixel
     boxes ``x1 y1 x2 y2``, (K, 10) pixel landmarks, (K,) labels (> 0: has landmarks) and returns
-    ``(image (3, S, S) float32, targets (K', 15) float32)``.
+    ``(image (3, S, S) float32, targets (K', 15) float32)`` (the image uint8 with ``normalize=False``).
 
     :meth:`load` does the same from an image file, bit for bit. With ``region_decode`` (the
     default) a baseline JPEG sample that has a crop decodes only the crop's pixels
