@@ -137,3 +137,14 @@ def test_thin_strip_resized_to_one_pixel_maps_back_per_axis(legacy_checkpoint):
     expected[:, 0:4:2] *= 5
     expected[:, 5:15:2] *= 5
     assert np.allclose(dets, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_postprocessing_the_fixtures_raw_outputs_gives_its_detections_bit_for_bit(detector, fixture_io):
+    """The reference's own head outputs through our post-processing (threshold, sort, decode, NMS
+    with +1, top-k): the reference's detections, every value and the order."""
+    from retinaface.priors import generate_priors
+
+    h, w = fixture_io["image_bgr"].shape[:2]
+    got = detector.postprocess(*(torch.from_numpy(fixture_io[k][0]) for k in ("loc", "conf", "landms")),
+                               generate_priors(h, w), (h, w), 1.0)
+    np.testing.assert_array_equal(got.numpy(), fixture_io["detections"])
