@@ -11,6 +11,7 @@ one per view).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -208,7 +209,7 @@ class InferenceTransform:
             return
         for i, img in enumerate(images):
             h, w = img.shape[:2]
-            for channel, plane in enumerate(cv2.split(img)):
+            for channel, plane in enumerate(_split_planes(img)):
                 cv2.subtract(plane, self.mean[channel], dst=pixels[i, channel, :h, :w], dtype=cv2.CV_32F)
 
     def __call__(self, images: Sequence[np.ndarray], out: Optional[torch.Tensor] = None
@@ -217,6 +218,20 @@ class InferenceTransform:
         ``out`` as in :meth:`batch`."""
         prepared = [self.resize(img) for img in images]
         return self.batch([img for img, _ in prepared], out=out), [scale for _, scale in prepared]
+
+
+_SCRATCH = threading.local()
+
+
+def _split_planes(image: np.ndarray) -> List[np.ndarray]:
+    """``cv2.split(image)`` into planes this thread reuses while the shape and type repeat: fresh
+    planes each call are fresh memory, whose page faults cost ~0.05 ms per 640x480 image here."""
+    key = (image.shape, image.dtype)
+    if getattr(_SCRATCH, "key", None) != key:
+        _SCRATCH.key = key
+        _SCRATCH.planes = [np.empty(image.shape[:2], image.dtype) for _ in range(image.shape[2])]
+    # the returned list is what OpenCV wrote (the same arrays whenever they fit)
+    return cv2.split(image, _SCRATCH.planes)
 
 
 def to_original_pixels(boxes, points, scale: Scale):

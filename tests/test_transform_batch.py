@@ -58,3 +58,18 @@ def test_detector_reuse_gives_the_same_detections_as_a_fresh_detector():
         batched = detector.detect_batch(images)  # padded batch of two, after single-image buffers
         for got, want in zip(batched, Detector(model, conf_threshold=0.3).detect_batch(images)):
             np.testing.assert_array_equal(got, want)
+
+
+def test_threads_with_different_sizes_fill_correct_batches():
+    """The per-thread scratch planes of the NCHW fill: threads alternating sizes never see another's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    transform = InferenceTransform(channels_last=False)
+    images = [rng.integers(0, 256, (20 + 7 * (k % 3), 30 + 5 * (k % 4), 3), dtype=np.uint8) for k in range(48)]
+
+    def check(img):
+        return torch.equal(transform.batch([img]), _reference([img], transform.mean))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, images * 4))
