@@ -189,3 +189,17 @@ def test_no_warning_from_the_self_check_here():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert region_decoder_available()
+
+
+def test_header_sampling_factors_and_untested_layouts_decode_whole():
+    img = textured(64, 80)
+    expected = {"444": ((1, 1), (1, 1), (1, 1)), "422": ((2, 1), (1, 1), (1, 1)), "440": ((1, 2), (1, 1), (1, 1)),
+                "420": ((2, 2), (1, 1), (1, 1)), "411": ((4, 1), (1, 1), (1, 1))}
+    for name, factors in expected.items():
+        info = jpeg_info(encode(img, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, SAMPLINGS[name]))
+        assert info.sampling == factors and region_decodable(info), name
+    data = bytearray(encode(img))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 11] = 0x31    # luma 3x1: a layout the tests never ran
+    assert jpeg_info(bytes(data)).sampling[0] == (3, 1)
+    assert not region_decodable(jpeg_info(bytes(data)))

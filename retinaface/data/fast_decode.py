@@ -62,7 +62,8 @@ _EXIF_ORIENTATION_TAG = 0x0112
 @dataclass(frozen=True)
 class JpegInfo:
     """What the worker needs from a JPEG header: size, frame type, sample precision, number of
-    components (1 grey, 3 YCbCr, 4 CMYK / YCCK) and the EXIF orientation (``None``: no tag)."""
+    components (1 grey, 3 YCbCr, 4 CMYK / YCCK), the EXIF orientation (``None``: no tag) and each
+    component's ``(horizontal, vertical)`` sampling factors (``()`` when the header is cut short)."""
 
     height: int
     width: int
@@ -70,6 +71,7 @@ class JpegInfo:
     precision: int
     components: int
     orientation: Optional[int]
+    sampling: Tuple[Tuple[int, int], ...] = ()
 
 
 def _exif_orientation(segment: bytes) -> Optional[int]:
@@ -122,7 +124,11 @@ def jpeg_info(data: bytes) -> Optional[JpegInfo]:
             precision, height, width, components = struct.unpack(">BHHB", data[pos + 4:pos + 10])
             if height == 0 or width == 0:
                 return None
-            return JpegInfo(int(height), int(width), int(marker), int(precision), int(components), orientation)
+            table = data[pos + 10:pos + 10 + 3 * components]
+            # each component: id, (H << 4) | V, quantisation table
+            sampling = tuple((b >> 4, b & 15) for b in table[1::3]) if len(table) == 3 * components else ()
+            return JpegInfo(int(height), int(width), int(marker), int(precision), int(components), orientation,
+                            sampling)
         if marker == 0xDA:                               # scan before any frame header
             return None
         pos += 2 + length
@@ -155,15 +161,21 @@ def decode_reduced(source: Union[PathLike, bytes], factor: int, height: int, wid
 # baseline and extended sequential Huffman frames: decoded row by row, so rows above a rectangle can
 # be skipped and decoding stops below it (progressive and arithmetic-coded files decode whole)
 _REGION_MARKERS = frozenset({0xC0, 0xC1})
+# the chroma layouts the region decoder is tested on (4:4:4, 4:2:2, 4:4:0, 4:2:0, 4:1:1: luma
+# factors, chroma at 1x1; tests/test_region_decode.py); any other layout is decoded whole
+_REGION_SAMPLINGS = frozenset({((1, 1), (1, 1), (1, 1)), ((2, 1), (1, 1), (1, 1)), ((1, 2), (1, 1), (1, 1)),
+                               ((2, 2), (1, 1), (1, 1)), ((4, 1), (1, 1), (1, 1))})
 
 
 def region_decodable(info: Optional[JpegInfo]) -> bool:
-    """Whether :func:`decode_region` may serve a JPEG with this header: 8-bit, three components,
-    baseline or extended sequential, no EXIF rotation (``cv2.imdecode`` would rotate the image),
-    and the region decoder built and agreeing with OpenCV here (:func:`region_decoder_available`).
-    Grey, CMYK, RGB-coded, progressive or rotated files are decoded whole."""
+    """Whether :func:`decode_region` may serve a JPEG with this header: 8-bit, three components in
+    a tested chroma layout, baseline or extended sequential, no EXIF rotation (``cv2.imdecode``
+    would rotate the image), and the region decoder built and agreeing with OpenCV here
+    (:func:`region_decoder_available`). Grey, CMYK, RGB-coded, progressive, rotated or unusually
+    subsampled files are decoded whole."""
     return (info is not None and info.marker in _REGION_MARKERS and info.precision == 8
-            and info.components == 3 and info.orientation in (None, 1) and region_decoder_available())
+            and info.components == 3 and info.sampling in _REGION_SAMPLINGS
+            and info.orientation in (None, 1) and region_decoder_available())
 
 
 def decode_region(data: bytes, x: int, y: int, width: int, height: int) -> Optional[np.ndarray]:
