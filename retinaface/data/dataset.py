@@ -104,7 +104,24 @@ def subtract_mean(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return images.float().sub_(mean.view(1, -1, 1, 1))
 
 
-class MeanSubtractingLoader:
+class LoaderWrapper:
+    """Base of the loaders that change each batch of a DataLoader on its way to the trainer
+    (:class:`MeanSubtractingLoader`, ``gpu_decode.DecodingLoader``): ``len`` and every other
+    attribute (sampler, dataset, ...) are the wrapped DataLoader's."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):
+        if name == "loader":   # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class MeanSubtractingLoader(LoaderWrapper):
     """A DataLoader of uint8 batches (``TrainTransform(normalize=False)``) whose batches come out on
     ``device`` as float32 minus ``mean``, the batches a ``normalize=True`` loader gives, bit for bit.
 
@@ -115,12 +132,9 @@ class MeanSubtractingLoader:
     negligible on a GPU. ``len`` and the other attributes are the DataLoader's."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, mean: Sequence[float], device: torch.device) -> None:
-        self.loader = loader
+        super().__init__(loader)
         self.device = torch.device(device)
         self.mean = torch.tensor([float(np.float32(m)) for m in mean], dtype=torch.float32, device=self.device)
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, List[torch.Tensor]]]:
         for images, targets in self.loader:
@@ -128,11 +142,6 @@ class MeanSubtractingLoader:
                 raise TypeError(f"MeanSubtractingLoader expects uint8 batches, got {images.dtype} "
                                 f"(build the data set with TrainTransform(normalize=False))")
             yield subtract_mean(images.to(self.device, non_blocking=True), self.mean), targets
-
-    def __getattr__(self, name: str):
-        if name in ("loader", "device", "mean"):   # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
 
 
 def worker_init_fn(worker_id: int) -> None:

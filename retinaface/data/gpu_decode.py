@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from .augment import Distortion, SamplePlan, TrainTransform, _hue_lut, _lut, value_maps
-from .dataset import WiderFaceTrainDataset, sample_rng
+from .dataset import LoaderWrapper, WiderFaceTrainDataset, sample_rng
 from .fast_decode import JpegInfo, jpeg_info, read_bytes
 from .labels import ImageAnnotation
 
@@ -505,23 +505,15 @@ class DeviceBatchDecoder:
         return out, targets
 
 
-class DecodingLoader:
+class DecodingLoader(LoaderWrapper):
     """A DataLoader over an :class:`EncodedTrainDataset` whose batches come out decoded: iterating
     gives ``(images (B, 3, S, S) on the decoder's device, [targets, ...])`` like a plain training
     loader; ``len`` and the other attributes are the DataLoader's."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, decoder: DeviceBatchDecoder) -> None:
-        self.loader = loader
+        super().__init__(loader)
         self.decoder = decoder
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, List[torch.Tensor]]]:
         for batch, targets in self.loader:
             yield self.decoder(batch, targets)
-
-    def __getattr__(self, name: str):
-        if name in ("loader", "decoder"):   # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
