@@ -36,7 +36,7 @@ class BoxCoder:
     def decode_boxes(self, deltas: Array, priors: Array) -> Array:
         v0, v1 = self.variances
         centre = priors[..., :2] + deltas[..., :2] * v0 * priors[..., 2:]
-        size = priors[..., 2:] * _exp(deltas[..., 2:] * v1)
+        size = priors[..., 2:] * torch_exp(deltas[..., 2:] * v1)
         top_left = centre - size / 2
         return _cat([top_left, top_left + size])
 
@@ -53,7 +53,8 @@ class BoxCoder:
         return points.reshape(deltas.shape)
 
 
-def _exp(values: Union[torch.Tensor, np.ndarray]):
+def torch_exp(values: Union[torch.Tensor, np.ndarray]):
+    """``torch.exp`` of a tensor or a NumPy array (an array comes back)."""
     # torch's exp for arrays too: NumPy's float32 exp differs from it in the last bit, and torch's
     # is what the reference decodes with (its detections are reproduced bit for bit)
     if isinstance(values, np.ndarray):

@@ -18,26 +18,71 @@ import torch
 from torch import nn
 from torchvision.ops import nms
 
-from .box_coder import BoxCoder
-from .conventions import CONF_THRESHOLD, DET_BOX, DET_SCORE, NMS_THRESHOLD, POST_NMS_TOPK, PRE_NMS_TOPK
+from .box_coder import BoxCoder, torch_exp
+from .conventions import CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD, POST_NMS_TOPK, PRE_NMS_TOPK
 from .priors import pixel_priors
-from .transform import Scale, to_original_pixels
+from .transform import Scale, scale_factors, to_original_pixels
+
+
+try:  # compiled by setup.py where a C compiler is found; otherwise the NumPy / torchvision paths below
+    from . import _postprocess_kernels as _kernels
+except ImportError:  # pragma: no cover - exercised by tests that set it to None
+    _kernels = None
+
+
+def top_candidates(conf: np.ndarray, threshold: float, limit: Optional[int] = None) -> np.ndarray:
+    """Indices of the priors whose face score ``conf[:, 1]`` is above ``threshold`` (compared in
+    float32), by decreasing score, equal scores lower index first (a stable sort), at most
+    ``limit`` of them (``None``: all). ``conf`` is ``(P, 2)`` float32 on the host."""
+    conf = np.ascontiguousarray(conf, dtype=np.float32)
+    if _kernels is not None and conf.ndim == 2:
+        out = np.empty(len(conf), dtype=np.int64)
+        found = _kernels.top_candidates(conf, 1, conf.shape[1], len(conf), float(threshold),
+                                        -1 if limit is None else int(limit), out)
+        return out[:found]
+    scores = conf[:, 1]
+    candidates = np.flatnonzero(scores > np.float32(threshold))
+    order = np.argsort(-scores[candidates], kind="stable")  # negation is exact
+    return candidates[order[:limit]]
+
+
+# torchvision's NMS sorts by score itself; distinct ranks make it visit the rows in their order
+_MAX_RANKED_ROWS = 1 << 24  # float32 counts exactly up to here
+
+
+def nms_in_order(rows: np.ndarray, iou_threshold: float, plus_one: bool = True) -> np.ndarray:
+    """Indices (increasing) of the rows greedy NMS keeps, visiting ``rows`` in their order (the
+    highest score first). Columns 0-3 of ``rows (N, C)`` are the boxes ``x1 y1 x2 y2``; the
+    arithmetic is ``torchvision.ops.nms``'s in float32 (an IoU above ``iou_threshold`` suppresses),
+    with x2 and y2 shifted by +1 first for the reference's +1 pixel convention (``plus_one``)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    count = len(rows)
+    if _kernels is not None:
+        keep = np.empty(count, dtype=np.int64)
+        kept = _kernels.nms(rows, rows.shape[1], count, 1.0 if plus_one else 0.0, float(iou_threshold), keep)
+        return keep[:kept]
+    if count > _MAX_RANKED_ROWS:
+        raise ValueError(f"NMS of {count} boxes: at most {_MAX_RANKED_ROWS} without the compiled kernels")
+    boxes = rows[:, :4].copy()
+    if plus_one:
+        boxes[:, 2:] += 1
+    # ranks, not scores: the visit order is then the rows' order whatever a sort does with equal scores
+    ranks = np.arange(count, 0, -1, dtype=np.float32)
+    return nms(torch.from_numpy(boxes), torch.from_numpy(ranks), iou_threshold).numpy()
 
 
 def nms_keep(boxes, scores, iou_threshold: float, plus_one: bool = True):
-    """Indices kept by greedy NMS of ``boxes (N, 4)`` / ``scores (N,)``, in decreasing score order;
-    tensors in, a tensor out, or NumPy arrays in, an array out."""
-    as_numpy = isinstance(boxes, np.ndarray)
-    if plus_one:
-        if as_numpy:
-            boxes = boxes.copy()
-            boxes[:, 2:] += 1
-        else:
-            boxes = torch.cat([boxes[:, :2], boxes[:, 2:] + 1], dim=1)
-    if as_numpy:
-        return nms(torch.from_numpy(np.ascontiguousarray(boxes)), torch.from_numpy(np.ascontiguousarray(scores)),
-                   iou_threshold).numpy()
-    return nms(boxes, scores, iou_threshold)
+    """Indices kept by greedy NMS of ``boxes (N, 4)`` / ``scores (N,)``, visited by decreasing
+    score, equal scores lower index first; tensors in, a tensor out (on their device), or NumPy
+    arrays in, an array out. Computed in float32 on the host (:func:`nms_in_order`)."""
+    as_tensor = isinstance(boxes, torch.Tensor)
+    if as_tensor:
+        device = boxes.device
+        boxes, scores = (_host_array(t) for t in (boxes, scores))
+    scores = np.asarray(scores, dtype=np.float32)
+    order = np.argsort(-scores, kind="stable")
+    keep = order[nms_in_order(np.asarray(boxes, dtype=np.float32)[order], iou_threshold, plus_one)]
+    return torch.from_numpy(keep).to(device) if as_tensor else keep
 
 
 def _host_array(values: torch.Tensor) -> np.ndarray:
@@ -101,36 +146,46 @@ class PostProcessor:
         are sorted by decreasing score (equal scores: lower prior index first). A CPU float32
         tensor comes back.
 
-        It runs on the host in NumPy: the threshold, the sort and the decoding of a few hundred
-        candidates are ~25 small array operations, each cheaper than a torch call (a scratch A/B
-        inside ``Detector.detect`` while writing it, not kept: 0.04-0.1 ms less per image than the
-        same steps in torch ops). NMS stays ``torchvision.ops.nms``. On a GPU the threshold runs
-        there first, so only the candidates are copied to the host.
+        It runs on the host, in the compiled kernels where they are built (``setup.py``;
+        :func:`top_candidates`, :meth:`decode`, :func:`nms_in_order`) and otherwise in NumPy and
+        ``torchvision.ops.nms``, with the same results. Right after a forward pass these few
+        hundred candidates cost little work but much cache and branch-predictor warm-up, which the
+        kernels mostly avoid (docs/edge.md). On a GPU the threshold runs there first, so only the
+        candidates are copied to the host.
         """
         if conf.device.type != "cpu":   # only the candidates cross to the host
             loc, conf, landms, priors = self.candidates_only(loc, conf, landms, priors)
-        scores = _host_array(conf)[:, 1]
-        candidates = np.flatnonzero(scores > self.conf_threshold)
-        cand_scores = scores[candidates]
-        # descending by score; stable, so equal scores keep the prior order (negation is exact)
-        order = np.argsort(-cand_scores, kind="stable")
-        if self.pre_nms_topk is not None:
-            order = order[:self.pre_nms_topk]
-        candidates, cand_scores = candidates[order], cand_scores[order]
-
-        height, width = int(input_size[0]), int(input_size[1])
-        sel_priors = _host_array(priors)[candidates]
-        coder = self.box_coder
-        box_scale = np.array([width, height, width, height], dtype=np.float32)
-        boxes = coder.decode_boxes(_host_array(loc)[candidates], sel_priors) * box_scale
-        points = coder.decode_landmarks(_host_array(landms)[candidates], sel_priors) * np.tile(box_scale[:2], 5)
-        boxes, points = to_original_pixels(boxes, points, scale)
-
-        detections = np.concatenate([boxes, cand_scores[:, None], points], axis=1)
-        keep = nms_keep(detections[:, DET_BOX], cand_scores, self.nms_threshold, plus_one=self.plus_one_nms)
+        conf = _host_array(conf)
+        candidates = top_candidates(conf, self.conf_threshold, self.pre_nms_topk)
+        detections = self.decode(_host_array(loc), conf, _host_array(landms), _host_array(priors), candidates,
+                                 input_size, scale)
+        keep = nms_in_order(detections, self.nms_threshold, plus_one=self.plus_one_nms)
         if self.post_nms_topk is not None:
             keep = keep[:self.post_nms_topk]
         return torch.from_numpy(detections[keep])
+
+    def decode(self, loc: np.ndarray, conf: np.ndarray, landms: np.ndarray, priors: np.ndarray,
+               candidates: np.ndarray, input_size: Sequence[int], scale: Scale = 1.0) -> np.ndarray:
+        """Detections ``(N, 15)`` of the ``candidates`` (prior indices), in their order: the boxes and
+        landmarks decoded by :class:`BoxCoder` and divided by ``scale``, with their scores. Host
+        float32 arrays in; the compiled kernel where it is built, the same arithmetic in NumPy
+        otherwise (both take torch's ``exp``)."""
+        height, width = int(input_size[0]), int(input_size[1])
+        if _kernels is not None:
+            # exp of the size offsets in torch (the reference's rounding); the rest in one C loop
+            sizes = torch_exp(loc[candidates, 2:] * np.float32(self.variances[1]))
+            detections = np.empty((len(candidates), DETECTION_COLUMNS), dtype=np.float32)
+            arrays = (np.ascontiguousarray(a, dtype=np.float32) for a in (loc, conf, landms, priors))
+            _kernels.decode(*arrays, np.ascontiguousarray(candidates, dtype=np.int64), sizes,
+                            self.variances[0], width, height, *scale_factors(scale), detections)
+            return detections
+        sel_priors = priors[candidates]
+        coder = self.box_coder
+        box_scale = np.array([width, height, width, height], dtype=np.float32)
+        boxes = coder.decode_boxes(loc[candidates], sel_priors) * box_scale
+        points = coder.decode_landmarks(landms[candidates], sel_priors) * np.tile(box_scale[:2], 5)
+        boxes, points = to_original_pixels(boxes, points, scale)
+        return np.concatenate([boxes, conf[candidates, 1:2], points], axis=1)
 
     def candidates_only(self, loc: torch.Tensor, conf: torch.Tensor, landms: torch.Tensor, priors: torch.Tensor
                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,8 +198,6 @@ class PostProcessor:
         """One NMS (and the post-NMS cap) over pooled ``(N, 15)`` detections of several views."""
         if len(detections) == 0:
             return detections
-        order = torch.argsort(detections[:, DET_SCORE], descending=True, stable=True)
-        detections = detections[order]
         keep = nms_keep(detections[:, DET_BOX], detections[:, DET_SCORE], self.nms_threshold,
                         plus_one=self.plus_one_nms)
         if self.post_nms_topk is not None:
@@ -180,4 +233,4 @@ class DecodedRetinaFace(nn.Module):
         return boxes, conf[..., 1], landmarks
 
 
-__all__ = ["DecodedRetinaFace", "PostProcessor", "nms_keep"]
+__all__ = ["DecodedRetinaFace", "PostProcessor", "nms_in_order", "nms_keep", "top_candidates"]

@@ -18,7 +18,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from .conventions import DET_BOX, DET_LANDMARKS, DET_SCORE, DETECTION_COLUMNS
+from .conventions import DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS
 
 
 def tile_origins(length: int, size: int, overlap: int) -> List[int]:
@@ -52,20 +52,15 @@ def shift_detections(dets: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 def merge_detections(detections: np.ndarray, nms_threshold: float, plus_one: bool = True,
                      post_nms_topk: Any = None) -> np.ndarray:
-    """One greedy NMS over pooled ``(N, 15)`` detections (the post-processor's NMS), sorted by score."""
+    """One greedy NMS over pooled ``(N, 15)`` detections (:meth:`PostProcessor.merge`), sorted by score."""
     import torch
 
-    from .postprocess import nms_keep
+    from .postprocess import PostProcessor
 
     if not len(detections):
         return detections
-    tensor = torch.from_numpy(np.ascontiguousarray(detections))
-    order = torch.argsort(tensor[:, DET_SCORE], descending=True, stable=True)
-    tensor = tensor[order]
-    keep = nms_keep(tensor[:, DET_BOX], tensor[:, DET_SCORE], nms_threshold, plus_one=plus_one)
-    if post_nms_topk is not None:
-        keep = keep[:post_nms_topk]
-    return tensor[keep].numpy()
+    merger = PostProcessor(nms_threshold=nms_threshold, plus_one_nms=plus_one, post_nms_topk=post_nms_topk)
+    return merger.merge(torch.from_numpy(np.ascontiguousarray(detections))).numpy()
 
 
 def _settings(detector: Any) -> Tuple[float, bool, Any]:

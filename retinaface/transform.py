@@ -235,11 +235,16 @@ def _split_planes(image: np.ndarray) -> List[np.ndarray]:
     return cv2.split(image, _SCRATCH.planes)
 
 
+def scale_factors(scale: Scale) -> Tuple[float, float]:
+    """``(x, y)`` resize factors of a scale (one factor for both, or an ``(x, y)`` pair)."""
+    return (float(scale), float(scale)) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
+
+
 def to_original_pixels(boxes, points, scale: Scale):
     """Boxes ``(N, 4)`` and flat landmark pairs ``(N, 2k)`` (tensors or NumPy arrays) in
     network-input pixels divided by the image's resize ``scale``, i.e. in the original image's
     pixels."""
-    sx, sy = (scale, scale) if isinstance(scale, (int, float)) else (float(scale[0]), float(scale[1]))
+    sx, sy = scale_factors(scale)
     if (sx, sy) == (1.0, 1.0):
         return boxes, points
     if isinstance(boxes, np.ndarray):
@@ -249,4 +254,4 @@ def to_original_pixels(boxes, points, scale: Scale):
     return boxes / factors.repeat(2), points / factors.repeat(points.shape[-1] // 2)
 
 
-__all__ = ["InferenceTransform", "Scale", "check_image", "resize_scale", "to_original_pixels"]
+__all__ = ["InferenceTransform", "Scale", "check_image", "resize_scale", "scale_factors", "to_original_pixels"]

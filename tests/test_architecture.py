@@ -68,7 +68,9 @@ def imported_modules(path: Path) -> Set[str]:
                 for alias in node.names:
                     candidate = f"{target}.{alias.name}"
                     sub = PACKAGE.parent / Path(*candidate.split("."))
-                    found.add(candidate if sub.is_dir() or sub.with_suffix(".py").exists() else target)
+                    # a package, a module, or a compiled module (built from the .c of its name)
+                    is_module = sub.is_dir() or sub.with_suffix(".py").exists() or sub.with_suffix(".c").exists()
+                    found.add(candidate if is_module else target)
             else:
                 found.add(target)
     return found

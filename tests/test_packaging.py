@@ -81,26 +81,45 @@ def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
         assert values[setting] > 0.95, values
 
 
-def _region_decoder_state(site: Path, cwd: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=str(site))
+# run in the installed copy: which compiled parts it has, and a post-processing result to compare
+_COMPILED_STATE = """
+import hashlib, numpy as np, torch
+from retinaface import postprocess
+from retinaface.data import fast_decode as f
+rng = np.random.default_rng(0)
+heads = [torch.from_numpy(rng.uniform(0, 1, (4800, n)).astype(np.float32) ** 4) for n in (4, 2, 10, 4)]
+dets = postprocess.PostProcessor()(*heads, (240, 320), 0.75).numpy()
+print('jpeg', 'built' if f._jpeg_region is not None else 'absent', f.region_decoder_available(),
+      'kernels', 'built' if postprocess._kernels is not None else 'absent',
+      len(dets), hashlib.sha256(dets.tobytes()).hexdigest()[:16])
+"""
+
+
+def _compiled_state(site: Path, cwd: Path) -> str:
+    import site as site_module
+
+    # -S: no .pth files, so an editable install of the checkout cannot lend its built modules
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), *site_module.getsitepackages()]))
     env.pop("PYTHONSAFEPATH", None)
-    code = ("from retinaface.data import fast_decode as f; "
-            "print('built' if f._jpeg_region is not None else 'absent', f.region_decoder_available())")
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run([sys.executable, "-S", "-c", _COMPILED_STATE], cwd=cwd, env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
-def test_installed_package_carries_the_region_decoder_where_it_builds(installed, tmp_path):
+def test_installed_package_carries_the_compiled_parts_where_they_build(installed, tmp_path):
+    from retinaface import postprocess
     from retinaface.data import fast_decode
 
-    if fast_decode._jpeg_region is None:
-        pytest.skip("the region decoder does not build on this machine (no C compiler or libjpeg-turbo headers)")
-    assert _region_decoder_state(installed, tmp_path) == "built True"
+    if fast_decode._jpeg_region is None or postprocess._kernels is None:
+        pytest.skip("the compiled parts do not build on this machine (no C compiler or libjpeg-turbo headers)")
+    state = _compiled_state(installed, tmp_path).split()
+    assert state[:5] == ["jpeg", "built", "True", "kernels", "built"]
+    assert int(state[5]) > 50
 
 
-def test_install_without_a_c_compiler_goes_on_without_the_region_decoder(tmp_path):
-    """setup.py marks the extension optional: a failed compile leaves a working package that decodes
-    whole images (training samples are the same, tests/test_region_decode.py)."""
+def test_install_without_a_c_compiler_goes_on_without_the_compiled_parts(installed, tmp_path):
+    """setup.py marks the extensions optional: a failed compile leaves a working package that
+    decodes whole images (training samples are the same, tests/test_region_decode.py) and
+    post-processes in NumPy / torchvision (the same detections as the kernels give)."""
     import shutil
 
     target, build, source = tmp_path / "site", tmp_path / "build", tmp_path / "source"
@@ -117,4 +136,7 @@ def test_install_without_a_c_compiler_goes_on_without_the_region_decoder(tmp_pat
                     "--no-compile", "--target", str(target), str(source)], check=True, env=env, cwd=build,
                    capture_output=True)
     assert not list(target.glob("retinaface/data/_jpeg_region*"))
-    assert _region_decoder_state(target, tmp_path) == "absent False"
+    assert not list(target.glob("retinaface/_postprocess_kernels*"))
+    without = _compiled_state(target, tmp_path).split()
+    assert without[:5] == ["jpeg", "absent", "False", "kernels", "absent"]
+    assert without[5:] == _compiled_state(installed, tmp_path).split()[5:]  # the same detections
