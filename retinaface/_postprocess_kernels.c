@@ -1,11 +1,12 @@
 /* Post-processing kernels for one image on the host: candidate selection, decoding, greedy NMS.
  *
  * retinaface.postprocess uses them when this module is built and falls back to NumPy and
- * torchvision.ops.nms otherwise; tests/test_postprocess_kernels.py checks both give the same indices
- * bit for bit. They exist because of when they run: right after the network's forward pass, when
- * the core's caches and branch predictors hold the runtime's state. There torchvision's NMS of
- * 300 scattered boxes took 0.22-0.33 ms (0.07 ms timed warm, over and over on the same boxes);
- * this branch-free loop takes 0.02 ms (benchmarks/bench_detect.py --runtimes shows the effect).
+ * torchvision.ops.nms otherwise; tests/test_postprocess_kernels.py checks that both give the same
+ * indices and detections bit for bit. They exist because of when they run: right after the network's forward pass, when
+ * the core's caches and branch predictors hold the runtime's state. There torchvision's NMS of ~300
+ * scattered boxes took 0.35-0.40 ms (0.07 ms timed over and over on the same boxes, its branches
+ * then predicted); this branch-free loop takes 0.02 ms (scratch timings; docs/edge.md has the
+ * figures bench_detect.py --runtimes prints for the whole post-processing).
  *
  * top_candidates(conf, offset, stride, count, threshold, limit, out) -> n
  *   conf: float32 buffer; the score of prior i is conf[offset + i * stride]. Writes to out (int64)

@@ -129,7 +129,6 @@ class Detector:
         """The bare network on a batch from ``self.transform`` (eval mode: softmaxed scores)."""
         return self.model(batch)
 
-    @torch.inference_mode()
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Detections of one BGR uint8 ``(H, W, 3)`` image, ``(N, 15)`` float32 in its pixels."""
         return self.detect_batch([image])[0]
@@ -150,7 +149,6 @@ class Detector:
             return dets, np.zeros((0, size, size, 3), dtype=np.uint8)
         return dets, align_faces(image, dets, size)
 
-    @torch.inference_mode()
     def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
         """Detections of several images (any sizes), ``batch_size`` per forward pass.
 
@@ -166,6 +164,8 @@ class Detector:
         """:meth:`detect_batch` with another transform and/or post-processor for this call only.
 
         The detector itself is not changed, so calls with different parts may run concurrently.
+        (The one inference-mode context of ``detect`` and ``detect_batch`` too: entering it costs
+        microseconds, which count at small inputs.)
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")

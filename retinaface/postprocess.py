@@ -4,9 +4,11 @@ Owns :class:`PostProcessor` (the Detector's eager path) and :class:`DecodedRetin
 decoding as a traceable graph, for export with ``--with-postprocess``; NMS stays outside there).
 
 Only the candidates above the score threshold are decoded, so the cost depends on how many faces
-the model believes in, not on the prior count. NMS is ``torchvision.ops.nms``; the reference's
-"+1 pixel" convention (areas and intersections use x2 - x1 + 1) is obtained by giving NMS boxes whose
-x2 and y2 are shifted by +1, which yields the same IoU.
+the model believes in, not on the prior count. NMS is greedy with ``torchvision.ops.nms``'s
+arithmetic; the reference's "+1 pixel" convention (areas and intersections use x2 - x1 + 1) is
+obtained by giving NMS boxes whose x2 and y2 are shifted by +1, which yields the same IoU.
+Selection, decoding and NMS run in the compiled kernels (``_postprocess_kernels.c``) where they are
+built, in NumPy and ``torchvision.ops.nms`` otherwise, with the same results bit for bit.
 """
 from __future__ import annotations
 
