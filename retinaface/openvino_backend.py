@@ -130,10 +130,18 @@ class OpenVinoModel(ExportedModel):
             from openvino.preprocess import PrePostProcessor
             import openvino as ov
 
+            import openvino.opset13 as opset
+
             steps = PrePostProcessor(model)
             steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
             steps.input().model().set_layout(ov.Layout("NCHW"))
-            steps.input().preprocess().convert_element_type(ov.Type.f32).mean(list(mean))
+            # x + (-mean), not the mean() step: the same values (negation is exact), but the CPU
+            # plugin folds this Add into the first convolution and runs mean() as a separate pass
+            # (mobilenet0.25 640x480, 2 threads: 0.15-0.5 ms less, float and INT8 files; a
+            # scratch timing)
+            negated = opset.constant(-np.asarray(mean, dtype=np.float32).reshape(1, 1, 1, 3))
+            steps.input().preprocess().convert_element_type(ov.Type.f32).custom(
+                lambda pixels: opset.add(pixels, negated).output(0))
             model = steps.build()
         try:
             compiled = self.core.compile_model(model, self.ov_device, self.config_options)
