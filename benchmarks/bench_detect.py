@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Cost of the full detect path against the bare forward pass, memory layouts, and batching.
 
-mobilenet0.25 on a 640x480 image, 2 CPU threads. The class-head bias is shifted so that about
-300 priors score above 0.02, as with a trained model (untrained weights put thousands there).
+mobilenet0.25 on a 640x480 image, 2 CPU threads. The class heads are recalibrated so that about
+300 priors score above 0.02, with a trained model's spread of scores (untrained weights put
+thousands there; profiling.calibrate_score_bias).
 Prints, each pair timed in alternation so machine load affects both alike:
   1. forward vs full detect (the target: detect costs at most 10 % more), in the Detector's
      default layout;

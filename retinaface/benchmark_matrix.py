@@ -11,7 +11,8 @@ Within one (backbone, width, size, threads) group every runtime is timed in rota
 (:func:`retinaface.quantize.median_latency_ms`), so load on a shared machine falls on all of them
 alike and the ratios between runtimes are the reliable part of the table. Weights are untrained
 (latency does not depend on their values), with about 300 candidates above the 0.02 threshold
-once the class bias is shifted as ``retinaface benchmark`` does: a realistic post-processing load.
+once the class heads are recalibrated as ``retinaface benchmark`` does (face-logit margins scaled
+to a trained model's spread, then shifted): a realistic post-processing load, kept by INT8 files.
 """
 from __future__ import annotations
 
@@ -111,9 +112,9 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
                threads: Sequence[int] = MATRIX_THREADS, repeats: int = 10, calibration_images: int = 8,
                candidates: int = 300, log: Optional[Callable[[str], None]] = None) -> List[MatrixCell]:
     """Measure every cell; ``log`` receives a line per finished group. Runtimes whose package is
-    missing (openvino) are skipped with a note through ``log``. The class heads' bias is shifted
-    so that about ``candidates`` priors pass the score threshold
-    (:func:`retinaface.profiling.calibrate_score_bias`)."""
+    missing (openvino) are skipped with a note through ``log``. The class heads are recalibrated
+    so that about ``candidates`` priors pass the score threshold, with a trained model's spread
+    of scores (:func:`retinaface.profiling.calibrate_score_bias`)."""
     import torch
 
     from .detector import Detector

@@ -7,7 +7,7 @@ Only the candidates above the score threshold are decoded, so the cost depends o
 the model believes in, not on the prior count. NMS is greedy with ``torchvision.ops.nms``'s
 arithmetic; the reference's "+1 pixel" convention (areas and intersections use x2 - x1 + 1) is
 obtained by giving NMS boxes whose x2 and y2 are shifted by +1, which yields the same IoU.
-Selection, decoding and NMS run in the compiled kernels (``_postprocess_kernels.c``) where they are
+Selection, decoding and NMS run in the compiled kernels (``_detect_kernels.c``) where they are
 built, in NumPy and ``torchvision.ops.nms`` otherwise, with the same results bit for bit.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .transform import Scale, scale_factors, to_original_pixels
 
 
 try:  # compiled by setup.py where a C compiler is found; otherwise the NumPy / torchvision paths below
-    from . import _postprocess_kernels as _kernels
+    from . import _detect_kernels as _kernels
 except ImportError:  # pragma: no cover - exercised by tests that set it to None
     _kernels = None
 

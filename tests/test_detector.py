@@ -49,7 +49,7 @@ def test_padded_batch_of_mixed_sizes_agrees(legacy_checkpoint, fixture_io):
     image = fixture_io["image_bgr"]
     small = np.ascontiguousarray(image[:200, :260])
     model = load_model(legacy_checkpoint)
-    calibrate_score_bias(model, small, 40)  # a trained model's few confident candidates
+    calibrate_score_bias(model, small, 40, spread=None)  # a trained model: only fewer candidates
     detector = Detector(model)
     batch = detector.detect_batch([image, small])
     assert np.allclose(batch[0], detector.detect(image), atol=1e-4)  # the largest image is not padded
@@ -148,3 +148,22 @@ def test_postprocessing_the_fixtures_raw_outputs_gives_its_detections_bit_for_bi
     got = detector.postprocess(*(torch.from_numpy(fixture_io[k][0]) for k in ("loc", "conf", "landms")),
                                generate_priors(h, w), (h, w), 1.0)
     np.testing.assert_array_equal(got.numpy(), fixture_io["detections"])
+
+
+def test_score_calibration_gives_untrained_heads_a_trained_spread_and_candidate_count():
+    """Benchmarks time post-processing on untrained weights made to score like a trained model:
+    ~N candidates, margins spread as a trained model's (otherwise INT8 keeps all or none)."""
+    from retinaface.profiling import TRAINED_MARGIN_SPREAD, face_margins, calibrate_score_bias
+
+    image = np.random.default_rng(1).integers(0, 256, (160, 224, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = create_model("mobilenet0.25").eval()
+    assert float(face_margins(model, image).std()) < 0.3  # untrained: nearly equal margins
+    calibrate_score_bias(model, image, 120)
+    margins = face_margins(model, image)
+    assert abs(float(margins.std()) - TRAINED_MARGIN_SPREAD) < 1e-3
+    assert abs(int((margins > np.log(0.02 / 0.98)).sum()) - 120) <= 2
+    weights = [head.conv1x1.weight.clone() for head in model.ClassHead]
+    calibrate_score_bias(model, image, 30, spread=None)  # shift only
+    assert all(torch.equal(w, head.conv1x1.weight) for w, head in zip(weights, model.ClassHead))
+    assert abs(int((face_margins(model, image) > np.log(0.02 / 0.98)).sum()) - 30) <= 2

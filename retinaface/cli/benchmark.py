@@ -96,12 +96,12 @@ def _matrix(args: argparse.Namespace, prog: str) -> int:
 
 
 def _measure(args: argparse.Namespace, prog: str) -> int:
-    """One row per model (or per width); each width loads the model afresh (timing shifts the
-    class biases)."""
+    """One row per model (or per width); each width loads the model afresh (timing recalibrates the
+    class heads: scaled and shifted when untrained, shifted only for ``--weights``)."""
     from ..build import create_model
     from ..checkpoint import CheckpointError, load_model
     from ..models import BackboneError, list_backbones
-    from ..profiling import benchmark_model, markdown_table
+    from ..profiling import TRAINED_MARGIN_SPREAD, benchmark_model, markdown_table
 
     height, width = args.size
     if args.widths:
@@ -132,7 +132,8 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
 
             ap = evaluate_model(model.eval(), args.data, progress=False).as_dict()
             extra = {f"AP {k}": v for k, v in ap.items()}
-        row = benchmark_model(model, height, width, name, args.device, args.repeats, detect=not args.no_detect)
+        row = benchmark_model(model, height, width, name, args.device, args.repeats, detect=not args.no_detect,
+                              spread=None if args.weights else TRAINED_MARGIN_SPREAD)
         if w is not None:
             row.params_m = active_parameters(model) / 1e6  # the weights this width computes with
         row.extra.update(extra)

@@ -1,12 +1,20 @@
-/* Post-processing kernels for one image on the host: candidate selection, decoding, greedy NMS.
+/* Host-side kernels of the detect path: the input fill, and for post-processing candidate
+ * selection, decoding and greedy NMS.
  *
- * retinaface.postprocess uses them when this module is built and falls back to NumPy and
- * torchvision.ops.nms otherwise; tests/test_postprocess_kernels.py checks that both give the same
+ * retinaface.transform and retinaface.postprocess use them when this module is built and fall back
+ * to OpenCV, NumPy and torchvision.ops.nms otherwise; tests/test_detect_kernels.py checks that both give the same
  * indices and detections bit for bit. They exist because of when they run: right after the network's forward pass, when
  * the core's caches and branch predictors hold the runtime's state. There torchvision's NMS of ~300
  * scattered boxes took 0.35-0.40 ms (0.07 ms timed over and over on the same boxes, its branches
  * then predicted); this branch-free loop takes 0.02 ms (scratch timings; docs/edge.md has the
  * figures bench_detect.py --runtimes prints for the whole post-processing).
+ *
+ * fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)
+ *   out[c, y, x] = image[y, x, c] - mean_c for the height x width BGR uint8 pixels (rows row_stride
+ *   bytes apart) into three float32 planes plane_size values apart, rows out_width apart: the NCHW
+ *   batch in one pass, in float32 arithmetic (NumPy's image.astype(float32) - float32(mean)).
+ *   OpenCV's split and three subtractions took twice as long (320x240 to 1280x720, a scratch
+ *   timing).
  *
  * top_candidates(conf, offset, stride, count, threshold, limit, out) -> n
  *   conf: float32 buffer; the score of prior i is conf[offset + i * stride]. Writes to out (int64)
@@ -45,6 +53,25 @@
 #else
 #define VECTOR_CLONES
 #endif
+
+/* ---- input fill ----------------------------------------------------------------------------- */
+
+VECTOR_CLONES
+static void fill_bgr_planes(const uint8_t *restrict image, Py_ssize_t height, Py_ssize_t width, Py_ssize_t row_stride,
+                            float mean_b, float mean_g, float mean_r, float *restrict out, Py_ssize_t out_width,
+                            Py_ssize_t plane_size) {
+    for (Py_ssize_t y = 0; y < height; y++) {
+        const uint8_t *row = image + y * row_stride;
+        float *restrict blue = out + y * out_width;
+        float *restrict green = blue + plane_size;
+        float *restrict red = green + plane_size;
+        for (Py_ssize_t x = 0; x < width; x++) {
+            blue[x] = (float)row[3 * x] - mean_b;
+            green[x] = (float)row[3 * x + 1] - mean_g;
+            red[x] = (float)row[3 * x + 2] - mean_r;
+        }
+    }
+}
 
 /* ---- candidate selection --------------------------------------------------------------------- */
 
@@ -173,6 +200,34 @@ static int check_room(const Py_buffer *buffer, Py_ssize_t items, Py_ssize_t item
     return 1;
 }
 
+static PyObject *fill_planes(PyObject *self, PyObject *args) {
+    Py_buffer image, out;
+    Py_ssize_t height, width, row_stride, out_width, plane_size;
+    float mean_b, mean_g, mean_r;
+    if (!PyArg_ParseTuple(args, "y*nnnfffw*nn", &image, &height, &width, &row_stride, &mean_b, &mean_g, &mean_r,
+                          &out, &out_width, &plane_size))
+        return NULL;
+    PyObject *result = NULL;
+    if (height < 0 || width < 0 || row_stride < 3 * width || out_width < width || plane_size < height * out_width) {
+        PyErr_SetString(PyExc_ValueError, "the image does not fit the planes (or its rows overlap)");
+        goto done;
+    }
+    if (height > 0 && width > 0 &&
+        (!check_room(&image, (height - 1) * row_stride + 3 * width, 1, "image") ||
+         !check_room(&out, 2 * plane_size + (height - 1) * out_width + width, sizeof(float), "out")))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    fill_bgr_planes((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r, (float *)out.buf,
+                    out_width, plane_size);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *top_candidates(PyObject *self, PyObject *args) {
     Py_buffer conf, out;
     Py_ssize_t offset, stride, count, limit;
@@ -281,6 +336,8 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"fill_planes", fill_planes, METH_VARARGS,
+     "fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)"},
     {"top_candidates", top_candidates, METH_VARARGS,
      "top_candidates(conf, offset, stride, count, threshold, limit, out) -> n"},
     {"decode", decode, METH_VARARGS,
@@ -289,8 +346,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_postprocess_kernels",
-                                    "Candidate selection, decoding and greedy NMS for one image's post-processing.", -1,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_detect_kernels",
+                                    "Host-side kernels of the detect path: input fill, candidate selection, decoding, greedy NMS.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__postprocess_kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__detect_kernels(void) { return PyModule_Create(&module); }

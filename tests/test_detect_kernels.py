@@ -1,15 +1,16 @@
-"""The compiled post-processing kernels (retinaface/_postprocess_kernels.c) against the paths they
-replace (NumPy, torchvision.ops.nms) and against greedy NMS written out in Python: the same indices and
-the same detections bit for bit, on adversarial inputs (ties, IoU at the threshold, NaN, degenerate
-and inverted boxes, overflowing sizes, resize scales)."""
+"""The compiled detect-path kernels (retinaface/_detect_kernels.c) against the paths they replace
+(OpenCV, NumPy, torchvision.ops.nms) and against greedy NMS written out in Python: the same batches,
+indices and detections bit for bit, on adversarial inputs (odd sizes, padding, fractional means,
+ties, IoU at the threshold, NaN, degenerate and inverted boxes, overflowing sizes, resize scales)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from retinaface import postprocess
+from retinaface import postprocess, transform
 from retinaface.postprocess import PostProcessor, nms_in_order, nms_keep, top_candidates
+from retinaface.transform import InferenceTransform
 
 KERNELS = postprocess._kernels
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="the post-processing kernels are not built here")
@@ -17,12 +18,33 @@ needs_kernels = pytest.mark.skipif(KERNELS is None, reason="the post-processing 
 
 @pytest.fixture
 def without_kernels(monkeypatch):
-    """Run the pure-Python paths (NumPy, torchvision) inside the block."""
+    """Run the paths without the kernels (OpenCV, NumPy, torchvision) inside the block."""
     def run(fn, *args, **kwargs):
         with monkeypatch.context() as patch:
             patch.setattr(postprocess, "_kernels", None)
+            patch.setattr(transform, "_kernels", None)
             return fn(*args, **kwargs)
     return run
+
+
+@needs_kernels
+@pytest.mark.parametrize("mean", [(104.0, 117.0, 123.0), (104.3, 116.779, 123.675), (0.0, 0.0, 0.0)])
+def test_compiled_fill_gives_the_opencv_batch_bit_for_bit(mean, without_kernels):
+    rng = np.random.default_rng(2)
+    sizes = [(240, 320), (37, 53), (1, 1), (61, 17)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    images.append(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)[::2, 5:])  # a view
+    assert not images[-1].flags.c_contiguous
+    prepare = InferenceTransform(mean=mean, channels_last=False)
+    for batch_images in ([images[0]], [images[1]], images):  # one image, an odd size, a padded batch
+        compiled = prepare.batch(batch_images).numpy()
+        fallback = without_kernels(prepare.batch, batch_images).numpy()
+        np.testing.assert_array_equal(compiled.view(np.int32), fallback.view(np.int32))
+        for i, img in enumerate(batch_images):  # float32 arithmetic, NumPy's
+            h, w = img.shape[:2]
+            want = (img.astype(np.float32) - np.float32(mean)).transpose(2, 0, 1)
+            np.testing.assert_array_equal(compiled[i, :, :h, :w], want)
+            assert not compiled[i, :, h:, :].any() and not compiled[i, :, :, w:].any()  # zero padding
 
 
 def greedy_reference(boxes: np.ndarray, threshold: float, plus_one: bool) -> list:
@@ -190,3 +212,8 @@ def test_kernels_refuse_buffers_that_do_not_fit():
         KERNELS.nms(np.zeros((2, 4), np.float32), 4, 3, 1.0, 0.4, np.empty(3, np.int64))
     with pytest.raises(ValueError, match="out holds"):
         KERNELS.top_candidates(conf, 1, 2, 10, 0.02, -1, np.empty(2, np.int64))
+    image = np.zeros((4, 5, 3), np.uint8)
+    with pytest.raises(ValueError, match="does not fit the planes"):
+        KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 4, 16)
+    with pytest.raises(ValueError, match="out holds"):
+        KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 5, 20)
