@@ -164,8 +164,8 @@ class Detector:
         """:meth:`detect_batch` with another transform and/or post-processor for this call only.
 
         The detector itself is not changed, so calls with different parts may run concurrently.
-        (The one inference-mode context of ``detect`` and ``detect_batch`` too: entering it costs
-        microseconds, which count at small inputs.)
+        It holds the one inference-mode context of ``detect`` and ``detect_batch`` (each context
+        entered costs microseconds, which count at small inputs).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")

@@ -127,18 +127,16 @@ class OpenVinoModel(ExportedModel):
         if not static:
             model.reshape({self.input_name: list(shape)})
         if mean is not None:
-            from openvino.preprocess import PrePostProcessor
             import openvino as ov
-
             import openvino.opset13 as opset
+            from openvino.preprocess import PrePostProcessor
 
             steps = PrePostProcessor(model)
             steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
             steps.input().model().set_layout(ov.Layout("NCHW"))
-            # x + (-mean), not the mean() step: the same values (negation is exact), but the CPU
-            # plugin folds this Add into the first convolution and runs mean() as a separate pass
-            # (mobilenet0.25 640x480, 2 threads: 0.15-0.5 ms less, float and INT8 files; a
-            # scratch timing)
+            # x + (-mean), not the mean() step: the same values (negation is exact), and the CPU
+            # plugin folds this Add into the first convolution; mean() was 0.15-0.5 ms slower
+            # (mobilenet0.25 640x480, 2 threads, float and INT8 files; a scratch timing)
             negated = opset.constant(-np.asarray(mean, dtype=np.float32).reshape(1, 1, 1, 3))
             steps.input().preprocess().convert_element_type(ov.Type.f32).custom(
                 lambda pixels: opset.add(pixels, negated).output(0))

@@ -145,7 +145,7 @@ def benchmark_model(model: nn.Module, height: int, width: int, name: str = "",
     if not detect:
         forward = median_latency(lambda: detector.forward(batch), device, repeats=repeats)
         return BenchmarkRow(name or model.config.backbone, params, gflops, forward * 1e3, None)
-    # the bias shift changes no cost of the forward pass; it gives the detect path a trained
+    # the recalibration changes no cost of the forward pass; it gives the detect path a trained
     # model's candidate count. Both timed in alternation, so their ratio survives machine load.
     calibrate_score_bias(model, image, candidates, spread=spread)
     forward, detect_s = paired_latency([lambda: detector.forward(batch), lambda: detector.detect(image)],
