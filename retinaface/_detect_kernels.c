@@ -2,12 +2,13 @@
  * selection, decoding and greedy NMS.
  *
  * retinaface.transform and retinaface.postprocess use them when this module is built and fall back
- * to OpenCV, NumPy and torchvision.ops.nms otherwise; tests/test_detect_kernels.py checks that both give the same
- * indices and detections bit for bit. They exist because of when they run: right after the network's forward pass, when
- * the core's caches and branch predictors hold the runtime's state. There torchvision's NMS of ~300
- * scattered boxes took 0.35-0.40 ms (0.07 ms timed over and over on the same boxes, its branches
- * then predicted); this branch-free loop takes 0.02 ms (scratch timings; docs/edge.md has the
- * figures bench_detect.py --runtimes prints for the whole post-processing).
+ * to OpenCV, NumPy and torchvision.ops.nms otherwise; tests/test_detect_kernels.py checks that both
+ * give the same batches, indices and detections bit for bit. They exist because of when they run:
+ * right after the network's forward pass, when the core's caches and branch predictors hold the
+ * runtime's state. There torchvision's NMS of ~300 scattered boxes took 0.35-0.40 ms (0.07 ms timed
+ * over and over on the same boxes, its branches then predicted); this branch-free loop takes
+ * 0.02 ms (scratch timings; docs/edge.md has the figures bench_detect.py --runtimes prints for the
+ * whole post-processing).
  *
  * fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)
  *   out[c, y, x] = image[y, x, c] - mean_c for the height x width BGR uint8 pixels (rows row_stride
@@ -48,7 +49,8 @@
 #include <stdlib.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* one copy per instruction set, picked at load time: the overlap loop runs 16 lanes wide on AVX-512 */
+/* one copy per instruction set, picked at load time: the loops run 8 floats wide with AVX2 or AVX-512
+ * (GCC keeps to 256-bit vectors there), 4 wide otherwise */
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VECTOR_CLONES
