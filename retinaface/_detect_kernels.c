@@ -17,6 +17,10 @@
  *   OpenCV's split and three subtractions took twice as long (320x240 to 1280x720, a scratch
  *   timing).
  *
+ * fill_interleaved(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride)
+ *   The same into an interleaved (NHWC) float32 batch whose rows are out_row_stride values apart:
+ *   three times as fast as OpenCV's one subtraction (a scratch timing).
+ *
  * top_candidates(conf, offset, stride, count, threshold, limit, out) -> n
  *   conf: float32 buffer; the score of prior i is conf[offset + i * stride]. Writes to out (int64)
  *   the priors whose score is > threshold (compared in float32, as NumPy and torch compare a float32
@@ -71,6 +75,21 @@ static void fill_bgr_planes(const uint8_t *restrict image, Py_ssize_t height, Py
             blue[x] = (float)row[3 * x] - mean_b;
             green[x] = (float)row[3 * x + 1] - mean_g;
             red[x] = (float)row[3 * x + 2] - mean_r;
+        }
+    }
+}
+
+VECTOR_CLONES
+static void fill_bgr_interleaved(const uint8_t *restrict image, Py_ssize_t height, Py_ssize_t width,
+                                 Py_ssize_t row_stride, float mean_b, float mean_g, float mean_r, float *restrict out,
+                                 Py_ssize_t out_row_stride) {
+    for (Py_ssize_t y = 0; y < height; y++) {
+        const uint8_t *row = image + y * row_stride;
+        float *restrict pixels = out + y * out_row_stride;
+        for (Py_ssize_t x = 0; x < width; x++) {
+            pixels[3 * x] = (float)row[3 * x] - mean_b;
+            pixels[3 * x + 1] = (float)row[3 * x + 1] - mean_g;
+            pixels[3 * x + 2] = (float)row[3 * x + 2] - mean_r;
         }
     }
 }
@@ -230,6 +249,34 @@ done:
     return result;
 }
 
+static PyObject *fill_interleaved(PyObject *self, PyObject *args) {
+    Py_buffer image, out;
+    Py_ssize_t height, width, row_stride, out_row_stride;
+    float mean_b, mean_g, mean_r;
+    if (!PyArg_ParseTuple(args, "y*nnnfffw*n", &image, &height, &width, &row_stride, &mean_b, &mean_g, &mean_r,
+                          &out, &out_row_stride))
+        return NULL;
+    PyObject *result = NULL;
+    if (height < 0 || width < 0 || row_stride < 3 * width || out_row_stride < 3 * width) {
+        PyErr_SetString(PyExc_ValueError, "the image does not fit the batch rows (or its rows overlap)");
+        goto done;
+    }
+    if (height > 0 && width > 0 &&
+        (!check_room(&image, (height - 1) * row_stride + 3 * width, 1, "image") ||
+         !check_room(&out, (height - 1) * out_row_stride + 3 * width, sizeof(float), "out")))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    fill_bgr_interleaved((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r,
+                         (float *)out.buf, out_row_stride);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyObject *top_candidates(PyObject *self, PyObject *args) {
     Py_buffer conf, out;
     Py_ssize_t offset, stride, count, limit;
@@ -340,6 +387,8 @@ done:
 static PyMethodDef methods[] = {
     {"fill_planes", fill_planes, METH_VARARGS,
      "fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)"},
+    {"fill_interleaved", fill_interleaved, METH_VARARGS,
+     "fill_interleaved(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride)"},
     {"top_candidates", top_candidates, METH_VARARGS,
      "top_candidates(conf, offset, stride, count, threshold, limit, out) -> n"},
     {"decode", decode, METH_VARARGS,

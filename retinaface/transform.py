@@ -200,28 +200,35 @@ class InferenceTransform:
         return batch
 
     def _fill_cpu(self, batch: torch.Tensor, images: Sequence[np.ndarray]) -> None:
-        """``batch[i] = images[i] - mean`` on CPU, written straight into the batch's memory: with
-        OpenCV's vectorised subtraction into an HWC view of an NHWC batch (about twice as fast as
-        the strided torch copy); for NCHW with the compiled one-pass kernel where it is built and
-        the image is contiguous uint8, else one OpenCV subtraction per plane. Exact: pixels minus
-        the mean in float32, as torch computes it."""
+        """``batch[i] = images[i] - mean`` on CPU, written straight into the batch's memory (an HWC
+        view of an NHWC batch, the planes of an NCHW one): in one pass by the compiled kernels where
+        they are built and the image is contiguous uint8, else with OpenCV's vectorised subtraction
+        (one per plane for NCHW; both about twice as fast as the strided torch copy). Exact: pixels
+        minus the mean in float32, as torch computes it."""
         pixels = batch.numpy()
+        height, width = pixels.shape[2:]
         if self.channels_last:
             views = pixels.transpose(0, 2, 3, 1)  # (B, H, W, 3), contiguous in this layout
             mean = (*self.mean, 0.0)
             for i, img in enumerate(images):
                 h, w = img.shape[:2]
+                if self._kernel_fits(img):  # one pass, three times as fast as OpenCV's subtraction
+                    _kernels.fill_interleaved(img, h, w, 3 * w, *self.mean, views[i], 3 * width)
+                    continue
                 cv2.subtract(img, mean, dst=views[i, :h, :w], dtype=cv2.CV_32F)
             return
         for i, img in enumerate(images):
             h, w = img.shape[:2]
-            if _kernels is not None and img.dtype == np.uint8 and img.flags.c_contiguous:
-                # one pass into the three planes, twice as fast as the split and subtractions
-                _kernels.fill_planes(img, h, w, 3 * w, *self.mean, pixels[i], pixels.shape[3],
-                                     pixels.shape[2] * pixels.shape[3])
+            if self._kernel_fits(img):  # one pass into the planes, twice as fast as split + subtract
+                _kernels.fill_planes(img, h, w, 3 * w, *self.mean, pixels[i], width, height * width)
                 continue
             for channel, plane in enumerate(_split_planes(img)):
                 cv2.subtract(plane, self.mean[channel], dst=pixels[i, channel, :h, :w], dtype=cv2.CV_32F)
+
+    @staticmethod
+    def _kernel_fits(image: np.ndarray) -> bool:
+        """Whether the compiled fill takes ``image`` (built, contiguous uint8); else OpenCV does."""
+        return _kernels is not None and image.dtype == np.uint8 and image.flags.c_contiguous
 
     def __call__(self, images: Sequence[np.ndarray], out: Optional[torch.Tensor] = None
                  ) -> Tuple[torch.Tensor, List[Scale]]:

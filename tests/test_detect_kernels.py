@@ -28,14 +28,15 @@ def without_kernels(monkeypatch):
 
 
 @needs_kernels
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("mean", [(104.0, 117.0, 123.0), (104.3, 116.779, 123.675), (0.0, 0.0, 0.0)])
-def test_compiled_fill_gives_the_opencv_batch_bit_for_bit(mean, without_kernels):
+def test_compiled_fill_gives_the_opencv_batch_bit_for_bit(mean, channels_last, without_kernels):
     rng = np.random.default_rng(2)
     sizes = [(240, 320), (37, 53), (1, 1), (61, 17)]
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
     images.append(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)[::2, 5:])  # a view
     assert not images[-1].flags.c_contiguous
-    prepare = InferenceTransform(mean=mean, channels_last=False)
+    prepare = InferenceTransform(mean=mean, channels_last=channels_last)
     for batch_images in ([images[0]], [images[1]], images):  # one image, an odd size, a padded batch
         compiled = prepare.batch(batch_images).numpy()
         fallback = without_kernels(prepare.batch, batch_images).numpy()
@@ -217,3 +218,7 @@ def test_kernels_refuse_buffers_that_do_not_fit():
         KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 4, 16)
     with pytest.raises(ValueError, match="out holds"):
         KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 5, 20)
+    with pytest.raises(ValueError, match="does not fit the batch rows"):
+        KERNELS.fill_interleaved(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((4, 4, 3), np.float32), 12)
+    with pytest.raises(ValueError, match="out holds"):
+        KERNELS.fill_interleaved(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 5, 3), np.float32), 15)
