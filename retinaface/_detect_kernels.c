@@ -10,16 +10,13 @@
  * 0.02 ms (scratch timings; docs/edge.md has the figures bench_detect.py --runtimes prints for the
  * whole post-processing).
  *
- * fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)
- *   out[c, y, x] = image[y, x, c] - mean_c for the height x width BGR uint8 pixels (rows row_stride
- *   bytes apart) into three float32 planes plane_size values apart, rows out_width apart: the NCHW
- *   batch in one pass, in float32 arithmetic (NumPy's image.astype(float32) - float32(mean)).
- *   OpenCV's split and three subtractions took twice as long (320x240 to 1280x720, a scratch
- *   timing).
- *
- * fill_interleaved(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride)
- *   The same into an interleaved (NHWC) float32 batch whose rows are out_row_stride values apart:
- *   three times as fast as OpenCV's one subtraction (a scratch timing).
+ * fill_batch(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride, plane_size)
+ *   out = image - mean for the height x width BGR uint8 pixels (rows row_stride bytes apart), in
+ *   float32 arithmetic (NumPy's image.astype(float32) - float32(mean)), in one pass. plane_size > 0:
+ *   into three float32 planes plane_size values apart with rows out_row_stride apart (an NCHW
+ *   batch); 0: interleaved, rows out_row_stride values apart (an NHWC batch). OpenCV took two to
+ *   three times as long: a split and three subtractions for NCHW, one subtraction for NHWC
+ *   (320x240 to 1280x720, a scratch timing).
  *
  * top_candidates(conf, offset, stride, count, threshold, limit, out) -> n
  *   conf: float32 buffer; the score of prior i is conf[offset + i * stride]. Writes to out (int64)
@@ -221,53 +218,34 @@ static int check_room(const Py_buffer *buffer, Py_ssize_t items, Py_ssize_t item
     return 1;
 }
 
-static PyObject *fill_planes(PyObject *self, PyObject *args) {
+/* plane_size > 0: three planes (NCHW), out_row_stride the plane width; 0: interleaved (NHWC) rows */
+static PyObject *fill_batch(PyObject *self, PyObject *args) {
     Py_buffer image, out;
-    Py_ssize_t height, width, row_stride, out_width, plane_size;
+    Py_ssize_t height, width, row_stride, out_row_stride, plane_size;
     float mean_b, mean_g, mean_r;
     if (!PyArg_ParseTuple(args, "y*nnnfffw*nn", &image, &height, &width, &row_stride, &mean_b, &mean_g, &mean_r,
-                          &out, &out_width, &plane_size))
+                          &out, &out_row_stride, &plane_size))
         return NULL;
     PyObject *result = NULL;
-    if (height < 0 || width < 0 || row_stride < 3 * width || out_width < width || plane_size < height * out_width) {
-        PyErr_SetString(PyExc_ValueError, "the image does not fit the planes (or its rows overlap)");
+    const int planar = plane_size > 0;
+    const Py_ssize_t row_values = planar ? width : 3 * width;  /* output values of one image row */
+    if (height < 0 || width < 0 || plane_size < 0 || row_stride < 3 * width || out_row_stride < row_values ||
+        (planar && plane_size < height * out_row_stride)) {
+        PyErr_SetString(PyExc_ValueError, "the image does not fit the batch (or its rows overlap)");
         goto done;
     }
     if (height > 0 && width > 0 &&
         (!check_room(&image, (height - 1) * row_stride + 3 * width, 1, "image") ||
-         !check_room(&out, 2 * plane_size + (height - 1) * out_width + width, sizeof(float), "out")))
+         !check_room(&out, (planar ? 2 * plane_size : 0) + (height - 1) * out_row_stride + row_values, sizeof(float),
+                     "out")))
         goto done;
     Py_BEGIN_ALLOW_THREADS
-    fill_bgr_planes((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r, (float *)out.buf,
-                    out_width, plane_size);
-    Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    PyBuffer_Release(&image);
-    PyBuffer_Release(&out);
-    return result;
-}
-
-static PyObject *fill_interleaved(PyObject *self, PyObject *args) {
-    Py_buffer image, out;
-    Py_ssize_t height, width, row_stride, out_row_stride;
-    float mean_b, mean_g, mean_r;
-    if (!PyArg_ParseTuple(args, "y*nnnfffw*n", &image, &height, &width, &row_stride, &mean_b, &mean_g, &mean_r,
-                          &out, &out_row_stride))
-        return NULL;
-    PyObject *result = NULL;
-    if (height < 0 || width < 0 || row_stride < 3 * width || out_row_stride < 3 * width) {
-        PyErr_SetString(PyExc_ValueError, "the image does not fit the batch rows (or its rows overlap)");
-        goto done;
-    }
-    if (height > 0 && width > 0 &&
-        (!check_room(&image, (height - 1) * row_stride + 3 * width, 1, "image") ||
-         !check_room(&out, (height - 1) * out_row_stride + 3 * width, sizeof(float), "out")))
-        goto done;
-    Py_BEGIN_ALLOW_THREADS
-    fill_bgr_interleaved((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r,
-                         (float *)out.buf, out_row_stride);
+    if (planar)
+        fill_bgr_planes((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r,
+                        (float *)out.buf, out_row_stride, plane_size);
+    else
+        fill_bgr_interleaved((const uint8_t *)image.buf, height, width, row_stride, mean_b, mean_g, mean_r,
+                             (float *)out.buf, out_row_stride);
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     result = Py_None;
@@ -385,10 +363,8 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"fill_planes", fill_planes, METH_VARARGS,
-     "fill_planes(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_width, plane_size)"},
-    {"fill_interleaved", fill_interleaved, METH_VARARGS,
-     "fill_interleaved(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride)"},
+    {"fill_batch", fill_batch, METH_VARARGS,
+     "fill_batch(image, height, width, row_stride, mean_b, mean_g, mean_r, out, out_row_stride, plane_size)"},
     {"top_candidates", top_candidates, METH_VARARGS,
      "top_candidates(conf, offset, stride, count, threshold, limit, out) -> n"},
     {"decode", decode, METH_VARARGS,

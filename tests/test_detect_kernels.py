@@ -214,11 +214,11 @@ def test_kernels_refuse_buffers_that_do_not_fit():
     with pytest.raises(ValueError, match="out holds"):
         KERNELS.top_candidates(conf, 1, 2, 10, 0.02, -1, np.empty(2, np.int64))
     image = np.zeros((4, 5, 3), np.uint8)
-    with pytest.raises(ValueError, match="does not fit the planes"):
-        KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 4, 16)
+    with pytest.raises(ValueError, match="does not fit the batch"):  # planes 4 wide for 5 pixels
+        KERNELS.fill_batch(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 4, 16)
     with pytest.raises(ValueError, match="out holds"):
-        KERNELS.fill_planes(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 5, 20)
-    with pytest.raises(ValueError, match="does not fit the batch rows"):
-        KERNELS.fill_interleaved(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((4, 4, 3), np.float32), 12)
+        KERNELS.fill_batch(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 4, 4), np.float32), 5, 20)
+    with pytest.raises(ValueError, match="does not fit the batch"):  # rows of 4 pixels
+        KERNELS.fill_batch(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((4, 4, 3), np.float32), 12, 0)
     with pytest.raises(ValueError, match="out holds"):
-        KERNELS.fill_interleaved(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 5, 3), np.float32), 15)
+        KERNELS.fill_batch(image, 4, 5, 15, 1.0, 2.0, 3.0, np.empty((3, 5, 3), np.float32), 15, 0)
