@@ -14,9 +14,9 @@
  *   out = image - mean for the height x width BGR uint8 pixels (rows row_stride bytes apart), in
  *   float32 arithmetic (NumPy's image.astype(float32) - float32(mean)), in one pass. plane_size > 0:
  *   into three float32 planes plane_size values apart with rows out_row_stride apart (an NCHW
- *   batch); 0: interleaved, rows out_row_stride values apart (an NHWC batch). OpenCV took two to
- *   three times as long: a split and three subtractions for NCHW, one subtraction for NHWC
- *   (320x240 to 1280x720, a scratch timing).
+ *   batch); 0: interleaved, rows out_row_stride values apart (an NHWC batch). At 640x480 OpenCV
+ *   took 0.15 ms (a split and three subtractions, NCHW) and 0.12 ms (one subtraction, NHWC)
+ *   against 0.08 and 0.05 ms (benchmarks/bench_detect.py --runtimes, transform column).
  *
  * top_candidates(conf, offset, stride, count, threshold, limit, out) -> n
  *   conf: float32 buffer; the score of prior i is conf[offset + i * stride]. Writes to out (int64)
@@ -24,11 +24,11 @@
  *   array with a Python float), by decreasing score, equal scores by increasing index (a stable
  *   sort), at most limit of them (limit < 0: no cap); returns how many.
  *
- * decode(loc, conf, landms, priors, candidates, sizes, variance, width, height, scale_x, scale_y, out)
+ * decode(loc, conf, landms, priors, candidates, sizes, v0, width, height, scale_x, scale_y, out)
  *   The detections (count, 15) of the candidate priors, in their order: box x1 y1 x2 y2, score,
  *   five landmark x y pairs, in original-image pixels. loc (P, 4), conf (P, 2), landms (P, 10) and
  *   priors (P, 4, cx cy w h) are float32; candidates int64 (count); sizes (count, 2) float32 holds
- *   exp(loc[c, 2:] * variance[1]), computed by the caller with torch's exp (the reference's
+ *   exp(loc[c, 2:] * v1), v0 and v1 being the box variances, computed by the caller with torch's exp (the reference's
  *   rounding). BoxCoder's NumPy decoding operation by operation: centre = prior_c + loc * v0 *
  *   prior_wh, size = prior_wh * sizes, top-left = centre - size / 2, bottom-right = top-left +
  *   size, times the input width / height, divided by the resize scale when it is not 1.
@@ -39,7 +39,7 @@
  *   "+1 pixel" convention). Writes the kept rows' indices to out (int64); returns how many.
  *   torchvision.ops.nms's arithmetic, operation by operation: area = (x2 - x1) * (y2 - y1),
  *   overlap = inter / (area_i + area_j - inter) in float32, suppressed when overlap > threshold
- *   (compared as a double, like torchvision; here against the largest float below that double,
+ *   (compared as a double, like torchvision; here as a float against float_threshold's limit,
  *   which decides every float alike). Built with -ffp-contract=off so no multiply-add is fused.
  */
 #define PY_SSIZE_T_CLEAN
@@ -368,7 +368,7 @@ static PyMethodDef methods[] = {
     {"top_candidates", top_candidates, METH_VARARGS,
      "top_candidates(conf, offset, stride, count, threshold, limit, out) -> n"},
     {"decode", decode, METH_VARARGS,
-     "decode(loc, conf, landms, priors, candidates, sizes, variance, width, height, scale_x, scale_y, out)"},
+     "decode(loc, conf, landms, priors, candidates, sizes, v0, width, height, scale_x, scale_y, out)"},
     {"nms", nms, METH_VARARGS, "nms(rows, stride, count, pad, threshold, out) -> n"},
     {NULL, NULL, 0, NULL},
 };

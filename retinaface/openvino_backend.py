@@ -134,9 +134,11 @@ class OpenVinoModel(ExportedModel):
             steps = PrePostProcessor(model)
             steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
             steps.input().model().set_layout(ov.Layout("NCHW"))
-            # x + (-mean), not the mean() step: the same values (negation is exact), and the CPU
-            # plugin folds this Add into the first convolution; mean() was 0.15-0.5 ms slower
-            # (mobilenet0.25 640x480, 2 threads, float and INT8 files; a scratch timing)
+            # x + (-mean), not the mean() step: the same values (negation is exact). The CPU plugin
+            # runs this Add on the NHWC input in one pass with the u8 -> f32 conversion; mean()
+            # put a separate transpose before its subtraction (the compiled runtime graphs) and
+            # was 0.15-0.5 ms slower (mobilenet0.25 640x480, 2 threads, float and INT8 files; a
+            # scratch timing)
             negated = opset.constant(-np.asarray(mean, dtype=np.float32).reshape(1, 1, 1, 3))
             steps.input().preprocess().convert_element_type(ov.Type.f32).custom(
                 lambda pixels: opset.add(pixels, negated).output(0))
@@ -165,7 +167,7 @@ class OpenVinoModel(ExportedModel):
                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The network on ``(B, H, W, 3)`` uint8 BGR images: the float conversion, the subtraction
         of ``mean`` and the NHWC -> NCHW step run inside the compiled model (OpenVINO's
-        pre-processing, fused with the first convolution), which saves the Detector's float batch:
+        pre-processing, one pass over the uint8 input), which saves the Detector's float batch:
         ~0.3 ms per 640x480 image here (benchmarks/bench_detect.py --runtimes openvino), the
         same detections."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
