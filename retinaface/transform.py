@@ -215,7 +215,7 @@ class InferenceTransform:
                 if self._kernel_fits(img):  # one pass: 0.05 ms against OpenCV's 0.12 at 640x480
                     _kernels.fill_batch(img, h, w, 3 * w, *self.mean, views[i], 3 * width, 0)
                     continue
-                cv2.subtract(img, mean, dst=views[i, :h, :w], dtype=cv2.CV_32F)
+                _subtract_into(img, mean, views[i, :h, :w])
             return
         for i, img in enumerate(images):
             h, w = img.shape[:2]
@@ -223,7 +223,7 @@ class InferenceTransform:
                 _kernels.fill_batch(img, h, w, 3 * w, *self.mean, pixels[i], width, height * width)
                 continue
             for channel, plane in enumerate(_split_planes(img)):
-                cv2.subtract(plane, self.mean[channel], dst=pixels[i, channel, :h, :w], dtype=cv2.CV_32F)
+                _subtract_into(plane, self.mean[channel], pixels[i, channel, :h, :w])
 
     @staticmethod
     def _kernel_fits(image: np.ndarray) -> bool:
@@ -236,6 +236,19 @@ class InferenceTransform:
         ``out`` as in :meth:`batch`."""
         prepared = [self.resize(img) for img in images]
         return self.batch([img for img, _ in prepared], out=out), [scale for _, scale in prepared]
+
+
+def _subtract_into(pixels: np.ndarray, mean, dst: np.ndarray) -> None:
+    """``dst[...] = pixels - mean`` in float32 (``mean``: a number for a plane, a 4-tuple for HWC
+    pixels), with OpenCV's vectorised subtraction (4x NumPy's strided cast here at 640x480).
+
+    OpenCV 5.1 reads a 1x1 array as a scalar: it then returns a new array and leaves ``dst``
+    untouched, so the result is checked to be ``dst``'s memory and NumPy writes it otherwise.
+    """
+    result = cv2.subtract(pixels, mean, dst=dst, dtype=cv2.CV_32F)
+    if not np.may_share_memory(result, dst):
+        channels = np.float32(mean) if np.ndim(mean) == 0 else np.asarray(mean[:pixels.shape[-1]], np.float32)
+        np.subtract(pixels, channels, out=dst, dtype=np.float32)
 
 
 _SCRATCH = threading.local()
