@@ -139,15 +139,26 @@ def test_thin_strip_resized_to_one_pixel_maps_back_per_axis(legacy_checkpoint):
     assert np.allclose(dets, expected, rtol=1e-5, atol=1e-3)
 
 
-def test_postprocessing_the_fixtures_raw_outputs_gives_its_detections_bit_for_bit(detector, fixture_io):
+def test_postprocessing_the_fixtures_raw_outputs_gives_its_detections(detector, fixture_io):
     """The reference's own head outputs through our post-processing (threshold, sort, decode, NMS
-    with +1, top-k): the reference's detections, every value and the order."""
+    with +1, top-k): the reference's detections, matched row by row.
+
+    Scores come straight from the fixture (so the tolerance below holds them exactly). Coordinates
+    go through ``exp``, whose last bit depends on the CPU's code path (MKL picks one per CPU; 16 of
+    11,250 numbers differed by one unit on one machine), so they are compared at 1e-6 relative
+    (about 8 float32 units in the last place of each value) plus 1e-4 px for values near zero. A last-bit change
+    may flip an NMS decision at the threshold, so rows are matched order-free and 99 % must match
+    each way (the fixture's README says the same)."""
     from retinaface.priors import generate_priors
 
     h, w = fixture_io["image_bgr"].shape[:2]
     got = detector.postprocess(*(torch.from_numpy(fixture_io[k][0]) for k in ("loc", "conf", "landms")),
-                               generate_priors(h, w), (h, w), 1.0)
-    np.testing.assert_array_equal(got.numpy(), fixture_io["detections"])
+                               generate_priors(h, w), (h, w), 1.0).numpy()
+    want = fixture_io["detections"]
+    assert abs(len(got) - len(want)) <= 0.01 * len(want)
+    close = np.all(np.abs(got[:, None, :] - want[None, :, :]) <= 1e-4 + 1e-6 * np.abs(want[None, :, :]), axis=-1)
+    assert close.any(0).mean() >= 0.99 and close.any(1).mean() >= 0.99
+    assert np.all(np.diff(got[:, 4]) <= 0)  # sorted by score, as the reference
 
 
 def test_score_calibration_gives_untrained_heads_a_trained_spread_and_candidate_count():
