@@ -19,6 +19,7 @@ from .fileio import atomic_torch_save
 from .build import build_model
 from .models import RetinaFace
 from .models.wrappers import unwrap_model
+from .zoo import ZooError, resolve_weights
 
 FORMAT_NAME = "retinaface"
 FORMAT_VERSION = 1
@@ -39,8 +40,9 @@ def save_model(model: RetinaFace, path: PathLike, **extra: Any) -> None:
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
-    path = Path(path)
+    """``torch.load`` with ``weights_only=True`` and errors that name the file. ``path`` may be a
+    zoo name (``retinaface_mnet025``: fetched and verified on first use, see :mod:`retinaface.zoo`)."""
+    path = _resolve(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
@@ -56,6 +58,14 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(data).__name__}")
     return data
+
+
+def _resolve(path: PathLike) -> Path:
+    """A file path, or a zoo name fetched and verified (a zoo failure is a :class:`CheckpointError`)."""
+    try:
+        return resolve_weights(path)
+    except ZooError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 # torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL x.y was not an
@@ -168,10 +178,12 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
                eval_mode: bool = True, width: Optional[float] = None) -> RetinaFace:
     """Load a checkpoint of this toolkit or of Pytorch_Retinaface into a ready model.
 
-    ``backbone`` is needed only for Pytorch_Retinaface files whose backbone cannot be inferred.
+    ``path`` is a file or a zoo name (``load_model("retinaface_mnet025")``; ``retinaface models``
+    lists them): a file of that name wins. ``backbone`` is needed only for Pytorch_Retinaface files whose backbone cannot be inferred.
     ``width`` runs an adaptive (channel-prioritised) checkpoint at that utilisation level.
     Errors name the file and list missing/unexpected keys.
     """
+    path = _resolve(path)
     data = read_checkpoint(path)
     try:
         config, state = split_checkpoint(data, backbone)

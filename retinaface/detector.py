@@ -31,8 +31,10 @@ class Detector:
     """Runs a RetinaFace model on BGR uint8 images and returns ``(N, 15)`` float32 detections.
 
     Each row is ``[x1, y1, x2, y2, score, l0x, l0y, ..., l4x, l4y]`` in the input image's pixels,
-    sorted by decreasing score. ``transform`` defaults to the original size with the BGR mean,
-    ``postprocess`` to the reference demo's settings with the model config's variances.
+    sorted by decreasing score. ``model`` defaults to the zoo's default detector
+    (:data:`retinaface.zoo.DEFAULT_DETECTOR`, Pytorch_Retinaface's mobilenet0.25; the first use
+    downloads it, see :mod:`retinaface.zoo`). ``transform`` defaults to the original size with the
+    BGR mean, ``postprocess`` to the reference demo's settings with the model config's variances.
 
     The keyword arguments are a convenience that override those parts' fields:
     ``conf_threshold`` (0.02), ``nms_threshold`` (0.4), ``pre_nms_topk`` (5000),
@@ -43,13 +45,20 @@ class Detector:
     parameter.
     """
 
-    def __init__(self, model: nn.Module, transform: Optional[InferenceTransform] = None,
+    def __init__(self, model: Optional[nn.Module] = None, transform: Optional[InferenceTransform] = None,
                  postprocess: Optional[PostProcessor] = None, *,
                  conf_threshold: float = _UNSET, nms_threshold: float = _UNSET,
                  pre_nms_topk: Optional[int] = _UNSET, post_nms_topk: Optional[int] = _UNSET,
                  device: Union[str, torch.device, None] = None, target_size: Optional[int] = _UNSET,
                  max_size: Optional[int] = _UNSET, plus_one_nms: bool = _UNSET,
                  channels_last: Optional[bool] = None) -> None:
+        if model is None:
+            # no network given: the zoo's default real detector (fetched, verified and cached on
+            # first use), named once per process
+            from .checkpoint import load_model
+            from .zoo import announce_default_detector
+
+            model = load_model(announce_default_detector(), device=device or "cpu")
         if device is None:
             # an ONNX Runtime model (retinaface.runtime) has no parameters; it states its device
             device = getattr(model, "device", None) or next(model.parameters()).device
@@ -99,11 +108,12 @@ class Detector:
     channels_last = property(lambda self: self.transform.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], backbone: Optional[str] = None,
+    def from_checkpoint(cls, path: Union[str, Path, None] = None, backbone: Optional[str] = None,
                         device: Union[str, torch.device] = "cpu", backend: Optional[str] = None,
                         providers: Optional[Sequence[str]] = None, width: Optional[float] = None,
                         threads: Optional[int] = None, **kwargs: Any) -> "Detector":
-        """A detector over checkpoint or exported file ``path``.
+        """A detector over checkpoint or exported file ``path``, or a zoo name
+        (``"retinaface_mnet025"``); ``None`` is the zoo's default detector, named once.
 
         ``backend`` is one of :data:`retinaface.runtime.RUNTIMES` (``"torch"`` is accepted for
         ``"pytorch"``); the default ``auto`` runs an ``.onnx`` file on ONNX Runtime and a ``.pth`` on
@@ -119,6 +129,10 @@ class Detector:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(RUNTIMES)}")
         if providers is not None and runtime not in ("auto", "onnxruntime"):
             raise ValueError(f"providers={providers!r} are ONNX Runtime's; backend {backend!r} takes none")
+        if path is None:
+            from .zoo import announce_default_detector
+
+            path = announce_default_detector()
         model = load_runtime_model(path, runtime=runtime, backbone=backbone, width=width, device=str(device),
                                    threads=threads, providers=providers)
         return cls(model, device=device, **kwargs)

@@ -203,12 +203,16 @@ def detector_onnx_model(path: PathLike, threads: Optional[int] = None,
 def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
                        width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
                        providers: Optional[Sequence[str]] = None) -> Any:
-    """A Detector-ready model of ``weights`` on ``runtime`` (see :func:`resolve_runtime`).
+    """A Detector-ready model of ``weights`` (a file or a zoo name) on ``runtime`` (see
+    :func:`resolve_runtime`).
 
     A ``.pth`` checkpoint asked to run on ``onnxruntime`` or ``openvino`` is exported first
     (:func:`cached_onnx_export`); ``width`` then selects an adaptive checkpoint's width at export.
     ``threads`` caps the runtime's intra-op threads.
     """
+    from .zoo import resolve_weights
+
+    weights = resolve_weights(weights)  # a zoo name becomes its cached, verified file
     chosen = resolve_runtime(weights, runtime)
     is_onnx = Path(weights).suffix.lower() == ".onnx"
     if chosen == "pytorch":

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "retinaface"
 # Bottom to top; a part may import parts of its own layer or of layers below, never above.
 # (Parts in one layer must not form cycles either: the cycle test checks that.)
 LAYERS: List[Set[str]] = [
-    {"conventions", "version", "fileio", "formats"},
+    {"conventions", "version", "fileio", "formats", "zoo"},
     {"box_coder", "priors", "fusion", "batch_norm"},
     {"config"},
     {"data"},

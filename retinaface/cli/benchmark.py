@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .common import ArgumentParser, fail, number_in_range, positive_int
+from .common import ArgumentParser, fail, number_in_range, positive_int, weights_available
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--widths", type=number_in_range(float, 0.0, 1.0, low_open=True), nargs="+", default=None,
                         help="measure an adaptive model at these widths in (0, 1] (e.g. 1.0 0.75 0.5)")
     parser.add_argument("--weights", default=None,
-                        help="checkpoint to measure (with --widths: an adaptive one); not with --all")
+                        help="checkpoint or zoo name to measure (with --widths: an adaptive one); not with --all")
     parser.add_argument("--data", default=None, help="with --widths: also the val AP per width on this data root")
     matrix = parser.add_argument_group("deployment matrix (retinaface.benchmark_matrix; docs/edge.md)")
     matrix.add_argument("--matrix", action="store_true",
@@ -159,8 +159,9 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return fail(prog, "--all measures the built-in backbones; --weights measures one checkpoint: use one")
     if args.data and not args.widths:
         return fail(prog, "--data goes with --widths (the AP of each width)")
-    if args.weights and not Path(args.weights).is_file():
-        return fail(prog, f"--weights {args.weights}: checkpoint file not found")
+    if args.weights and not weights_available(args.weights):
+        return fail(prog, f"--weights {args.weights}: checkpoint file not found (and not a zoo name: "
+                          f"`retinaface models`)")
     import torch
 
     if args.threads:

@@ -54,6 +54,15 @@ non_negative_float = number_in_range(float, 0.0)
 probability = number_in_range(float, 0.0, 1.0)
 
 
+def weights_available(value: str) -> bool:
+    """Whether ``--weights VALUE`` names an existing file or a zoo entry (fetched when loaded)."""
+    from pathlib import Path
+
+    from ..zoo import is_zoo_name
+
+    return Path(value).is_file() or is_zoo_name(value)
+
+
 def fail(prog: str, message: str) -> int:
     """Print ``prog: error: message`` on stderr; return the user-error exit code (2)."""
     print(f"{prog}: error: {message}", file=sys.stderr)

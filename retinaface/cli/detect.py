@@ -26,6 +26,7 @@ printed names the folder used. An --output that is an existing file, or a place 
 written, is refused before any work is done.
 
 examples:
+  retinaface detect photo.jpg                # the zoo's default detector (retinaface_mnet025)
   retinaface detect --weights weights/mobilenet0.25_Final.pth photos/ clip.mp4 --output out/
   retinaface detect --weights model.onnx 0 --max-frames 100      # webcam 0 on ONNX Runtime
 """
@@ -39,8 +40,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=prog, description=__doc__,
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders, video files or webcam indices")
-    parser.add_argument("--weights", required=True,
-                        help="checkpoint (.pth of this toolkit or Pytorch_Retinaface, or .onnx for ONNX Runtime)")
+    parser.add_argument("--weights", default=None,
+                        help="checkpoint (.pth of this toolkit or Pytorch_Retinaface, or .onnx for ONNX Runtime), "
+                             "or a zoo name (`retinaface models`); default: the zoo's retinaface_mnet025, "
+                             "downloaded and verified on first use")
     parser.add_argument("--backbone", default=None,
                         help="backbone of a Pytorch_Retinaface checkpoint, if it cannot be inferred")
     parser.add_argument("--output", default="detections",
@@ -119,6 +122,10 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         from ..export.metadata import ExportError
         from ..runtime import load_runtime_model, resolve_runtime
 
+        if args.weights is None:
+            from ..zoo import announce_default_detector
+
+            args.weights = announce_default_detector()
         settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
                         max_size=args.max_size)
         if args.threads:

@@ -33,7 +33,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", help="checkpoint to run (.pth of this toolkit or Pytorch_Retinaface, or .onnx)")
+    src.add_argument("--weights", help="checkpoint to run (.pth of this toolkit or Pytorch_Retinaface, or .onnx), "
+                                            "or a zoo name (`retinaface models`)")
     src.add_argument("--preds", help="evaluate this prediction folder (<event>/<image>.txt) without a model")
     p.add_argument("--protocol", choices=EVAL_PROTOCOLS, default=DEFAULT_EVAL_PROTOCOL,
                    help="whose arithmetic and reading rules: the official MATLAB evaluation (default) or the "

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..export.metadata import DEFAULT_SIZE, MIN_OPSET, first_line
-from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int
+from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int, weights_available
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface export`` (no heavy imports)."""
     parser = ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth) of this toolkit or Pytorch_Retinaface")
+    parser.add_argument("--weights", required=True, help="checkpoint (.pth) of this toolkit or Pytorch_Retinaface, or a zoo name "
+                                                            "(`retinaface models`)")
     parser.add_argument("--backbone", default=None,
                         help="backbone name; needed only for Pytorch_Retinaface files whose backbone "
                              "cannot be inferred")
@@ -74,8 +75,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return fail(prog, "--dynamo and --opset apply to --format onnx only")
     if args.int8 and (args.format != "onnx" or args.with_postprocess):
         return fail(prog, "--int8 needs --format onnx without --with-postprocess (the runtimes run the raw outputs)")
-    if not Path(args.weights).is_file():
-        return fail(prog, f"{args.weights}: checkpoint file not found")
+    if not weights_available(args.weights):
+        return fail(prog, f"{args.weights}: checkpoint file not found (and not a zoo name: `retinaface models`)")
     if Path(args.output).is_dir():
         return fail(prog, f"--output {args.output}: is a directory; name the file to write")
 

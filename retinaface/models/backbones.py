@@ -72,13 +72,18 @@ def create_backbone(name: str, pretrained: bool = False, weights_path: Optional[
 
 
 def load_backbone_weights(body: nn.Module, path: str) -> None:
-    """Load ImageNet (or other) weights from a local file into ``body``.
+    """Load ImageNet (or other) weights from a local file, or a zoo name, into ``body``.
 
     Accepts a plain state dict or one nested under ``state_dict``/``model``, with or without a
     ``module.`` prefix; keys the backbone does not have (a classifier, say) are dropped. Every
     backbone key must be present.
     """
-    path = str(path)
+    from ..zoo import ZooError, resolve_weights
+
+    try:
+        path = str(resolve_weights(path))  # a zoo name ("mobilenet0.25-imagenet") is fetched and verified
+    except ZooError as exc:
+        raise BackboneError(str(exc)) from None
     if not Path(path).is_file():
         raise BackboneError(f"{path}: backbone weights file not found")
     try:

@@ -7,7 +7,10 @@ from typing import List
 import torch
 from torch import nn
 
-from .backbones import BackboneError, register_backbone
+from .backbones import load_backbone_weights, register_backbone
+
+# the zoo entry (retinaface.zoo) of the ImageNet weights pretrained=True loads
+IMAGENET_WEIGHTS = "mobilenet0.25-imagenet"
 from .layers import conv_bn, conv_dw
 
 
@@ -35,7 +38,9 @@ class MobileNetV1(nn.Module):
 
 @register_backbone("mobilenet0.25", fpn_width=64, description="MobileNetV1 x0.25 (Pytorch_Retinaface layout)")
 def _mobilenet025(pretrained: bool = False, **kwargs) -> nn.Module:
+    body = MobileNetV1(**kwargs)
     if pretrained:
-        raise BackboneError("no downloadable ImageNet weights exist for mobilenet0.25; pass "
-                            "backbone_weights=PATH (e.g. Pytorch_Retinaface's mobilenetV1X0.25_pretrain.tar)")
-    return MobileNetV1(**kwargs)
+        # Pytorch_Retinaface's recipe starts from its own ImageNet classifier (timm has none at x0.25):
+        # the zoo fetches it and checks its SHA-256
+        load_backbone_weights(body, IMAGENET_WEIGHTS)
+    return body
