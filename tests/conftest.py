@@ -1,6 +1,8 @@
-"""Shared test fixtures: paths into ../shared and small generated inputs."""
+"""Test fixtures: the files under tests/fixtures (see its README), the real photos of
+../shared/real where they exist, and small generated inputs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +10,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-GROUND_TRUTH = SHARED / "widerface" / "ground_truth"
+FIXTURES = ROOT / "tests" / "fixtures" / "pytorch_retinaface"
+GROUND_TRUTH = ROOT / "tests" / "fixtures" / "widerface_ground_truth"
+# real WIDER FACE photos and published weights: never in the repository (dataset terms); tests
+# that need them skip with one line when the folder is absent
+REAL = Path(os.environ.get("RETINAFACE_REAL_DATA", ROOT.parent / "shared" / "real"))
 
 torch.set_num_threads(2)
 
@@ -48,3 +52,11 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def require_real(*parts: str) -> Path:
+    """``REAL / parts``, or skip the test with one line naming the missing folder or file."""
+    path = REAL.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (real WIDER FACE material, not in the repository)")
+    return path

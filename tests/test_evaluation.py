@@ -31,6 +31,7 @@ from retinaface.evaluation import (
     write_prediction_file,
     write_predictions,
 )
+from tests.conftest import GROUND_TRUTH
 from tests.widerface_official_reference import official_evaluate_gt
 from tests.widerface_reference import (
     reference_evaluate_gt,
@@ -38,8 +39,7 @@ from tests.widerface_reference import (
     reference_read_predictions,
 )
 
-GT_DIR = Path(os.environ.get("WIDERFACE_GT_DIR",
-                             Path(__file__).resolve().parents[1].parent / "shared" / "widerface" / "ground_truth"))
+GT_DIR = Path(os.environ.get("WIDERFACE_GT_DIR", GROUND_TRUTH))
 MAT_NAMES = ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")
 needs_official = pytest.mark.skipif(not (GT_DIR / "wider_face_val.mat").is_file(),
                                     reason=f"official WIDER FACE ground truth not found in {GT_DIR}")

@@ -21,12 +21,12 @@ from retinaface.fusion import count_batchnorm, fuse_conv_bn
 from retinaface.parity import check_parity
 from retinaface.priors import pixel_priors
 from retinaface.runtime import OnnxRuntimeModel, load_exported
+from tests.conftest import FIXTURES
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 WEIGHTS = FIXTURES / "biubug6_mnet025_seed0.pth"
 EXPORT_SIZE = (128, 160)
 # unseen by the exporter: odd, non-square, several batch sizes

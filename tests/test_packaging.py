@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GT_DIR = REPO.parent / "shared" / "widerface" / "ground_truth"
+GT_DIR = REPO / "tests" / "fixtures" / "widerface_ground_truth"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,6 @@ def test_installed_command_unknown_subcommand_is_one_line(installed, tmp_path):
     assert result.stderr.splitlines()[0] == "retinaface: error: unknown command 'nonsense'"
 
 
-@pytest.mark.skipif(not GT_DIR.is_dir(), reason="needs ../shared/widerface/ground_truth")
 def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
     # one perfect prediction file per val image (scores must differ: the official normalization
     # divides by max - min), read by the installed copy
