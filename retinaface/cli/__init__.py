@@ -25,6 +25,7 @@ COMMANDS: Dict[str, tuple] = {
     "identify": ("retinaface.cli.identify", "search faces in a gallery of one folder per person"),
     "models": ("retinaface.cli.models", "the model zoo: names, sizes, published AP, licence, cached or not"),
     "download": ("retinaface.cli.download", "fetch zoo weights ahead of use (SHA-256 verified, cached)"),
+    "data": ("retinaface.cli.data", "download WIDER FACE (verified, resumable) into the layout --data reads"),
 }
 
 
