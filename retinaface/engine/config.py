@@ -181,8 +181,10 @@ class TrainConfig:
 
     data: str = option(SYNTHETIC_DATA, "data root (either WIDER layout) or 'synthetic'", kind=str)
     backbone: str = option("mobilenet0.25", "backbone name (retinaface.list_backbones())", kind=str)
-    pretrained: bool = option(False, "start from timm ImageNet weights")
-    backbone_weights: Optional[str] = option(None, "local ImageNet weights for the backbone", kind=str)
+    pretrained: bool = option(False, "start from ImageNet weights (timm's; mobilenet0.25: the zoo's "
+                                     "mobilenet0.25-imagenet, SHA-256 checked)")
+    backbone_weights: Optional[str] = option(None, "ImageNet weights for the backbone: a local file or a zoo name",
+                                             kind=str)
     fpn_width: Optional[int] = option(None, "FPN / SSH channels (default: the backbone's)", kind=int, low=1)
     optimizer: Optional[str] = option(None, "optimizer (default: the recipe's)", kind=str, choices=OPTIMIZERS)
     lr: Optional[float] = option(None, "learning rate (default: the recipe's)", kind=float, low=0, low_open=True)
