@@ -90,7 +90,10 @@ heads = [torch.from_numpy(rng.uniform(0, 1, (4800, n)).astype(np.float32) ** 4) 
 dets = postprocess.PostProcessor()(*heads, (240, 320), 0.75).numpy()
 print('jpeg', 'built' if f._jpeg_region is not None else 'absent', f.region_decoder_available(),
       'kernels', 'built' if postprocess._kernels is not None else 'absent',
-      len(dets), hashlib.sha256(dets.tobytes()).hexdigest()[:16])
+      len(dets), hashlib.sha256(dets.tobytes()).hexdigest()[:16], end=' ')
+from retinaface.environment import collect_environment  # what `retinaface env` reports
+states = {row.name: row.state.replace(' ', '_') for row in collect_environment()}
+print(states['detect kernels (C)'], states['JPEG region decoder (C)'])
 """
 
 
@@ -113,6 +116,7 @@ def test_installed_package_carries_the_compiled_parts_where_they_build(installed
     state = _compiled_state(installed, tmp_path).split()
     assert state[:5] == ["jpeg", "built", "True", "kernels", "built"]
     assert int(state[5]) > 50
+    assert state[7:] == ["active", "active"]  # `retinaface env` says what the install holds
 
 
 def test_install_without_a_c_compiler_goes_on_without_the_compiled_parts(installed, tmp_path):
@@ -138,4 +142,5 @@ def test_install_without_a_c_compiler_goes_on_without_the_compiled_parts(install
     assert not list(target.glob("retinaface/_detect_kernels*"))
     without = _compiled_state(target, tmp_path).split()
     assert without[:5] == ["jpeg", "absent", "False", "kernels", "absent"]
-    assert without[5:] == _compiled_state(installed, tmp_path).split()[5:]  # the same detections
+    assert without[5:7] == _compiled_state(installed, tmp_path).split()[5:7]  # the same detections
+    assert without[7:] == ["not_built", "not_built"]  # `retinaface env` says what the install lacks

@@ -23,6 +23,7 @@ COMMANDS: Dict[str, tuple] = {
     "verify": ("retinaface.cli.verify", "face verification: 10-fold accuracy, TAR at FAR, ROC of an embedder"),
     "embed": ("retinaface.cli.embed", "detect, align and embed faces: JSON lines + .npy per input"),
     "identify": ("retinaface.cli.identify", "search faces in a gallery of one folder per person"),
+    "env": ("retinaface.cli.env", "versions and optional parts of this install (C kernels, CUDA, runtimes)"),
     "models": ("retinaface.cli.models", "the model zoo: names, sizes, published AP, licence, cached or not"),
     "download": ("retinaface.cli.download", "fetch zoo weights ahead of use (SHA-256 verified, cached)"),
     "data": ("retinaface.cli.data", "download WIDER FACE (verified, resumable) into the layout --data reads"),
