@@ -251,6 +251,17 @@ def test_detect_without_weights_uses_the_verified_zoo_detector(home, monkeypatch
     assert by_zoo == by_file  # the same file through two doors of this project's code
     faces = [f for f in json.loads(by_zoo.splitlines()[0])["faces"] if f["score"] >= 0.6]
     assert len(faces) >= 1  # a real detector finds faces in a WIDER photo
+    # the library doors: cached now, so they work offline; same detections as the file itself
+    import cv2
+    import numpy as np
+
+    from retinaface import Detector, load_model
+
+    monkeypatch.setenv(zoo.ENV_OFFLINE, "1")
+    image = cv2.imread(str(photo))
+    expected = Detector(load_model(REAL_WEIGHTS / "mobilenet0.25_Final.pth")).detect(image)
+    assert np.array_equal(Detector().detect(image), expected)
+    assert np.array_equal(Detector(load_model("retinaface_mnet025")).detect(image), expected)
 
 
 @needs_real
@@ -289,3 +300,25 @@ def test_pretrained_mobilenet_starts_from_the_verified_imagenet_weights(home, mo
     assert len(body) > 0
     for key, value in body.items():
         assert torch.equal(value, reference["module." + key]), key
+
+
+def test_cli_download_and_models(server, home, monkeypatch, capsys, tmp_path):
+    from retinaface.cli import run_command
+
+    _entry(monkeypatch, [server.url("good", FILE)])
+    assert run_command("models", []) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("test-entry"))
+    assert row.split()[-1] == "no"
+    assert run_command("download", ["test-entry", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == f"test-entry: {home / FILE}"
+    assert run_command("models", []) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("test-entry"))
+    assert row.split()[-1] == "yes"
+    assert run_command("download", ["no-such-model"]) == 2
+    assert "not a zoo name" in capsys.readouterr().err
+    # offline with nothing cached: detect stops with one line naming the file it needs
+    monkeypatch.setenv(zoo.ENV_OFFLINE, "1")
+    assert run_command("detect", [str(tmp_path), "--weights", "retinaface_mnet025",
+                                  "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mobilenet0.25_Final.pth" in err[0] and zoo.ENV_OFFLINE in err[0]
