@@ -233,8 +233,11 @@ def verify_widerface(root: PathLike, files: Sequence[DataFile] = WIDERFACE_FILES
             ok = _archive_ok(archive, item)
             kind = "md5" if item.md5 else "recorded sha256"
             state = f"{kind} {'matches' if ok else 'DOES NOT MATCH'}"
+        elif not extracted and item.needs_flag:  # optional: fetched only with allow_unverified
+            report.append((item.file_name, True, "not fetched (optional; --allow-unverified fetches it)"))
+            continue
         else:
-            ok, state = extracted, "archive not kept"
+            ok, state = extracted, ("archive not kept" if extracted else "not downloaded")
         marker = _marker(root, item)
         if extracted and not marker.is_file():
             ok, state = False, state + f"; {item.produces} exists but its extraction did not finish"
