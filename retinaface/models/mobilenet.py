@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from .backbones import load_backbone_weights, register_backbone
+from .layers import conv_bn, conv_dw
 
 # the zoo entry (retinaface.zoo) of the ImageNet weights pretrained=True loads
 IMAGENET_WEIGHTS = "mobilenet0.25-imagenet"
-from .layers import conv_bn, conv_dw
 
 
 class MobileNetV1(nn.Module):
