@@ -5,6 +5,10 @@ file where a good one was.
 A write in progress is ``.<name>.<pid>-<random>.tmp`` beside its target. A process killed mid-write
 leaves that file behind; :func:`clean_stale_temporaries` (run by the trainer at start-up) removes
 the ones whose writer process no longer exists, and never touches other files.
+
+Output folders are claimed, not checked: :func:`claim_fresh_folder` takes a folder with an
+exclusive create, so runs started at the same time into one ``--output`` each get a folder of their
+own (a check "is it empty?" followed by writing would let both in).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Iterator, List, Union
+from typing import IO, Callable, Iterator, List, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -149,3 +153,97 @@ def read_text_lines(path: PathLike) -> List[str]:
         raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column}); "
                          f"save the file as UTF-8") from None
     return text.splitlines()
+
+
+# ---------------------------------------------------------------------------- claiming folders
+#: The file by which a run claims its output folder (created with O_EXCL; holds the claimer's pid).
+CLAIM_FILE = ".retinaface-claim"
+
+
+def _take_claim(folder: Path) -> bool:
+    """Create ``folder`` (and its parents) if needed and create its claim file exclusively: only one
+    process can succeed, however many try at once. ``False`` when another process holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return True
+
+
+def claim_holder(folder: PathLike) -> Optional[int]:
+    """The pid of the process holding ``folder``'s claim: ``None`` when there is no claim or its
+    claimer has exited (a stale claim), ``-1`` when the claim is being written right now."""
+    try:
+        text = (Path(folder) / CLAIM_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return -1
+    if not text.isdigit():
+        return -1  # created, its pid not yet written: held
+    return int(text) if _process_alive(int(text)) else None
+
+
+def _take_stale_claim(folder: Path) -> bool:
+    """Take over ``folder``'s claim when its claimer has exited (killed before it released it)."""
+    if not (folder / CLAIM_FILE).exists() or claim_holder(folder) is not None:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        (folder / CLAIM_FILE).unlink()
+    return _take_claim(folder)
+
+
+def release_claim(folder: PathLike, remove_if_empty: bool = False) -> None:
+    """Remove ``folder``'s claim file (the run is done: what it wrote now keeps others out); with
+    ``remove_if_empty`` also the folder when the run wrote nothing into it."""
+    folder = Path(folder)
+    with contextlib.suppress(FileNotFoundError):
+        (folder / CLAIM_FILE).unlink()
+    if remove_if_empty:
+        with contextlib.suppress(OSError):  # only succeeds when nothing is in it
+            folder.rmdir()
+
+
+def _holds_nothing(folder: Path) -> bool:
+    return not any(entry.name != CLAIM_FILE for entry in folder.iterdir())
+
+
+def numbered_sibling(base: Path, number: int) -> Path:
+    """``base`` with ``number`` appended to its name (``runs/x`` -> ``runs/x2``)."""
+    base = base.resolve() if base.name in ("", ".", "..") else base
+    return base.with_name(f"{base.name}{number}")
+
+
+def claim_fresh_folder(requested: PathLike, is_free: Optional[Callable[[Path], bool]] = None,
+                       numbered: bool = True) -> Path:
+    """Claim an output folder for this process alone and return it: ``requested`` when it is free,
+    else (with ``numbered``) the first free of ``<requested>2``, ``<requested>3``, ...
+
+    A folder is taken by creating it (if needed) and then its :data:`CLAIM_FILE` with ``O_EXCL``;
+    only after holding the claim is it checked to be free (``is_free``; default: it holds nothing
+    else), so two processes started at once can never both write into one folder: the loser of
+    the claim goes on to the next name. A folder that is not free keeps no claim of ours. Call
+    :func:`release_claim` when the run has written its files. Without ``numbered``, a folder that
+    is not free raises ``FileExistsError`` naming it (and the pid of a live claimer)."""
+    free = is_free or _holds_nothing
+    requested = Path(requested)
+    number = 1
+    while True:
+        candidate = requested if number == 1 else numbered_sibling(requested, number)
+        if candidate.exists() and not candidate.is_dir():
+            if not numbered:
+                raise FileExistsError(f"{candidate} is an existing file, not a folder")
+        elif _take_claim(candidate) or _take_stale_claim(candidate):
+            if free(candidate):
+                return candidate
+            release_claim(candidate)
+            if not numbered:
+                raise FileExistsError(f"{candidate} already holds files")
+        elif not numbered:
+            holder = claim_holder(candidate)
+            raise FileExistsError(f"{candidate} is being written by another run"
+                                  + (f" (pid {holder})" if holder and holder > 0 else ""))
+        number += 1

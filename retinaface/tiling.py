@@ -8,9 +8,12 @@ forward without padding, except edge tiles that are padded to the tile size), sh
 detections back to image coordinates and merges them with one NMS over all tiles (the
 post-processor's settings: threshold, IoU, +1 pixel convention, post-NMS cap).
 
-``overlap`` should be at least the largest face one wants whole in some tile: a face cut by a tile
-border is found (complete) in the neighbouring tile that holds it, and the partial detection from
-the cut tile is suppressed by NMS or has a lower score.
+A face no larger than ``overlap`` is whole in some tile: a face cut by a tile border is found
+(complete) in the neighbouring tile that holds it, and the cut tile's partial box is dropped. Larger
+faces can be cut by every tile; the pyramid (the image again at half, quarter, ... resolution, down
+to the whole image in one tile, every level's detections in the one NMS) finds each at the level
+where it is 0.5-1x ``overlap`` pixels. Without it, ``--tile 640`` on a WIDER photo upscaled 3x kept
+1 face of the 8 the whole photo gives.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from .conventions import DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS
+from .conventions import BGR_MEAN, DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS
 
 
 def tile_origins(length: int, size: int, overlap: int) -> List[int]:
@@ -53,6 +56,7 @@ def shift_detections(dets: np.ndarray, dx: float, dy: float) -> np.ndarray:
 def merge_detections(detections: np.ndarray, nms_threshold: float, plus_one: bool = True,
                      post_nms_topk: Any = None) -> np.ndarray:
     """One greedy NMS over pooled ``(N, 15)`` detections (:meth:`PostProcessor.merge`), sorted by score."""
+    # lazy: the tile geometry needs neither torch nor torchvision
     import torch
 
     from .postprocess import PostProcessor
@@ -70,28 +74,69 @@ def _settings(detector: Any) -> Tuple[float, bool, Any]:
             getattr(post, "post_nms_topk", None))
 
 
+def pyramid_levels(height: int, width: int, size: int) -> List[Tuple[int, int]]:
+    """``(height, width)`` of each level of the tiling pyramid: the image, then halved again and
+    again until it fits one ``size x size`` tile (that last level is the downscaled whole image)."""
+    levels = [(height, width)]
+    while max(levels[-1]) > size:
+        h, w = levels[-1]
+        levels.append((max(1, int(round(h / 2))), max(1, int(round(w / 2)))))
+    return levels
+
+
 def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int = 64,
-                 batch_size: int = 4) -> np.ndarray:
+                 batch_size: int = 4, pyramid: bool = True) -> np.ndarray:
     """Detections ``(N, 15)`` of a BGR uint8 ``image`` found tile by tile and merged.
 
     ``detector`` is a :class:`retinaface.Detector` (any runtime; a fixed-shape export must have
     been exported at ``size x size``). Edge tiles smaller than ``size`` are padded bottom-right
     with the mean colour, so all tiles share one shape and batch together. An image no larger
     than one tile is detected directly.
+
+    With ``pyramid`` (the default) the image is also tiled at half, quarter, ... resolution, down
+    to the whole image in one tile, and every level's detections go into the one NMS. A face larger
+    than ``overlap`` can be cut by every full-resolution tile (its cut boxes are dropped); at the
+    level where it is between ``overlap / 2`` and ``overlap`` pixels it is whole in some tile and
+    large enough for the network (with the default 64: 32-64 px, above the 16 and 32 px anchors),
+    so tiling finds the faces a whole-image pass finds. The levels add a third to the tiles' pixels.
     """
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) BGR image, got shape {getattr(image, 'shape', None)}")
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         return np.zeros((0, DETECTION_COLUMNS), dtype=np.float32)
-    grid = tile_grid(height, width, size, overlap)
-    if len(grid) == 1:
+    if len(tile_grid(height, width, size, overlap)) == 1:
         return detector.detect(image)
+    import cv2
+
     # edge tiles are padded to the tile size with the mean colour (zero after mean subtraction),
     # as the detector's own batching pads
-    from .conventions import BGR_MEAN
-
     mean = np.array(BGR_MEAN, dtype=np.float32).round().astype(np.uint8)
+    levels = pyramid_levels(height, width, size) if pyramid else [(height, width)]
+    pooled = []
+    for level_height, level_width in levels:
+        level = image if (level_height, level_width) == (height, width) else \
+            cv2.resize(image, (level_width, level_height), interpolation=cv2.INTER_AREA)
+        grid = tile_grid(level_height, level_width, size, overlap)
+        kept, cut = _detect_windows(detector, level, grid, size, mean, batch_size)
+        if pyramid and cut:
+            # a face cut by every tile holding part of it: detect again in a tile centred on it
+            kept += _detect_windows(detector, level, _recentred_windows(cut, level_height, level_width, size),
+                                    size, mean, batch_size)[0]
+        sx, sy = width / level_width, height / level_height
+        pooled += [_scale_detections(dets, sx, sy) for dets in kept if len(dets)]
+    if not pooled:
+        return np.zeros((0, DETECTION_COLUMNS), dtype=np.float32)
+    nms_iou, plus_one, topk = _settings(detector)
+    return merge_detections(np.concatenate(pooled), nms_iou, plus_one, topk).astype(np.float32)
+
+
+def _detect_windows(detector: Any, image: np.ndarray, grid: Sequence[Tuple[int, int, int, int]], size: int,
+                    mean: np.ndarray, batch_size: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Detections of the ``(y0, x0, y1, x1)`` windows of ``image`` (each padded to ``size x size``
+    with the mean colour), in ``image`` pixels: ``(kept, cut)``, the boxes whole in their window
+    and those cut by a window border inside the image."""
+    height, width = image.shape[:2]
     tiles = []
     for y0, x0, y1, x1 in grid:
         tile = image[y0:y1, x0:x1]
@@ -101,15 +146,55 @@ def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int
             canvas[:tile.shape[0], :tile.shape[1]] = tile
             tile = canvas
         tiles.append(tile)
-    pooled = []
-    results = detector.detect_batch(tiles, batch_size=batch_size)
-    for (y0, x0, y1, x1), dets in zip(grid, results):
-        if len(dets):
-            pooled.append(shift_detections(dets[_whole_in_tile(dets, y0, x0, y1, x1, height, width)], x0, y0))
-    if not pooled:
-        return np.zeros((0, DETECTION_COLUMNS), dtype=np.float32)
-    nms_iou, plus_one, topk = _settings(detector)
-    return merge_detections(np.concatenate(pooled), nms_iou, plus_one, topk).astype(np.float32)
+    kept: List[np.ndarray] = []
+    cut: List[np.ndarray] = []
+    for (y0, x0, y1, x1), dets in zip(grid, detector.detect_batch(tiles, batch_size=batch_size)):
+        if not len(dets):
+            continue
+        whole = _whole_in_tile(dets, y0, x0, y1, x1, height, width)
+        inside = _centred_inside(dets, y0, x0, y1, x1)
+        kept.append(shift_detections(dets[whole], x0, y0))
+        cut.append(shift_detections(dets[inside & ~whole], x0, y0))
+    return kept, [c for c in cut if len(c)]
+
+
+def _recentred_windows(cut: Sequence[np.ndarray], height: int, width: int, size: int
+                       ) -> List[Tuple[int, int, int, int]]:
+    """``size x size`` windows centred on faces that tile borders cut, one per face: a cut box's
+    full extent is estimated from its uncut side (faces are about as wide as high), and a face
+    already inside an earlier window (by score) gets none."""
+    boxes = np.concatenate(cut)
+    boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")]
+    windows: List[Tuple[int, int, int, int]] = []
+    for x1, y1, x2, y2 in boxes[:, :4].astype(np.float64):
+        side = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        # grow the cut side to the face's estimated size, away from the box's far edge
+        full = (min(x1, x2 - side), min(y1, y2 - side), max(x2, x1 + side), max(y2, y1 + side))
+        if any(wx0 <= full[0] and wy0 <= full[1] and full[2] <= wx1 and full[3] <= wy1
+               for wy0, wx0, wy1, wx1 in windows):
+            continue
+        cx, cy = (full[0] + full[2]) / 2, (full[1] + full[3]) / 2
+        x0 = int(round(min(max(cx - size / 2, 0), max(width - size, 0))))
+        y0 = int(round(min(max(cy - size / 2, 0), max(height - size, 0))))
+        windows.append((y0, x0, min(y0 + size, height), min(x0 + size, width)))
+    return windows
+
+
+def _centred_inside(dets: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    """Mask of a tile's detections centred in the image part of the tile (not in its padding)."""
+    cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
+    return (cx < x1 - x0) & (cy < y1 - y0)
+
+
+def _scale_detections(dets: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Detections of a level scaled back to the image's pixels (``x * sx``, ``y * sy``)."""
+    if sx == 1.0 and sy == 1.0:
+        return dets
+    out = dets.copy()
+    out[:, DET_BOX] *= np.array([sx, sy, sx, sy], dtype=out.dtype)
+    out[:, DET_LANDMARKS] *= np.tile(np.array([sx, sy], dtype=out.dtype), 5)
+    return out
 
 
 # a box this close (px) to a tile border inside the image was cut by it
@@ -136,10 +221,10 @@ def _whole_in_tile(dets: np.ndarray, y0: int, x0: int, y1: int, x1: int, height:
 
 
 def detect_tiled_batch(detector: Any, images: Sequence[np.ndarray], size: int = 640, overlap: int = 64,
-                       batch_size: int = 4) -> List[np.ndarray]:
+                       batch_size: int = 4, pyramid: bool = True) -> List[np.ndarray]:
     """:func:`detect_tiled` of each image."""
-    return [detect_tiled(detector, img, size, overlap, batch_size) for img in images]
+    return [detect_tiled(detector, img, size, overlap, batch_size, pyramid) for img in images]
 
 
-__all__ = ["detect_tiled", "detect_tiled_batch", "merge_detections", "shift_detections", "tile_grid",
-           "tile_origins"]
+__all__ = ["detect_tiled", "detect_tiled_batch", "merge_detections", "pyramid_levels", "shift_detections",
+           "tile_grid", "tile_origins"]

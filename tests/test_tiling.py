@@ -126,9 +126,9 @@ def test_real_detector_tiles_agree_with_whole_image_on_one_tile():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
     np.testing.assert_allclose(detect_tiled(detector, image, size=128, overlap=16), detector.detect(image))
-    # two tiles: every merged row comes from a tile's own detections, shifted back
+    # two tiles (no pyramid): every merged row comes from a tile's own detections, shifted back
     wide = rng.integers(0, 255, (128, 200, 3), dtype=np.uint8)
-    merged = detect_tiled(detector, wide, size=128, overlap=56)
+    merged = detect_tiled(detector, wide, size=128, overlap=56, pyramid=False)
     left, right = detector.detect(wide[:, :128]), shift_detections(detector.detect(wide[:, 72:]), 72, 0)
     pool = np.concatenate([left, right])
     for row in merged:

@@ -1,11 +1,14 @@
 """``retinaface detect``: faces in images, folders, videos and webcams -> annotated copies + JSON lines.
 
-The output folder is never written over: when ``--output`` already holds files, the run writes to
-the first free numbered sibling (``detections2``, ``detections3``, ...) and says so, so an earlier
-run's results and any input in that folder stay as they are, and every output folder holds one
-complete, consistent run. Walking input folders skips the output folder and every earlier output
-folder (one holding ``detections.jsonl``). Ctrl-C stops the run and keeps what was detected so far
-(exit 130). Exit status: 0 done, 1 some inputs could not be read (the others ran), 2 bad arguments.
+The output folder is never written over: a run claims its folder (an exclusive create, so two runs
+started at once into one ``--output`` each get their own); when ``--output`` already holds files or
+another run holds it, the run writes to the first free numbered sibling (``detections2``,
+``detections3``, ...) and says so, so an earlier run's results and any input in that folder stay as
+they are, and every output folder holds one complete, consistent run. Walking input folders skips
+the output folder and every earlier output folder (one holding ``detections.jsonl``), and takes
+each file once (a second link or a symbolic-link loop is skipped with a warning). Ctrl-C stops the
+run and keeps what was detected so far (exit 130). Exit status: 0 done, 1 some inputs could not be
+read fully (a JPEG cut short counts, unless --allow-partial; the others ran), 2 bad arguments.
 """
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..fileio import CLAIM_FILE, release_claim
+from ..zoo import announce_default_detector
 from .common import ArgumentParser, UserError, fail, number_in_range, positive_int, probability
 
 # the runtimes --runtime accepts (retinaface.runtime.RUNTIMES; spelled here so --help stays light)
 RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
 
 EPILOG = """\
-output folder policy: a run never writes into a folder that already holds files. If --output
-exists and is not empty, the results go to <output>2 (or the next free number) and the last line
-printed names the folder used. An --output that is an existing file, or a place that cannot be
-written, is refused before any work is done.
+output folder policy: a run never writes into a folder that already holds files or that another
+run has claimed. If --output is taken, the results go to <output>2 (or the next free number) and
+the last line printed names the folder used. An --output that is an existing file, or a place that
+cannot be written, is refused before any work is done. Each line of detections.jsonl names its
+"source" and the annotated copy written for it ("output"; "crops" with --crops).
 
 examples:
   retinaface detect photo.jpg                # the zoo's default detector (retinaface_mnet025)
@@ -79,23 +85,36 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     speed.add_argument("--tile", type=number_in_range(int, MIN_SIDE), default=None,
                        help=f"detect in SIZE x SIZE tiles merged by NMS (>= {MIN_SIDE}): large photos with small faces")
     speed.add_argument("--overlap", type=number_in_range(int, 0), default=64,
-                       help="pixels shared by neighbouring tiles, >= the largest face to keep whole (default: %(default)s)")
+                       help="pixels shared by neighbouring tiles (default: %(default)s); faces up to this size are "
+                            "whole in a full-resolution tile, larger ones are found in the half, quarter, ... "
+                            "resolution levels tiled too")
+    speed.add_argument("--max-pixels", type=number_in_range(int, 1024), default=24_000_000,
+                       help="largest forward pass in input pixels (default: %(default)s, about 1.2 GiB for "
+                            "mobilenet0.25 on CPU); a larger image is tiled (or, with --target-size / "
+                            "--max-size, downscaled) and a line says so")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="detect on the decodable part of a JPEG cut short (default: it is an unreadable "
+                             "input, exit 1)")
     return parser
 
 
 def _output_folder(requested: str, flag: str = "--output") -> Path:
-    """The folder this run writes to (created), following the policy of the module docstring."""
-    from ..sources import fresh_output_folder
+    """The folder this run writes to, claimed for it alone (created), following the policy of the
+    module docstring."""
+    # lazy: OpenCV only once a run starts (detect --help stays instant)
+    from ..sources import claim_output_folder
 
     if Path(requested).exists() and not Path(requested).is_dir():
         raise UserError(f"{flag} {requested}: is an existing file; name a folder")
+    folder = None
     try:
-        folder = fresh_output_folder(Path(requested))
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = claim_output_folder(Path(requested))
         probe = folder / ".retinaface-write-test"
         probe.touch()
         probe.unlink()
     except OSError as exc:
+        if folder is not None and (folder / CLAIM_FILE).exists():
+            release_claim(folder, remove_if_empty=True)
         raise UserError(f"{flag} {requested}: cannot write there ({exc.strerror or exc})") from None
     return folder
 
@@ -110,181 +129,89 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return int(exit_.code or 0)
     if args.tile is not None and args.overlap >= args.tile:
         return fail(prog, f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    claimed: List[Path] = []
     try:
         output = _output_folder(args.output)
+        claimed.append(output)
         crops = _output_folder(args.crops, "--crops") if args.crops is not None else None
+        if crops is not None:
+            claimed.append(crops)
     except UserError as exc:
+        for folder in claimed:
+            release_claim(folder, remove_if_empty=True)
         return fail(prog, str(exc))
-    args.crops_folder = crops
     try:
-        from ..checkpoint import CheckpointError
-        from ..detector import Detector
-        from ..export.metadata import ExportError
-        from ..runtime import load_runtime_model, resolve_runtime
-
-        if args.weights is None:
-            from ..zoo import announce_default_detector
-
-            args.weights = announce_default_detector()
-        settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
-                        max_size=args.max_size)
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        if resolve_runtime(args.weights, args.runtime) == "pytorch":
-            detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
-                                                width=args.width, **settings)
-        else:
-            model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
-                                       threads=args.threads)
-            detector = Detector(model, **settings)
-            import torch
-
-            # the runtime runs the network on its own threads; torch only post-processes, and its
-            # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
-            torch.set_num_threads(1)
-    except (CheckpointError, ExportError, ValueError, RuntimeError, TypeError, OSError) as exc:
-        _remove_if_empty(output)
+        detector = _load_detector(args)
+    except (ValueError, RuntimeError, TypeError, OSError) as exc:
+        for folder in claimed:
+            release_claim(folder, remove_if_empty=True)
         return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     except KeyboardInterrupt:
-        _remove_if_empty(output)
+        for folder in claimed:
+            release_claim(folder, remove_if_empty=True)
         raise
-    return _detect_all(args, detector, output, prog)
-
-
-def _remove_if_empty(folder: Path) -> None:
     try:
-        folder.rmdir()  # only succeeds when this run created nothing in it
-    except OSError:
-        pass
+        return _detect_all(args, detector, output, crops, prog)
+    finally:
+        for folder in claimed:
+            release_claim(folder, remove_if_empty=True)
 
 
-def _detect_all(args: argparse.Namespace, detector, output: Path, prog: str) -> int:
-    import cv2
+def _load_detector(args: argparse.Namespace):
+    """The detector ``--weights`` / ``--runtime`` name (checkpoint errors are ``ValueError`` /
+    ``RuntimeError`` / ``OSError`` subclasses naming the file)."""
+    # lazy: torch and OpenCV only once a run starts (detect --help stays instant)
+    from ..detector import Detector
+    from ..runtime import load_runtime_model, resolve_runtime
 
-    from ..fileio import atomic_write
-    from ..sources import OUTPUT_MARKER, OutputNames, SourceError, detections_record, iter_frames, iter_sources, \
-        video_fps
-    from ..visualize import draw_detections
+    if args.weights is None:  # no --weights: the zoo's default detector, named once
+        args.weights = announce_default_detector()
+    settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
+                    max_size=args.max_size)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if resolve_runtime(args.weights, args.runtime) == "pytorch":
+        return Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
+                                        width=args.width, **settings)
+    model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
+                               threads=args.threads)
+    detector = Detector(model, **settings)
+    import torch
+
+    # the runtime runs the network on its own threads; torch only post-processes, and its
+    # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
+    torch.set_num_threads(1)
+    return detector
+
+
+def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optional[Path], prog: str) -> int:
+    # lazy: OpenCV only once a run starts (detect --help stays instant)
+    from ..detect_files import DetectOptions, detect_inputs
 
     if output != Path(args.output):
-        print(f"{args.output} already holds files; writing this run to {output}", file=sys.stderr)
-    crops_folder = getattr(args, "crops_folder", None)
-    if crops_folder is not None and crops_folder != Path(args.crops):
-        print(f"{args.crops} already holds files; writing the crops to {crops_folder}", file=sys.stderr)
-    crop_names = OutputNames(crops_folder) if crops_folder is not None else None
-    failures = faces = frames = 0
-    interrupted = False
-    output_names = OutputNames(output)  # inputs never overwrite each other's outputs
-    detect_one = _single_detector(args, detector)
-    with atomic_write(output / OUTPUT_MARKER) as log:
-        try:
-            for source in iter_sources(args.inputs, skip=[output]):
-                if source.kind != "image":
-                    counts = [0, 0]
-                    try:
-                        _detect_video(args, detector, source, output_names(source, ".mp4"), log, counts)
-                    except SourceError as exc:
-                        print(f"{prog}: error: {exc}", file=sys.stderr)
-                        failures += 1
-                    finally:
-                        frames, faces = frames + counts[0], faces + counts[1]
-                    continue
-                writer = None
-                try:
-                    for index, frame in iter_frames(source):
-                        if args.max_frames is not None and index >= args.max_frames:
-                            break
-                        dets = detect_one(frame)
-                        log.write(detections_record(source.location, index, dets) + "\n")
-                        frames += 1
-                        faces += int((dets[:, 4] >= args.vis_threshold).sum())
-                        annotated = draw_detections(frame, dets, args.vis_threshold)
-                        if source.kind == "image":
-                            cv2.imwrite(str(output_names(source, ".jpg")), annotated)
-                            if crop_names is not None:
-                                _write_crops(frame, dets[dets[:, 4] >= args.vis_threshold], source,
-                                             crop_names, args.crop_size)
-                            continue
-                        if writer is None:
-                            fps = video_fps(source.location) if source.kind == "video" else 25.0
-                            writer = cv2.VideoWriter(str(output_names(source, ".mp4")),
-                                                     cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                                     (frame.shape[1], frame.shape[0]))
-                        writer.write(annotated)
-                except (SourceError, ValueError) as exc:  # unreadable input, or one the model refuses
-                    print(f"{prog}: error: {exc}", file=sys.stderr)
-                    failures += 1
-                finally:
-                    if writer is not None:
-                        writer.release()
-        except KeyboardInterrupt:
-            # Ctrl-C is how a webcam run ends: keep what was detected so far (the JSON lines file is
-            # written atomically and would otherwise be thrown away with everything in it)
-            interrupted = True
-            print(f"{prog}: interrupted: stopping; results so far are kept", file=sys.stderr)
-    print(f"{frames} frame(s), {faces} face(s) at score >= {args.vis_threshold}; "
-          f"results in {output}" + (f"; {failures} input(s) failed" if failures else ""))
-    return 130 if interrupted else 1 if failures else 0
+        print(f"{args.output} already holds files or another run is writing there; writing this run to {output}",
+              file=sys.stderr)
+    if crops is not None and crops != Path(args.crops):
+        print(f"{args.crops} already holds files or another run is writing there; writing the crops to {crops}",
+              file=sys.stderr)
+    options = DetectOptions(vis_threshold=args.vis_threshold, max_frames=args.max_frames, batch=args.batch,
+                            tile=args.tile, overlap=args.overlap, crops_folder=crops, crop_size=args.crop_size,
+                            allow_partial=args.allow_partial, max_pixels=args.max_pixels,
+                            progress=sys.stderr.isatty())
 
+    def report(kind: str, message: str) -> None:
+        print(f"{prog}: {kind}: {message}", file=sys.stderr)
 
-def _write_crops(image, dets, source, names, size: int) -> None:
-    """One aligned crop per row of ``dets``: ``<stem>_<k>.jpg`` (k from 0, in score order)."""
-    import cv2
-
-    from ..align import align_faces
-
-    if len(dets) == 0:
-        return
-    for k, crop in enumerate(align_faces(image, dets, size)):
-        cv2.imwrite(str(names(source, f"_{k}.jpg")), crop)
-
-
-def _single_detector(args: argparse.Namespace, detector):
-    """The per-image detect function: tiled (``--tile``) or the detector's own."""
-    if args.tile is None:
-        return detector.detect
-    from ..tiling import detect_tiled
-
-    return lambda image: detect_tiled(detector, image, size=args.tile, overlap=args.overlap)
-
-
-def _detect_video(args: argparse.Namespace, detector, source, target: Path, log, counts: list) -> None:
-    """One video or webcam through the threaded pipeline (retinaface.video): decode, detect, annotate
-    and encode overlap; every detected frame is logged as it comes and counted in ``counts``
-    (frames, faces). Re-raises Ctrl-C after the frames detected so far are logged and the video is
-    closed."""
-    from ..sources import SourceError, detections_record
-    from ..video import VideoError, process_video
-
-    if source.kind == "video" and not Path(source.location).is_file():
-        raise SourceError(f"{source.location}: no such file")
-    location = int(source.location) if source.kind == "webcam" else source.location
-
-    def on_frame(index: int, dets) -> None:
-        log.write(detections_record(source.location, index, dets) + "\n")
-        counts[0] += 1
-        counts[1] += int((dets[:, 4] >= args.vis_threshold).sum())
-
-    single = _single_detector(args, detector)
-    if args.batch == 1 or args.tile is not None:
-        detect = lambda frames: [single(frame) for frame in frames]  # noqa: E731
-    else:
-        detect = lambda frames: detector.detect_batch(frames, batch_size=len(frames))  # noqa: E731
-    try:
-        result = process_video(detector, location, target, batch_size=args.batch, draw_threshold=args.vis_threshold,
-                               progress=sys.stderr.isatty(), max_frames=args.max_frames, on_frame=on_frame,
-                               detect=detect)
-    except VideoError as exc:
-        raise SourceError(str(exc).replace("cannot open this video", f"cannot open {source.kind}")) from None
-    if result.interrupted:
-        raise KeyboardInterrupt
-    if result.frames == 0:
-        raise SourceError(f"{source.location}: no frames could be read")
-    expected = result.expected_frames if source.kind == "video" and args.max_frames is None else 0
-    # the container's frame count is an estimate for some formats: a shortfall of a frame or two
-    # (or 1 %) is not taken for damage
-    if expected and result.frames < expected - max(2, expected // 100):
-        raise SourceError(f"{source.location}: stopped after {result.frames} of {expected} frames "
-                          f"(truncated or damaged video)")
+    summary = detect_inputs(detector, args.inputs, output, options, report)
+    if summary.interrupted:
+        print(f"{prog}: interrupted: stopping; results so far are kept", file=sys.stderr)
+    notes = [f"{len(summary.failures)} input(s) failed"] if summary.failures else []
+    if summary.repeated:
+        notes.append(f"{len(summary.repeated)} repeated input(s) skipped")
+    if summary.capped:
+        notes.append(f"{len(summary.capped)} image(s) over --max-pixels tiled or downscaled")
+    print(f"{summary.frames} frame(s), {summary.faces} face(s) at score >= {args.vis_threshold}; "
+          f"results in {output}" + "".join(f"; {note}" for note in notes))
+    return 130 if summary.interrupted else 1 if summary.failures else 0

@@ -22,6 +22,10 @@ from typing import List, Optional
 
 from ..conventions import (DEFAULT_EVAL_PROTOCOL, EVAL_PROTOCOLS, MULTISCALE_SIZES, VAL_GROUND_TRUTH,
                            WIDER_TEST_CONF_THRESHOLD, WIDER_TEST_NMS_THRESHOLD)
+from ..evaluation.plot import plot_pr_curves
+from ..evaluation.widerface import evaluate
+from ..fileio import claim_fresh_folder, release_claim
+from ..formats.ground_truth import open_ground_truth
 from .common import ArgumentParser, UserError, fail, non_negative_int, number_in_range, positive_int, probability
 
 # Short-side / long-side sizes a detector can run at: 0, negative and absurd values are refused.
@@ -131,22 +135,16 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
     try:
         _validate(parser, args)
-        from ..formats.ground_truth import open_ground_truth
-
         gt_path = Path(args.gt) if args.gt else Path(args.data) / VAL_GROUND_TRUTH
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = show
             gt = open_ground_truth(gt_path)
             if args.preds is not None:
-                from ..evaluation.widerface import evaluate
-
                 result = evaluate(args.preds, gt, protocol=args.protocol, allow_missing=args.allow_missing)
             else:
-                result = _evaluate_checkpoint(args, gt)
+                result = _evaluate_claimed(args, gt, prog)
         if args.plot:
-            from ..evaluation.plot import plot_pr_curves
-
             plot_pr_curves(result, args.plot, title=Path(args.weights or args.preds).name)
     except UserError as exc:
         return fail(prog, str(exc))
@@ -156,9 +154,30 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     return 0
 
 
+def _evaluate_claimed(args: argparse.Namespace, gt, prog: str):
+    """:func:`_evaluate_checkpoint` with ``--output`` claimed for this run alone: a run started at
+    the same time into the same folder goes on to ``<output>2`` (and says so) instead of mixing its
+    prediction files with this one's."""
+    if args.output is None:
+        return _evaluate_checkpoint(args, gt)
+    requested = Path(args.output)
+    folder = claim_fresh_folder(requested, is_free=lambda f: args.overwrite or next(f.glob("*/*.txt"), None) is None)
+    if folder != requested:
+        print(f"{prog}: {requested} is being written by another run; writing the predictions to {folder}",
+              file=sys.stderr)
+    args.output = str(folder)
+    try:
+        return _evaluate_checkpoint(args, gt)
+    finally:
+        release_claim(folder, remove_if_empty=True)
+
+
 def _evaluate_checkpoint(args: argparse.Namespace, gt):
+    # lazy: torch and OpenCV only where a model runs (eval --preds stays light)
     from ..detector import Detector
-    from ..evaluation.predict import evaluate_model
+    from ..evaluation.predict import check_val_split, evaluate_model
+
+    check_val_split(args.data, gt)  # every listed image and the ground truth, before the model loads
 
     multiscale = None
     if args.multiscale is not None:

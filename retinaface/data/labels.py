@@ -14,7 +14,9 @@ turns files into lists of them:
   data root;
 * :func:`check_images` -- make sure every listed image exists before hours of training start.
 
-Malformed content raises ``ValueError("<path>:<line>: what is wrong")`` with 1-based line numbers.
+Malformed content raises ``ValueError("<path>:<line>: what is wrong")`` with 1-based line numbers;
+an image listed twice is refused naming both lines (it would be trained twice per epoch). Landmarks
+outside their image (by more than the box margin) are dropped for that face by :func:`check_images`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -106,6 +108,8 @@ class LabelStats:
     num_skipped_invalid: int = 0       # faces flagged invalid (WIDER format), skipped
     num_skipped_bad: int = 0           # images missing or undecodable, skipped (skip_bad)
     dropped_lines: List[int] = field(default_factory=list)  # line numbers of dropped boxes (first 20)
+    num_landmarks_dropped: int = 0     # faces whose landmarks lay outside the image: kept without them
+    first_landmarks_dropped: str = ""  # file:line of the first such face
 
     def warn(self) -> None:
         """Log, once per file, what was dropped; silent when nothing was."""
@@ -176,6 +180,7 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
     rows: List[List[float]] = []
     has_lm: List[bool] = []
     lines: List[int] = []
+    listed: Dict[str, int] = {}
 
     def flush() -> None:
         if current is not None:
@@ -197,6 +202,7 @@ def read_retinaface_labels(label_txt: PathLike, image_root: Optional[PathLike] =
                 current = tokens[0]
             else:
                 current = line[1:].strip()
+            _check_listed_once(listed, current, label_txt, lineno)
             rows, has_lm, lines = [], [], []
             continue
         if current is None:
@@ -239,7 +245,9 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
     image_root = Path(image_root)
     stats = LabelStats(source=str(gt_txt))
     out: List[ImageAnnotation] = []
+    listed: Dict[str, int] = {}
     for block in read_bbx_blocks(gt_txt):
+        _check_listed_once(listed, block.path, gt_txt, block.lineno)
         rows: List[List[float]] = []
         lines: List[int] = []
         for lineno, tokens in block.faces:
@@ -261,6 +269,16 @@ def read_wider_bbx_labels(gt_txt: PathLike, image_root: Optional[PathLike] = Non
         out.append(_make_annotation(image_root, block.path, rows, [False] * len(rows), gt_txt, lines))
     _finish_stats(stats, out)
     return out, stats
+
+
+def _check_listed_once(listed: Dict[str, int], rel: str, label_file: Path, lineno: int) -> None:
+    """Refuse an image listed a second time: read as two entries it would be trained twice per
+    epoch (and its faces counted twice), and which list of faces is right cannot be told."""
+    key = rel.replace("\\", "/").lstrip("/")
+    if key in listed:
+        raise ValueError(f"{label_file}:{lineno}: image {rel} is listed a second time (first at line "
+                         f"{listed[key]}); list each image once, with all its faces under one entry")
+    listed[key] = lineno
 
 
 def _finish_stats(stats: LabelStats, annotations: List[ImageAnnotation]) -> None:
@@ -373,6 +391,27 @@ def boxes_outside(annotation: ImageAnnotation, width: int, height: int) -> Optio
             f"{annotation.path} ({width}x{height})" + (f" (and {more} more face(s) of that image)" if more else ""))
 
 
+def drop_landmarks_outside(annotation: ImageAnnotation, width: int, height: int) -> Optional[Tuple[int, str]]:
+    """Remove the landmarks (in place: all -1, label -1) of the faces of ``annotation`` whose
+    landmark points lie outside the ``width`` x ``height`` image by more than the box margin;
+    returns ``(how many, file:line of the first)`` or ``None``. A landmark far off the image is a
+    typing or conversion error, and training would pull the regression towards it."""
+    if not annotation.num_faces or not annotation.has_landmarks.any():
+        return None
+    points = annotation.landmarks.astype(np.float64).reshape(-1, 5, 2)
+    mx = max(BOX_MARGIN_PIXELS, BOX_MARGIN_FRACTION * width)
+    my = max(BOX_MARGIN_PIXELS, BOX_MARGIN_FRACTION * height)
+    off = ((points[..., 0] < -mx) | (points[..., 0] > width + mx) |
+           (points[..., 1] < -my) | (points[..., 1] > height + my)).any(axis=1)
+    off &= annotation.has_landmarks
+    if not off.any():
+        return None
+    first = annotation.face_where(int(np.flatnonzero(off)[0]))
+    annotation.landmarks[off] = -1.0
+    annotation.has_landmarks[off] = False
+    return int(off.sum()), first
+
+
 def _check_threads() -> int:
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -382,7 +421,8 @@ def _check_threads() -> int:
 
 
 def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bool = True,
-                 decode: bool = False, check_boxes: bool = False) -> Tuple[list, int]:
+                 decode: bool = False, check_boxes: bool = False, stats: Optional[LabelStats] = None
+                 ) -> Tuple[list, int]:
     """Check every image of ``annotations`` before hours of training start. Anything with a
     ``.path`` attribute works (annotations, val items).
 
@@ -391,7 +431,9 @@ def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bo
     that start like a JPEG or PNG but are truncated or garbage are found here); ``check_boxes``
     (needs ``decode``; :class:`ImageAnnotation` items): every face box lies inside its image up to
     a small margin, else ``ValueError("label_file:line: ...")`` -- boxes normalized to 0..1 or
-    shifted off the image would otherwise train on nothing.
+    shifted off the image would otherwise train on nothing; a face whose landmarks lie outside the
+    image by more than that margin keeps its box but loses its landmarks (label -1), counted in
+    ``stats`` and logged once with the first ``file:line``.
 
     Returns ``(annotations, 0)`` when all images are fine. Otherwise raises ``FileNotFoundError``
     naming the first few bad images and the total count, or with ``skip_bad`` returns the good ones
@@ -408,6 +450,7 @@ def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bo
     else:
         infos = [inspect_image(p, check_header, decode) for p in paths]
     good, bad = [], []
+    landmarks_dropped: List[Tuple[int, str]] = []
     for item, info in zip(items, infos):
         if info.problem is not None:
             bad.append((item.path, info.problem))
@@ -416,7 +459,17 @@ def check_images(annotations: Sequence, skip_bad: bool = False, check_header: bo
             message = boxes_outside(item, info.width, info.height)
             if message is not None:
                 raise ValueError(message)
+            where = drop_landmarks_outside(item, info.width, info.height)
+            if where:
+                landmarks_dropped.append(where)
         good.append(item)
+    if landmarks_dropped:
+        logger.warning("%d face(s) have landmarks outside their image by more than the margin; they are "
+                       "kept without landmarks (label -1), first at %s", sum(n for n, _ in landmarks_dropped),
+                       landmarks_dropped[0][1])
+        if stats is not None:
+            stats.num_landmarks_dropped = sum(n for n, _ in landmarks_dropped)
+            stats.first_landmarks_dropped = landmarks_dropped[0][1]
     if not bad:
         return items, 0
     listing = "; ".join(f"{p} ({why})" for p, why in bad[:5])
@@ -489,9 +542,10 @@ def load_training_annotations(root: PathLike, split: str = "train", check: bool 
     annotations, stats = reader(label_file, image_root)
     check_box_scale(annotations, str(label_file))
     if check:
-        annotations, skipped = check_images(annotations, skip_bad=skip_bad, decode=True, check_boxes=True)
+        annotations, skipped = check_images(annotations, skip_bad=skip_bad, decode=True, check_boxes=True,
+                                            stats=stats)
         stats.num_skipped_bad = skipped
-        if skipped:
+        if skipped or stats.num_landmarks_dropped:
             stats.num_images = len(annotations)
             stats.num_faces = sum(a.num_faces for a in annotations)
             stats.num_without_landmarks = sum(int((~a.has_landmarks).sum()) for a in annotations)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import read_checkpoint
-from ..fileio import clean_stale_temporaries
+from ..fileio import claim_fresh_folder, clean_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -123,22 +124,47 @@ def next_free_folder(base: Path) -> Path:
 
 
 def resolve_run_folder(output: Optional[str], default: str, resume: Optional[str], overwrite: bool) -> Path:
-    """The folder a run writes to. ``output=None`` takes ``default``, or the next numbered folder
-    when ``default`` holds a run (logged). An explicit folder that holds a run is refused
-    (:class:`RunFolderError`) unless the run resumes or ``overwrite`` is set."""
+    """The folder a run writes to, claimed for this run alone (:func:`retinaface.fileio.claim_fresh_folder`):
+    two runs started at once never share one. ``output=None`` takes ``default``, or the next
+    numbered folder when ``default`` holds a run or another run is starting in it (logged). An
+    explicit folder that holds a run is refused (:class:`RunFolderError`) unless the run resumes or
+    ``overwrite`` is set; one that another live run has claimed is refused too.
+
+    Under ``torchrun`` only the main process (rank 0) claims; the others take the same choice by
+    the holds-a-run rule, as they did before claims existed (their folder must match rank 0's)."""
+    main_process = os.environ.get("RANK", "0") == "0"
     if output is None:
         if resume or overwrite:
-            return Path(default)
-        chosen = next_free_folder(Path(default))
+            chosen = Path(default)
+            if main_process:
+                _claim_exactly(chosen, "the default output")
+            return chosen
+        if main_process:
+            chosen = claim_fresh_folder(Path(default), is_free=lambda folder: not holds_run(folder))
+        else:
+            chosen = next_free_folder(Path(default))
         if chosen != Path(default):
-            logger.info("%s holds an earlier run; this run writes to %s", default, chosen)
+            logger.info("%s holds an earlier run or another run is starting there; this run writes to %s",
+                        default, chosen)
         return chosen
     folder = Path(output)
     if holds_run(folder) and not resume and not overwrite:
         found = ", ".join(name for name in RUN_MARKERS if (folder / name).exists())
         raise RunFolderError(f"--output {folder} holds an earlier run ({found}); continue it with --resume "
                              f"{folder / 'last.pth'}, replace it with --overwrite, or choose another --output")
+    if main_process:
+        _claim_exactly(folder, "--output")
     return folder
+
+
+def _claim_exactly(folder: Path, what: str) -> None:
+    """Claim ``folder`` itself (no numbered alternative), or :class:`RunFolderError`."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{what} {folder} is an existing file; name a folder")
+    try:
+        claim_fresh_folder(folder, is_free=lambda _: True, numbered=False)
+    except FileExistsError as exc:
+        raise RunFolderError(f"{what} {folder}: {exc}; wait for it or choose another --output") from None
 
 
 def clear_run(folder: Path) -> List[Path]:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..conventions import DEFAULT_EVAL_PROTOCOL, VAL_GROUND_TRUTH
 from ..data.dataset import WiderFaceValDataset, worker_init_fn
+from ..data.labels import check_images
 from ..detector import Detector
 from ..formats.ground_truth import WiderGroundTruth, open_ground_truth
 from ..formats.predictions import check_protocol, prediction_path, to_wider_rows, write_prediction_file
@@ -123,6 +124,34 @@ def widerface_detector(model, target_size: Optional[int] = None, max_size: Optio
     return detector
 
 
+def check_val_split(data_root: PathLike, gt: WiderGroundTruth) -> WiderFaceValDataset:
+    """The val split of ``data_root``, checked before any model runs: every listed image exists and
+    is not empty (``FileNotFoundError`` naming the first few and the count), is listed once, and is
+    an image of the ground truth ``gt`` (``ValueError`` naming the list file and the first few) --
+    found after a whole val pass, such a mistake would cost that pass."""
+    dataset = WiderFaceValDataset(data_root, check=False)
+    try:
+        check_images(dataset.items, check_header=False)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{dataset.source}: {exc}".replace(" (--skip-bad skips them)", "")) from None
+    seen: Dict[Tuple[str, str], int] = {}
+    repeated = []
+    for index, item in enumerate(dataset.items):
+        key = (item.event, item.name)
+        if key in seen:
+            repeated.append(item.path)
+        seen[key] = index
+    if repeated:
+        raise ValueError(f"{dataset.source}: {len(repeated)} image(s) listed more than once, e.g. {repeated[0]}")
+    known = set(gt.image_keys())
+    unknown = [item.path for item in dataset.items if (item.event, item.name) not in known]
+    if unknown:
+        raise ValueError(f"{dataset.source}: {len(unknown)} of {len(dataset.items)} listed image(s) are not in the "
+                         f"ground truth, e.g. {', '.join(unknown[:3])}; do the list and the ground truth belong "
+                         f"together?")
+    return dataset
+
+
 def evaluate_model(model, data_root: PathLike, gt: Union[WiderGroundTruth, PathLike, None] = None,
                    output: Optional[PathLike] = None, batch_size: int = 1, workers: int = 2,
                    progress: bool = True, protocol: str = DEFAULT_EVAL_PROTOCOL, strict: bool = False,
@@ -142,11 +171,10 @@ def evaluate_model(model, data_root: PathLike, gt: Union[WiderGroundTruth, PathL
     if not isinstance(gt, WiderGroundTruth):
         # read (and checked) before minutes of inference, not after
         gt = open_ground_truth(gt if gt is not None else data_root / VAL_GROUND_TRUTH)
+    dataset = check_val_split(data_root, gt)
     detector = widerface_detector(model, **detector_settings)
-    # Images are not checked up front: a bad one is named and skipped (or stops a strict run) when
-    # its turn comes, after the files of the images before it are written.
-    predictions = predict_widerface(detector, WiderFaceValDataset(data_root, check=False), batch_size, workers,
-                                    progress,
-                                    output=output, strict=strict)
+    # Images are not decoded up front: one that does not decode is named and skipped (or stops a
+    # strict run) when its turn comes, after the files of the images before it are written.
+    predictions = predict_widerface(detector, dataset, batch_size, workers, progress, output=output, strict=strict)
     # the rows the prediction files would hold, so in-memory and on-disk evaluation agree exactly
     return evaluate({key: to_wider_rows(dets) for key, dets in predictions.items()}, gt, protocol=protocol)
