@@ -13,11 +13,15 @@ Owns:
   the share of float detections the INT8 model reproduces at IoU >= 0.9, both latencies, and a
   warning when AP drops by more than 0.01.
 
-Which layers stay float (:data:`DEFAULT_FLOAT_OP_TYPES`): the output tail (Transpose, Reshape,
-Concat, Softmax) — it moves bytes and does no arithmetic worth quantising, and an int8 softmax
-would clip the scores the threshold compares against; the first convolution (3 input channels)
-is kept float by :data:`KEEP_FIRST_CONV_FLOAT` because it reads the raw mean-subtracted pixels,
-whose range is the widest in the network, and costs little. See docs/edge.md for the measurements.
+Which layers stay float, and why (measured on real WIDER val photos, docs/real.md): the output
+tail (:data:`DEFAULT_FLOAT_OP_TYPES`: Transpose, Reshape, Concat, Softmax) moves bytes and does no
+arithmetic worth quantising, and an int8 softmax would clip the scores the threshold compares
+against; the layers finer than stride 8 (:data:`HIGH_RESOLUTION_FLOAT`, found by shape inference:
+the stem and the first depthwise blocks of mobilenet0.25) because ONNX Runtime quantises each
+activation with one scale per tensor and these few-channel, high-resolution activations lost
+0.04 AP on real photos that way, whatever the calibration method. Before quantising, the channels
+that feed each depthwise convolution are equalized (:func:`equalize_activations`, exact in float
+and for per-channel weights), which halves what is left of the loss.
 """
 from __future__ import annotations
 
@@ -31,7 +35,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .conventions import VAL_GROUND_TRUTH
+from .conventions import TRAIN_IMAGES, VAL_GROUND_TRUTH
+from .data.dataset import WiderFaceValDataset
+from .data.synthetic import generate_synthetic_widerface
+from .evaluation import evaluate, open_ground_truth, to_wider_rows
+from .evaluation.predict import predict_widerface, widerface_detector
+from .fileio import atomic_write
+from .openvino_backend import OpenVinoModel
+from .runtime import detector_onnx_model
 
 PathLike = Union[str, Path]
 
@@ -41,6 +52,16 @@ DEFAULT_CALIBRATION_IMAGES = 64
 # the output tail: layout ops and the softmax whose scores the threshold reads
 DEFAULT_FLOAT_OP_TYPES: Tuple[str, ...] = ("Transpose", "Reshape", "Concat", "Softmax")
 KEEP_FIRST_CONV_FLOAT = True
+KEEP_HEADS_FLOAT = False
+DEFAULT_PERCENTILE = 99.999
+CALIBRATION_CHUNK = 8
+EQUALIZE = True
+HIGH_RESOLUTION_FLOAT = True
+FLOAT_BELOW_STRIDE = 8
+MAX_EQUALIZE_SCALE = 1000.0
+# ops between the head convolutions and the graph outputs (shape arithmetic included)
+TAIL_OP_TYPES: Tuple[str, ...] = ("Transpose", "Reshape", "Concat", "Softmax", "Shape", "Gather", "Unsqueeze",
+                                  "Flatten", "Squeeze")
 AP_DROP_WARNING = 0.01
 REPRODUCED_IOU = 0.9
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -64,9 +85,6 @@ def calibration_images(source: PathLike, count: int = DEFAULT_CALIBRATION_IMAGES
     if count < 1:
         raise QuantizationError(f"--calibration-images {count}: need at least 1 image")
     if str(source) == "synthetic":
-        from .conventions import TRAIN_IMAGES
-        from .data.synthetic import generate_synthetic_widerface
-
         root = Path("data/synthetic")
         generate_synthetic_widerface(root)
         folder = root / TRAIN_IMAGES
@@ -118,13 +136,21 @@ class DetectorCalibrationReader:
         self.fixed_size = fixed_size
         self._next = 0
 
+        self._end = len(self.images)
+
     def __len__(self) -> int:
         return len(self.images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Serve images ``start_index`` .. ``end_index - 1`` only: ONNX Runtime calibrates in such
+        chunks (``CalibStridedMinMax``) so that the activations of one chunk, not of all images,
+        are held in memory at a time."""
+        self._next, self._end = int(start_index), min(int(end_index), len(self.images))
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         import cv2
 
-        if self._next >= len(self.images):
+        if self._next >= self._end:
             return None
         path = self.images[self._next]
         self._next += 1
@@ -138,7 +164,7 @@ class DetectorCalibrationReader:
         return {self.input_name: network_input(self.detector, image)}
 
     def rewind(self) -> None:
-        self._next = 0
+        self._next, self._end = 0, len(self.images)
 
 
 # -- quantisation ----------------------------------------------------------------------------------
@@ -174,12 +200,166 @@ def depthwise_conv_nodes(model_proto) -> List[str]:
             and any(a.name == "group" and a.i > 1 for a in n.attribute)]
 
 
+def head_conv_nodes(model_proto, tail_op_types: Sequence[str] = TAIL_OP_TYPES) -> List[str]:
+    """Names of the Conv nodes that produce the graph outputs (the class, box and landmark heads):
+    found by walking back from each output through layout ops (``tail_op_types``) to the first
+    Conv on every path."""
+    producer = {out: node for node in model_proto.graph.node for out in node.output}
+    heads: List[str] = []
+    pending = [o.name for o in model_proto.graph.output]
+    seen = set()
+    while pending:
+        tensor = pending.pop()
+        node = producer.get(tensor)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            heads.append(node.name)
+        elif node.op_type in tail_op_types:
+            pending.extend(node.input)
+    return sorted(heads)
+
+
+def high_resolution_nodes(model_proto, below_stride: int, probe_size: int = 640) -> List[str]:
+    """Names of the nodes whose output is finer than ``below_stride`` (output height above
+    input height / ``below_stride``), found by ONNX shape inference at a ``probe_size`` square
+    input. In a detector these are the early, high-resolution layers."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model_proto)
+    dims = probe.graph.input[0].type.tensor_type.shape.dim
+    for axis, value in ((0, 1), (2, probe_size), (3, probe_size)):
+        dims[axis].ClearField("dim_param")
+        dims[axis].dim_value = value
+    del probe.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    heights = {}
+    for info in inferred.graph.value_info:
+        shape = info.type.tensor_type.shape.dim
+        if len(shape) == 4 and shape[2].HasField("dim_value"):
+            heights[info.name] = shape[2].dim_value
+    limit = probe_size / below_stride
+    return [n.name for n in model_proto.graph.node if n.output and heights.get(n.output[0], 0) > limit]
+
+
+def _initializers(model_proto) -> Dict[str, Any]:
+    return {init.name: init for init in model_proto.graph.initializer}
+
+
+def equalizable_pairs(model_proto) -> List[Tuple[Any, Any, Any]]:
+    """``(conv, activation, depthwise conv)`` node triples where a convolution's output goes only
+    through a ReLU / LeakyReLU into a depthwise convolution, with constant weights on both sides.
+
+    Such a pair can move a positive factor per channel from the first convolution's output to the
+    depthwise one's input (``leaky(s * x) = s * leaky(x)`` for ``s > 0``) without changing what the
+    float network computes."""
+    consumers: Dict[str, List[Any]] = {}
+    for node in model_proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in model_proto.graph.output}
+    weights = _initializers(model_proto)
+    pairs = []
+    for conv in model_proto.graph.node:
+        if conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in weights:
+            continue
+        after = consumers.get(conv.output[0], [])
+        if len(after) != 1 or after[0].op_type not in ("Relu", "LeakyRelu") or conv.output[0] in graph_outputs:
+            continue
+        act = after[0]
+        nxt = consumers.get(act.output[0], [])
+        if len(nxt) != 1 or nxt[0].op_type != "Conv" or act.output[0] in graph_outputs:
+            continue
+        dw = nxt[0]
+        channels = weights[conv.input[1]].dims[0]
+        groups = next((a.i for a in dw.attribute if a.name == "group"), 1)
+        if groups != channels or dw.input[0] != act.output[0] or dw.input[1] not in weights \
+                or weights[dw.input[1]].dims[:2] != [channels, 1]:
+            continue
+        pairs.append((conv, act, dw))
+    return pairs
+
+
+def equalize_activations(model_proto, reader: "DetectorCalibrationReader",
+                         max_scale: float = MAX_EQUALIZE_SCALE) -> int:
+    """Give every channel feeding a depthwise convolution the range of the widest one, in place.
+
+    ONNX Runtime quantises each activation tensor with one scale (per tensor), so a channel whose
+    values stay within a hundredth of its neighbours' range is rounded to a few levels. In
+    Pytorch_Retinaface's mobilenet0.25 the stem's eight channels peak between 0.04 and 5.4 on real
+    photos, and that one rounding cost 0.04 AP (docs/real.md). For each pair of
+    :func:`equalizable_pairs`, channel ``c`` of the first convolution (weights and bias) is
+    multiplied by ``s_c = max_k r_k / r_c`` (``r``: the channel's largest magnitude over the
+    ``reader``'s images, ``s_c`` at most ``max_scale``) and the depthwise weights of that channel
+    divided by it. The float network computes the same outputs (to rounding), and the int8 weights
+    are the same too: both convolutions are quantised per output channel, and a per-channel factor
+    moves each channel's scale with it. Returns the number of pairs equalized.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    pairs = equalizable_pairs(model_proto)
+    if not pairs:
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model_proto)
+    known = {o.name for o in probe.graph.output}
+    for _, act, _ in pairs:
+        if act.output[0] not in known:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(act.output[0], onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [act.output[0] for _, act, _ in pairs]
+    peaks = {name: None for name in names}
+    reader.rewind()
+    while True:
+        feed = reader.get_next()
+        if feed is None:
+            break
+        for name, value in zip(names, session.run(names, feed)):
+            peak = np.abs(value).max(axis=(0, 2, 3))
+            peaks[name] = peak if peaks[name] is None else np.maximum(peaks[name], peak)
+    reader.rewind()
+    weights = _initializers(model_proto)
+
+    def scaled(name: str, factor: np.ndarray) -> None:
+        init = weights[name]
+        array = numpy_helper.to_array(init).astype(np.float32)
+        array = array * factor.reshape((-1,) + (1,) * (array.ndim - 1)).astype(np.float32)
+        init.CopyFrom(numpy_helper.from_array(array, name))
+
+    used = set()
+    for conv, act, dw in pairs:
+        peak = peaks[act.output[0]].astype(np.float64)
+        alive = peak > 0
+        if not alive.any():
+            continue
+        scale = np.ones_like(peak)
+        scale[alive] = np.minimum(peak[alive].max() / peak[alive], max_scale)
+        # an initializer shared with another node would change that node too
+        shared = {conv.input[1], dw.input[1]} | ({conv.input[2]} if len(conv.input) > 2 else set())
+        if shared & used:
+            continue
+        used |= shared
+        scaled(conv.input[1], scale)
+        if len(conv.input) > 2 and conv.input[2]:
+            scaled(conv.input[2], scale)
+        scaled(dw.input[1], 1.0 / scale)
+    return len(pairs)
+
+
 def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images: Sequence[PathLike],
                   method: str = DEFAULT_METHOD, calibration_source: str = "",
                   float_op_types: Sequence[str] = DEFAULT_FLOAT_OP_TYPES,
                   keep_first_conv_float: bool = KEEP_FIRST_CONV_FLOAT,
                   float_nodes: Sequence[str] = (), keep_depthwise_float: bool = False,
-                  per_channel: bool = True, overwrite: bool = False) -> QuantizationResult:
+                  keep_heads_float: bool = KEEP_HEADS_FLOAT, symmetric_activations: bool = False,
+                  percentile: float = DEFAULT_PERCENTILE, calibration_chunk: int = CALIBRATION_CHUNK,
+                  equalize: bool = EQUALIZE, high_resolution_float: bool = HIGH_RESOLUTION_FLOAT,
+                  per_channel: bool = True,
+                  overwrite: bool = False) -> QuantizationResult:
     """Write the INT8 (QDQ) version of the float ONNX file ``float_path`` to ``output``, atomically.
 
     ``detector`` is a :class:`retinaface.Detector` (over the float file or the PyTorch model: only
@@ -193,8 +373,6 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .fileio import atomic_write
 
     float_path, output = Path(float_path), Path(output)
     if not float_path.is_file():
@@ -230,11 +408,26 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
             keep += first_conv_nodes(pre_proto)
         if keep_depthwise_float:
             keep += depthwise_conv_nodes(pre_proto)
+        if keep_heads_float:
+            keep += head_conv_nodes(pre_proto)
+        if high_resolution_float:
+            keep += high_resolution_nodes(pre_proto, FLOAT_BELOW_STRIDE)
         op_types = sorted({n.op_type for n in pre_proto.graph.node} - set(float_op_types))
         reader = DetectorCalibrationReader(detector, images, input_name, fixed)
-        extra = {"CalibMovingAverage": False}
+        equalized = 0
+        if equalize:
+            equalized = equalize_activations(pre_proto, reader)
+            onnx.save(pre_proto, str(pre))
+        extra: Dict[str, Any] = {"CalibMovingAverage": False}
+        # calibrate in chunks: ONNX Runtime keeps every activation of the images it is given
+        # until it reduces them (histograms or min / max); at original WIDER size that is tens of
+        # MB per image. The chunk must divide the image count.
+        chunk = max(d for d in range(1, min(calibration_chunk, len(images)) + 1) if len(images) % d == 0)
+        extra["CalibStridedMinMax"] = chunk
         if method == "percentile":
-            extra["CalibPercentile"] = 99.999
+            extra["CalibPercentile"] = float(percentile)
+        if symmetric_activations:
+            extra["ActivationSymmetric"] = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(str(pre), str(quantized), reader, quant_format=QuantFormat.QDQ,
@@ -253,6 +446,9 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
         "calibration_count": len(images),
         "float_op_types": list(float_op_types),
         "float_nodes": sorted(set(keep)),
+        "symmetric_activations": bool(symmetric_activations),
+        "equalized_pairs": equalized,
+        **({"percentile": float(percentile)} if method == "percentile" else {}),
         "source": float_path.name,
     }
     metadata[QUANT_METADATA_KEY] = json.dumps(info, sort_keys=True)
@@ -380,14 +576,8 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
     Both files are run through the same :class:`~retinaface.Detector` pipeline (WIDER protocol:
     threshold 0.02, NMS 0.4, no top-k caps, original image size).
     """
-    from .data.dataset import WiderFaceValDataset
-    from .evaluation import evaluate, open_ground_truth, to_wider_rows
-    from .evaluation.predict import predict_widerface, widerface_detector
-
     root = Path("data/synthetic") if str(data_root) == "synthetic" else Path(data_root)
     if str(data_root) == "synthetic":
-        from .data.synthetic import generate_synthetic_widerface
-
         generate_synthetic_widerface(root)
     gt_dir = root / VAL_GROUND_TRUTH
     if not gt_dir.is_dir():
@@ -414,12 +604,9 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
 def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None):
     """The ONNX file as a Detector-ready model on ``backend`` (``onnxruntime`` or ``openvino``)."""
     if backend == "openvino":
-        from .openvino_backend import OpenVinoModel
-
         return OpenVinoModel(path, threads=threads)
     if backend != "onnxruntime":
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
-    from .runtime import detector_onnx_model
 
     return detector_onnx_model(path, threads=threads)
 

@@ -61,10 +61,14 @@ def test_qdq_graph_with_per_channel_weights_and_float_layers(files):
         weight = inits.get(source.input[0])
         assert len(scale.dims) == 1 and weight is not None and scale.dims[0] == weight.dims[0]
         assert weight.data_type == onnx.TensorProto.INT8
-    # the stem conv (fed by the graph input) is the one float conv, by default
-    assert float_convs == 1 and quantized == len(convs) - 1
+    # by default the convs finer than stride 8 stay float (the stem and the first depthwise
+    # blocks: on real photos they cost 0.04 AP when quantised, docs/real.md), the others are int8
     stem = next(c for c in convs if c.input[0] == proto.graph.input[0].name)
     assert stem.name in files["result"].float_nodes
+    high_resolution = [c for c in convs if c.name in files["result"].float_nodes]
+    assert float_convs == len(high_resolution) and 1 < float_convs < len(convs) // 2
+    assert quantized == len(convs) - float_convs
+    assert all("/body/stage1/" in c.name for c in high_resolution)
     # the output tail stays float: the softmax reads no dequantised input
     softmax = next(n for n in nodes if n.op_type == "Softmax")
     assert produced_by[softmax.input[0]].op_type != "DequantizeLinear"
