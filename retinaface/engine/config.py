@@ -14,8 +14,11 @@ import argparse
 import dataclasses
 import math
 import os
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from ..conventions import VAL_GROUND_TRUTH
+from ..data import gpu_decode
 from .optim import OPTIMIZERS, SCHEDULES, reference_recipe
 
 SYNTHETIC_DATA = "synthetic"
@@ -241,8 +244,9 @@ class TrainConfig:
     seed: int = option(0, "random seed of sampling and augmentation", kind=int)
     skip_bad: bool = option(False, "skip missing / undecodable images instead of stopping", resumable=True)
     eval_every: Optional[int] = option(None, "WIDER AP on the val split every K epochs, 0 never (default: at "
-                                       "the end for synthetic data, else never)", kind=int, low=0,
-                                       resumable=True)
+                                       "the end for synthetic data; 5 times a run when DATA has "
+                                       "val/ground_truth; else never); the best epoch's PR curves go to "
+                                       "pr_best.png", kind=int, low=0, resumable=True)
     gt: Optional[str] = option(None, "val ground-truth .mat folder (default DATA/val/ground_truth)", kind=str,
                                resumable=True)
     save_every: int = option(10, "epoch_NNN.pth every N epochs, every N//2 after the first step decay; 0 none",
@@ -266,7 +270,11 @@ class TrainConfig:
         values["decay_epochs"] = tuple(int(e) for e in values["decay_epochs"])
         if values["eval_every"] is None:
             # the synthetic set exists to show the whole loop: its AP is printed at the end
-            values["eval_every"] = values["epochs"] if self.data == SYNTHETIC_DATA else 0
+            # real data with ground truth: AP during the run (the best checkpoint is chosen by it)
+            has_gt = self.data != SYNTHETIC_DATA and (Path(self.gt) if self.gt else
+                                                     Path(self.data) / VAL_GROUND_TRUTH).is_dir()
+            values["eval_every"] = (values["epochs"] if self.data == SYNTHETIC_DATA else
+                                    max(1, values["epochs"] // 5) if has_gt else 0)
         if values["workers"] is None:
             values["workers"] = default_workers()
         out = TrainConfig(**values)
@@ -280,9 +288,7 @@ class TrainConfig:
         if self.lr is not None and self.min_lr >= self.lr and self.min_lr > 0:
             raise ValueError(f"--min-lr: {self.min_lr:g} must be below --lr ({self.lr:g})")
         if self.decode_device == "cuda":   # refused here, before the (long) data check
-            from ..data.gpu_decode import check_decode_device
-
-            check_decode_device(self.decode_device, self.device)
+            gpu_decode.check_decode_device(self.decode_device, self.device)
         if self.prefetch_factor is not None and self.workers == 0:
             raise ValueError("--prefetch-factor: needs --workers of at least 1 (data is loaded in the "
                              "main process with --workers 0)")

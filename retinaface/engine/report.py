@@ -1,4 +1,5 @@
-"""After-training artefacts for people: an annotated val image showing what the model finds."""
+"""After-training artefacts for people: an annotated val image showing what the model finds, and
+the precision-recall curves of the best epoch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,9 @@ from typing import Optional, Union
 
 import cv2
 
+from ..data.dataset import WiderFaceValDataset
 from ..detector import Detector
+from ..fileio import atomic_write
 from ..visualize import draw_detections
 
 PathLike = Union[str, Path]
@@ -16,8 +19,6 @@ def write_sample_detection(model, data_root: PathLike, path: PathLike, vis_thres
                            ) -> Optional[Path]:
     """Detect faces on the first val image under ``data_root`` and write it annotated to ``path``.
     Returns the path, or None when the data root has no val split."""
-    from ..data.dataset import WiderFaceValDataset
-
     try:
         dataset = WiderFaceValDataset(data_root)
     except FileNotFoundError:
@@ -31,8 +32,20 @@ def write_sample_detection(model, data_root: PathLike, path: PathLike, vis_thres
     ok, encoded = cv2.imencode(path.suffix or ".jpg", draw_detections(image, detections, vis_threshold))
     if not ok:
         raise ValueError(f"{path}: cannot encode an image with this suffix")
-    from ..fileio import atomic_write
 
     with atomic_write(path, "wb") as handle:
         handle.write(encoded.tobytes())
+    return path
+
+
+BEST_CURVES = "pr_best.png"
+
+
+def write_best_curves(result, path: PathLike, epoch: int) -> Path:
+    """Draw ``result``'s (a :class:`~retinaface.evaluation.WiderEvalResult`) easy / medium / hard
+    precision-recall curves to ``path`` (atomically), titled with the epoch they belong to."""
+    from ..evaluation.plot import plot_pr_curves
+
+    path = Path(path)
+    plot_pr_curves(result, path, title=f"best epoch {epoch}")
     return path

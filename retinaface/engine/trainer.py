@@ -30,6 +30,7 @@ from torch import nn
 from ..batch_norm import restore_batch_norm
 from ..conventions import VAL_GROUND_TRUTH
 from ..checkpoint import save_model
+from ..evaluation.predict import evaluate_model
 from ..fileio import atomic_write
 from ..loss import LossOutput
 from .builders import (SYNTHETIC_ROOT, Optimization, TrainData, build_data, build_model_for_training,
@@ -39,6 +40,7 @@ from .config import (DEFAULT_OUTPUT, SYNTHETIC_RECIPE, TrainConfig, describe_con
 from .distributed import (DistInfo, all_ranks_agree, all_reduce_mean, barrier, cleanup, init_distributed,
                           resolve_device)
 from .optim import SAM, sam_step
+from .report import BEST_CURVES, write_best_curves
 from .state import (CheckpointPolicy, prepare_run_folder, read_resume_state, resolve_run_folder,
                     rng_state, saved_train_config, seed_everything, set_rng_state)
 
@@ -165,6 +167,7 @@ class Trainer:
         self.step = 0   # optimizer steps taken
         self.history: List[Dict[str, float]] = []
         self.best_metric = -math.inf
+        self._last_eval = None
         # built by setup()
         self.device: Optional[torch.device] = None
         self.dist: DistInfo = DistInfo()
@@ -393,12 +396,12 @@ class Trainer:
         """WIDER AP on the val split (rank 0 only; other ranks return {})."""
         if not self.dist.is_main:
             return {}
-        from ..evaluation.predict import evaluate_model
 
         gt_dir = self.config.gt or (self.data_root / VAL_GROUND_TRUTH)
         result = evaluate_model(self.raw_model.eval(), self.data_root, gt_dir,
                                 workers=min(self.config.workers, 2), progress=self.config.progress)
         self.raw_model.train()
+        self._last_eval = result  # its curves are drawn if this epoch becomes the best
         return result.as_dict()
 
     def _log(self, row: Dict[str, float]) -> None:
@@ -448,6 +451,8 @@ class Trainer:
                 self.save_checkpoint(policy.last)
                 if improved:
                     self.save_checkpoint(policy.best)
+                    if "ap_hard" in row and self.dist.is_main and self._last_eval is not None:
+                        write_best_curves(self._last_eval, self.output / BEST_CURVES, self.epoch)
                 if policy.epoch_due(self.epoch):
                     self.save_checkpoint(policy.epoch_path(self.epoch))
                 if self.dist.is_main:
