@@ -26,6 +26,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .adaptive import make_adaptive
+from .build import create_model
+from .detector import Detector
+from .export.writers import export_onnx
+from .fileio import atomic_write
+from .fusion import fuse_conv_bn
+from .openvino_backend import openvino_available
+from .profiling import calibrate_score_bias
+from .quantize import calibration_images as pick_images, load_backend_model, median_latency_ms, quantize_onnx
+
 PathLike = Union[str, Path]
 
 MATRIX_RUNTIMES: Tuple[str, ...] = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8",
@@ -63,13 +73,9 @@ class MatrixCell:
 def _build(backbone: str, width: float):
     import torch
 
-    from .build import create_model
-
     torch.manual_seed(0)
     model = create_model(backbone).eval()
     if width != 1.0:
-        from .adaptive import make_adaptive
-
         model = make_adaptive(model).set_width(width).eval()
     return model
 
@@ -77,21 +83,14 @@ def _build(backbone: str, width: float):
 def _runtime_models(model, runtimes: Sequence[str], size: Tuple[int, int], threads: int, workdir: Path,
                     calibration: Sequence[Path], width: Optional[float]) -> Dict[str, object]:
     """Detector-ready models of ``model`` for each runtime (ONNX files exported at ``size``)."""
-    from .quantize import load_backend_model, quantize_onnx
-
     models: Dict[str, object] = {}
     if "pytorch" in runtimes:
         models["pytorch"] = model
     if "pytorch-fused" in runtimes:
-        from .fusion import fuse_conv_bn
-
         models["pytorch-fused"] = fuse_conv_bn(copy.deepcopy(model))
     needs_onnx = [r for r in runtimes if r.startswith(("onnxruntime", "openvino"))]
     if not needs_onnx:
         return models
-    from .detector import Detector
-    from .export.writers import export_onnx
-
     tag = f"{model.config.backbone}-{width or 1:g}-{size[0]}x{size[1]}"
     float_path = workdir / f"{tag}.onnx"
     int8_path = workdir / f"{tag}.int8.onnx"
@@ -116,11 +115,6 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
     so that about ``candidates`` priors pass the score threshold, with a trained model's spread
     of scores (:func:`retinaface.profiling.calibrate_score_bias`)."""
     import torch
-
-    from .detector import Detector
-    from .openvino_backend import openvino_available
-    from .profiling import calibrate_score_bias
-    from .quantize import calibration_images as pick_images, median_latency_ms
 
     unknown = [r for r in runtimes if r not in MATRIX_RUNTIMES]
     if unknown:
@@ -213,7 +207,6 @@ def plot(cells: Sequence[MatrixCell], path: PathLike) -> Optional[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from .fileio import atomic_write
 
     top = max(c.threads for c in cells)
     backbones = list(dict.fromkeys(c.backbone for c in cells))

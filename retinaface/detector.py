@@ -17,10 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .align import align_faces
+from .checkpoint import load_model
 from .conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLAY_THRESHOLD
 from .postprocess import PostProcessor
 from .priors import PriorGenerator
+from .runtime import RUNTIMES, load_runtime_model
 from .transform import InferenceTransform, check_image
+from .zoo import announce_default_detector
 
 _UNSET: Any = object()  # "not given", as None is a meaningful value for sizes and top-k
 
@@ -55,9 +59,6 @@ class Detector:
         if model is None:
             # no network given: the zoo's default real detector (fetched, verified and cached on
             # first use), named once per process
-            from .checkpoint import load_model
-            from .zoo import announce_default_detector
-
             model = load_model(announce_default_detector(), device=device or "cpu")
         if device is None:
             # an ONNX Runtime model (retinaface.runtime) has no parameters; it states its device
@@ -122,16 +123,12 @@ class Detector:
         adaptive checkpoint's width; ``providers`` are ONNX Runtime's, ``threads`` caps an external
         runtime's threads. ``kwargs`` go to the constructor.
         """
-        from .runtime import RUNTIMES, load_runtime_model
-
         runtime = "pytorch" if backend == "torch" else (backend or "auto")
         if runtime not in RUNTIMES:
             raise ValueError(f"backend={backend!r}: choose one of {', '.join(RUNTIMES)}")
         if providers is not None and runtime not in ("auto", "onnxruntime"):
             raise ValueError(f"providers={providers!r} are ONNX Runtime's; backend {backend!r} takes none")
         if path is None:
-            from .zoo import announce_default_detector
-
             path = announce_default_detector()
         model = load_runtime_model(path, runtime=runtime, backbone=backbone, width=width, device=str(device),
                                    threads=threads, providers=providers)
@@ -155,8 +152,6 @@ class Detector:
         warped by a similarity transform onto the five-point ArcFace template
         (:func:`retinaface.align.align_faces`), ready for an embedding network.
         """
-        from .align import align_faces
-
         dets = self.detect(image)
         dets = dets[dets[:, DET_SCORE] >= min_score]
         if len(dets) == 0:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .detector import Detector
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -79,8 +81,6 @@ TRAINED_MARGIN_SPREAD = 1.3
 
 def face_margins(model: nn.Module, image: np.ndarray) -> torch.Tensor:
     """The face-logit margin ``logit(face) - logit(background)`` of every prior on ``image``."""
-    from .detector import Detector
-
     detector = Detector(model)
     with torch.inference_mode():
         _, scores, _ = detector.forward(detector.transform([image])[0])
@@ -133,8 +133,6 @@ def benchmark_model(model: nn.Module, height: int, width: int, name: str = "",
     ``spread``; ``None`` for a trained model, whose margins only get shifted): use a model you no
     longer need for detection.
     """
-    from .detector import Detector
-
     model = model.to(device).eval()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)

@@ -17,9 +17,13 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .checkpoint import load_model
 from .config import ModelConfig
 from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, ExportError, first_line, quiet_torchscript,
                               read_metadata)
+from .export.writers import export_onnx, load_for_export
+from .openvino_backend import load_openvino_model
+from .zoo import resolve_weights
 
 PathLike = Union[str, Path]
 
@@ -176,7 +180,6 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
             return target
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            from .export.writers import export_onnx, load_for_export
 
             model = load_for_export(weights, backbone=backbone, width=width)
             export_onnx(model, target, dynamic=True, width=width)
@@ -210,22 +213,16 @@ def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optio
     (:func:`cached_onnx_export`); ``width`` then selects an adaptive checkpoint's width at export.
     ``threads`` caps the runtime's intra-op threads.
     """
-    from .zoo import resolve_weights
-
     weights = resolve_weights(weights)  # a zoo name becomes its cached, verified file
     chosen = resolve_runtime(weights, runtime)
     is_onnx = Path(weights).suffix.lower() == ".onnx"
     if chosen == "pytorch":
-        from .checkpoint import load_model
-
         return load_model(weights, backbone=backbone, device=device, width=width)
     if is_onnx and width is not None:
         raise ValueError(f"{weights}: --width needs the PyTorch checkpoint; an ONNX file runs at the width "
                          f"it was exported with")
     path = Path(weights) if is_onnx else cached_onnx_export(weights, backbone=backbone, width=width)
     if chosen == "openvino":
-        from .openvino_backend import load_openvino_model
-
         return load_openvino_model(path, backbone=backbone if is_onnx else None, threads=threads)
     model = detector_onnx_model(path, threads=threads, providers=providers)
     if is_onnx and backbone is not None and backbone != model.config.backbone:

@@ -31,6 +31,7 @@ from typing import Any, Callable, List, Optional, Union
 import numpy as np
 
 from .conventions import DISPLAY_THRESHOLD
+from .visualize import draw_detections
 
 PathLike = Union[str, Path]
 Source = Union[str, int, Path]
@@ -109,8 +110,6 @@ class _Writer:
             raise VideoError(f"{self.output}: OpenCV cannot encode this format")
 
     def _run(self) -> None:
-        from .visualize import draw_detections
-
         while True:
             item = self.queue.get()
             if item is _END:
@@ -259,8 +258,6 @@ def process_video_sequential(detector: Any, source: Source, output: Optional[Pat
                              max_frames: Optional[int] = None) -> VideoResult:
     """The frame-by-frame loop (read, detect, draw, write, one after the other): the baseline."""
     import cv2
-
-    from .visualize import draw_detections
 
     output = _check_output(output)
     capture = open_capture(source)

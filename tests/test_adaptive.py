@@ -387,9 +387,10 @@ def test_prioritize_cli_reports_errors_without_a_traceback(monkeypatch, tmp_path
     code = tool.main(["--device", "cuda", "--output", str(tmp_path / "run"), "--no-progress"])
     assert code == 2 and "CUDA" in capsys.readouterr().err
     # a bad pruning option is refused before the (long) pre-training starts, naming the range
+    import retinaface.cli.prioritize as command
     import retinaface.engine.prioritize as stages
 
-    monkeypatch.setattr(stages, "run_prioritization", lambda cfg: pytest.fail("pre-training started"))
+    monkeypatch.setattr(command, "run_prioritization", lambda cfg: pytest.fail("pre-training started"))
     with pytest.raises(SystemExit) as exit_info:
         tool.main(["--min-channels", "0", "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err

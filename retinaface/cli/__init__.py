@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from ..version import __version__
+
 # sub-command -> (module, one-line summary)
 COMMANDS: Dict[str, tuple] = {
     "train": ("retinaface.cli.train", "train a detector (reference recipe by default)"),
@@ -53,8 +55,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0
     if args[0] in ("-V", "--version"):
-        from ..version import __version__
-
         print(__version__)
         return 0
     if args[0] not in COMMANDS:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..fileio import atomic_write
 from .common import ArgumentParser, fail, number_in_range, positive_int, weights_available
 
 
@@ -64,8 +65,8 @@ def _size(text: str):
 
 
 def _matrix(args: argparse.Namespace, prog: str) -> int:
+    # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch, OpenCV and timm
     from ..benchmark_matrix import plot, run_matrix, to_csv, to_markdown
-    from ..fileio import atomic_write
     from ..models import BackboneError
 
     sizes = [s if isinstance(s, tuple) else _size(s) for s in args.matrix_sizes]
@@ -98,6 +99,7 @@ def _matrix(args: argparse.Namespace, prog: str) -> int:
 def _measure(args: argparse.Namespace, prog: str) -> int:
     """One row per model (or per width); each width loads the model afresh (timing recalibrates the
     class heads: scaled and shifted when untrained, shifted only for ``--weights``)."""
+    # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch and OpenCV
     from ..build import create_model
     from ..checkpoint import CheckpointError, load_model
     from ..models import BackboneError, list_backbones
@@ -105,6 +107,7 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
 
     height, width = args.size
     if args.widths:
+        # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch
         from ..adaptive import make_adaptive
         from ..adaptive.slim import active_parameters
 
@@ -128,6 +131,7 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
             return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         extra = {}
         if args.data and w is not None:
+            # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch and OpenCV
             from ..evaluation.predict import evaluate_model
 
             ap = evaluate_model(model.eval(), args.data, progress=False).as_dict()
@@ -151,6 +155,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed by argparse
         return int(exit_.code or 0)
     if args.list:
+        # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch
         from ..models import list_backbones
 
         print("\n".join(list_backbones()))

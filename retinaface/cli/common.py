@@ -10,6 +10,8 @@ import math
 import sys
 from typing import Callable, NoReturn, Optional
 
+from ..zoo import is_zoo_name
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a mistake in the arguments is one line (``prog: error: ...``,
@@ -57,8 +59,6 @@ probability = number_in_range(float, 0.0, 1.0)
 def weights_available(value: str) -> bool:
     """Whether ``--weights VALUE`` names an existing file or a zoo entry (fetched when loaded)."""
     from pathlib import Path
-
-    from ..zoo import is_zoo_name
 
     return Path(value).is_file() or is_zoo_name(value)
 

@@ -41,6 +41,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    # lazy: 'retinaface data --help' and flag errors answer without loading torch and OpenCV
     from ..data.download import WIDER_TERMS, WIDERFACE_FILES, DataDownloadError, download_widerface, \
         verify_widerface
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .. import zoo
 from .common import ArgumentParser, fail
 
 
@@ -29,7 +30,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    from .. import zoo
 
     names = zoo.list_weights() if args.names == ["all"] else args.names
     unknown = [name for name in names if not zoo.is_zoo_name(name)]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..fileio import atomic_write
 from .common import fail, number_in_range, positive_int
 
 OUTPUT_FILE = "embeddings.jsonl"
@@ -34,6 +35,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_analyzer(args, prog: str):
     """A FaceAnalyzer from the shared flags, or an exit code after a one-line error."""
+    # lazy: 'retinaface embed --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError
     from ..detector import Detector
     from ..recognition.analyzer import FaceAnalyzer
@@ -63,17 +65,15 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 def _save_npy(array, path: Path) -> None:
     import numpy as np
 
-    from ..fileio import atomic_write
-
     with atomic_write(path, "wb") as handle:
         np.save(handle, array)
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    # lazy: 'retinaface embed --help' and flag errors answer without loading OpenCV
     import cv2
     import numpy as np
 
-    from ..fileio import atomic_write
     from ..sources import OutputNames, SourceError, fresh_output_folder, iter_frames, iter_sources
 
     prog = prog or "retinaface embed"

@@ -19,6 +19,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
+    # lazy: 'retinaface env --help' and flag errors answer without loading torch and OpenCV
     from ..environment import collect_environment, format_environment
 
     rows = collect_environment()

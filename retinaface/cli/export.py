@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..export.metadata import DEFAULT_SIZE, MIN_OPSET, first_line
+from ..export.metadata import DEFAULT_SIZE, ExportError, MIN_OPSET, first_line
 from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int, weights_available
 
 
@@ -80,11 +80,11 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if Path(args.output).is_dir():
         return fail(prog, f"--output {args.output}: is a directory; name the file to write")
 
+    # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     import torch
 
     from .. import parity
     from ..checkpoint import CheckpointError
-    from ..export.metadata import ExportError
     from ..export.writers import export_model, load_for_export
     from ..models import BackboneError
 
@@ -122,11 +122,11 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
 def _export_int8(args: argparse.Namespace, prog: str) -> int:
     """``--int8``: float export to a temporary file, quantisation to ``--output``, accuracy report."""
+    # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     import tempfile
 
     from ..checkpoint import CheckpointError
     from ..detector import Detector
-    from ..export.metadata import ExportError
     from ..export.writers import export_onnx, load_for_export
     from ..models import BackboneError
     from ..quantize import QuantizationError, accuracy_report, calibration_images, load_backend_model, quantize_onnx

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..recognition.gallery import Gallery
 from .common import fail, number_in_range, positive_int
 from .embed import add_model_arguments, build_analyzer
 
@@ -34,7 +35,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    from ..recognition.gallery import Gallery
+    # lazy: 'retinaface identify --help' and flag errors answer without loading OpenCV
     from ..sources import SourceError, iter_frames, iter_sources
 
     prog = prog or "retinaface identify"

@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import List, Optional
 
+from .. import zoo
 from .common import ArgumentParser, fail
 
 
@@ -32,7 +33,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    from .. import zoo
 
     try:
         names = [zoo.get_weights(args.name).name] if args.name else zoo.list_weights()

@@ -17,8 +17,15 @@ import argparse
 import logging
 from typing import List, Optional
 
+from ..checkpoint import CheckpointError
+from ..engine.config import TrainConfig, add_config_arguments, given_options
+from ..engine.prioritize import PrioritizeConfig, STAGE_OWNED, run_prioritization
+from ..engine.trainer import NonFiniteLossError
+from ..recognition.prioritize import RecognitionPrioritizeConfig, run_recognition_prioritization
+from ..recognition.training import RecognitionConfig
 from .common import (ArgumentParser, fail, non_negative_float, number_in_range, positive_float,
                      positive_int)
+from .train import one_line
 
 EXAMPLES = """examples:
   retinaface prioritize --data synthetic --output runs/prioritize
@@ -30,9 +37,6 @@ TASKS = ("detection", "recognition")
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    from ..engine.config import TrainConfig, add_config_arguments
-    from ..engine.prioritize import STAGE_OWNED, PrioritizeConfig
-
     parser = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Channel-prioritised RetinaFace: one checkpoint that runs at widths 1.0 / 0.75 / 0.5. "
@@ -48,9 +52,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 def build_recognition_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """Flags of ``--task recognition``: the experiment's own settings, then every
     :class:`~retinaface.recognition.training.RecognitionConfig` option for both stages."""
-    from ..engine.config import add_config_arguments
-    from ..recognition.training import RecognitionConfig
-
     parser = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Channel-prioritised embedding network: one checkpoint at widths 1.0 / 0.75 / 0.5, with "
@@ -77,11 +78,6 @@ def build_recognition_parser(prog: Optional[str] = None) -> argparse.ArgumentPar
 def main_recognition(argv: List[str], prog: str) -> int:
     """``retinaface prioritize --task recognition``: runs
     :func:`retinaface.recognition.prioritize.run_recognition_prioritization`."""
-    from ..engine.config import given_options
-    from ..recognition.prioritize import RecognitionPrioritizeConfig, run_recognition_prioritization
-    from ..recognition.training import RecognitionConfig
-    from .train import one_line
-
     try:
         args = build_recognition_parser(prog).parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed
@@ -120,12 +116,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
 
 def main_detection(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    from ..checkpoint import CheckpointError
-    from ..engine.config import TrainConfig, given_options
-    from ..engine.prioritize import PrioritizeConfig, run_prioritization
-    from ..engine.trainer import NonFiniteLossError
-    from .train import one_line
-
     prog = prog or "retinaface prioritize"
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -14,6 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..checkpoint import CheckpointError
+from ..engine.config import (CHANGEABLE_ON_RESUME, TRAIN_FIELDS, TrainConfig, add_config_arguments, flag_name,
+                             given_options, merge_resume)
+from ..engine.report import write_sample_detection
+from ..engine.state import saved_train_config
+from ..engine.trainer import NonFiniteLossError, Trainer
 from .common import ArgumentParser, fail
 
 EXAMPLES = """examples:
@@ -26,8 +32,6 @@ EXAMPLES = """examples:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    from ..engine.config import CHANGEABLE_ON_RESUME, TRAIN_FIELDS, TrainConfig, add_config_arguments, flag_name
-
     resumable = ", ".join(flag_name(TRAIN_FIELDS[k]) for k in CHANGEABLE_ON_RESUME)
     parser = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,9 +49,6 @@ def train_options(argv: Optional[List[str]] = None, prog: Optional[str] = None) 
     """The TrainConfig keyword arguments of a command line: the flags given, over the resumed
     run's saved settings with ``--resume``. Raises ``ValueError`` for a flag that contradicts the
     resumed run."""
-    from ..engine.config import TrainConfig, given_options, merge_resume
-    from ..engine.state import saved_train_config
-
     args = build_parser(prog).parse_args(argv)
     given = given_options(args, TrainConfig)
     if given.get("resume"):
@@ -67,10 +68,6 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    from ..checkpoint import CheckpointError
-    from ..engine.config import TrainConfig
-    from ..engine.trainer import NonFiniteLossError, Trainer
-
     prog = prog or "retinaface train"
     args = build_parser(prog).parse_args(argv)  # --help and flag errors end here
     if args.sample and Path(args.sample).exists() and not getattr(args, "overwrite", False):
@@ -99,7 +96,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         print(f"easy: {summary.metrics['easy']:.4f}  medium: {summary.metrics['medium']:.4f}  "
               f"hard: {summary.metrics['hard']:.4f}  (official protocol)")
     print(f"checkpoints: {summary.last_checkpoint} (last), {summary.best_checkpoint} (best)")
-    from ..engine.report import write_sample_detection
 
     sample = args.sample or str(trainer.output / "sample.jpg")
     written = write_sample_detection(trainer.raw_model, trainer.data_root, sample)

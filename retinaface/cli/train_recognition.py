@@ -7,6 +7,10 @@ import logging
 import sys
 from typing import List, Optional
 
+from ..checkpoint import CheckpointError, read_checkpoint
+from ..engine.config import add_config_arguments, given_options
+from ..recognition.training import (EMBEDDER_FORMAT, NonFiniteLossError, RecognitionConfig, RecognitionTrainer,
+                                    merge_resume)
 from .common import fail
 
 
@@ -22,9 +26,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    from ..engine.config import add_config_arguments
-    from ..recognition.training import RecognitionConfig
-
     parser = argparse.ArgumentParser(
         prog=prog, description="Train a face-embedding network with a margin loss (ArcFace / CosFace / "
         "softmax + center loss); verification accuracy on held-out pairs every --eval-every epochs. "
@@ -34,11 +35,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    from ..checkpoint import CheckpointError, read_checkpoint
-    from ..engine.config import given_options
-    from ..recognition.training import (EMBEDDER_FORMAT, NonFiniteLossError, RecognitionConfig,
-                                        RecognitionTrainer, merge_resume)
-
     prog = prog or "retinaface train-recognition"
     args = build_parser(prog).parse_args(argv)
     given = given_options(args, RecognitionConfig)

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
+from ..recognition.verification import plot_roc, roc_curve, verify, write_json
 from .common import fail, number_in_range, positive_int
 
 
@@ -35,9 +36,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    # lazy: 'retinaface verify --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError
     from ..recognition.training import load_embedder, load_pairs
-    from ..recognition.verification import plot_roc, roc_curve, verify, write_json
     from ..sources import fresh_output_folder
 
     prog = prog or "retinaface verify"

@@ -35,6 +35,7 @@ from ..conventions import GT_MAIN_MAT, GT_SETTING_MATS, OFFICIAL_IMAGES, OFFICIA
 from ..fileio import atomic_write
 from ..formats.wider_bbx import read_bbx_blocks
 from ..zoo import ZooError, download_verified, file_digest, google_drive_url, mirror_sources, offline
+from .labels import detect_label_format
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -243,7 +244,6 @@ def verify_widerface(root: PathLike, files: Sequence[DataFile] = WIDERFACE_FILES
             ok, state = False, state + f"; {item.produces} exists but its extraction did not finish"
         state += f"; {item.produces} {'present' if extracted else 'missing'}"
         report.append((item.file_name, ok and extracted, state))
-    from .labels import detect_label_format
 
     try:
         label_format, labels, _ = detect_label_format(root, "train")

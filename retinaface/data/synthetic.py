@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_write
+from ..formats.ground_truth import WiderGroundTruth, save_ground_truth
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -401,8 +402,6 @@ def _write_labels(path: Path, items: Sequence[Tuple[str, str, List[_Face]]]) -> 
 
 
 def _write_ground_truth(gt_dir: Path, items: Sequence[Tuple[str, str, List[_Face]]]) -> None:
-    from ..formats.ground_truth import WiderGroundTruth, save_ground_truth
-
     events: List[str] = []
     images: List[List[str]] = []
     boxes: List[List[np.ndarray]] = []

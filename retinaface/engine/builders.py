@@ -19,6 +19,10 @@ from ..batch_norm import batch_norms_all_convertible, convert_channels_last_batc
 from ..build import build_model
 from ..checkpoint import split_checkpoint
 from ..config import ModelConfig
+from ..data import (MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode,
+                    worker_init_fn)
+from ..data.labels import load_training_annotations
+from ..data.synthetic import generate_synthetic_widerface
 from ..loss import MultiBoxLoss
 from ..priors import generate_priors
 from .config import SYNTHETIC_DATA, TrainConfig
@@ -47,7 +51,6 @@ def data_root(cfg: TrainConfig, dist: DistInfo) -> Path:
     """``cfg.data``, or the built-in synthetic set (generated once, by the main process)."""
     if cfg.data != SYNTHETIC_DATA:
         return Path(cfg.data)
-    from ..data.synthetic import generate_synthetic_widerface
 
     if dist.is_main:
         generate_synthetic_widerface(SYNTHETIC_ROOT, num_train=cfg.synthetic_train, num_val=cfg.synthetic_val,
@@ -80,10 +83,6 @@ def uses_device_normalization(cfg: TrainConfig, device: torch.device) -> bool:
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainData:
     """Labels read and every image checked up front (size, decodability, boxes inside), then the
     data set, its distributed sampler and the loader of this process."""
-    from ..data import (MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode,
-                        worker_init_fn)
-    from ..data.labels import load_training_annotations
-
     on_device = cfg.decode_device == "cuda"
     if on_device:   # the resolved device: "auto" may have become the CPU
         gpu_decode.check_decode_device(cfg.decode_device, device)

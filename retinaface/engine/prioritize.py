@@ -21,9 +21,13 @@ from ..adaptive.prioritize import DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S
 from ..adaptive.prune import DEFAULT_THRESHOLD, PruneReport, prune_by_threshold
 from ..adaptive.slim import DEFAULT_WIDTHS, AdaptiveRetinaFace, active_parameters, make_adaptive
 from ..checkpoint import save_model
+from ..evaluation.predict import evaluate_model
 from ..fileio import atomic_write
-from .config import TrainConfig, option
+from ..profiling import count_flops
+from .adaptive_hooks import MultiWidthHook, PrioritizationHook
+from .config import TrainConfig, check_field, option
 from .state import RunFolderError
+from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +79,6 @@ class PrioritizeConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag for an impossible value (checked before the long
         pre-training starts)."""
-        from .config import check_field
-
         for field in dataclasses.fields(self):
             if field.name != "train":
                 check_field(field, getattr(self, field.name))
@@ -154,8 +156,6 @@ def measure_widths(model: AdaptiveRetinaFace, widths: Sequence[float], flops_siz
                    data_root: Optional[Path] = None, workers: int = 2,
                    progress: bool = False) -> List[WidthResult]:
     """Active params, GFLOPs at ``flops_size`` squared and (with ``data_root``) val AP per width."""
-    from ..profiling import count_flops
-
     results = []
     was = model.width
     try:
@@ -163,8 +163,6 @@ def measure_widths(model: AdaptiveRetinaFace, widths: Sequence[float], flops_siz
             model.set_width(width)
             ap = None
             if data_root is not None:
-                from ..evaluation.predict import evaluate_model
-
                 ap = evaluate_model(model.eval(), data_root, workers=workers, progress=progress).as_dict()
             results.append(WidthResult(width, active_parameters(model),
                                        count_flops(model, flops_size, flops_size) / 1e9, ap))
@@ -175,9 +173,6 @@ def measure_widths(model: AdaptiveRetinaFace, widths: Sequence[float], flops_siz
 
 def run_prioritization(cfg: PrioritizeConfig, log: Callable[[str], None] = print) -> PrioritizeSummary:
     """Pre-train with the penalties, prune at the threshold, fine-tune over the widths, measure."""
-    from .adaptive_hooks import MultiWidthHook, PrioritizationHook
-    from .trainer import Trainer
-
     cfg.validate()
     out = resolve_output(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import cv2
 
 from ..data.dataset import WiderFaceValDataset
 from ..detector import Detector
+from ..evaluation.plot import plot_pr_curves
 from ..fileio import atomic_write
 from ..visualize import draw_detections
 
@@ -44,8 +45,6 @@ BEST_CURVES = "pr_best.png"
 def write_best_curves(result, path: PathLike, epoch: int) -> Path:
     """Draw ``result``'s (a :class:`~retinaface.evaluation.WiderEvalResult`) easy / medium / hard
     precision-recall curves to ``path`` (atomically), titled with the epoch they belong to."""
-    from ..evaluation.plot import plot_pr_curves
-
     path = Path(path)
     plot_pr_curves(result, path, title=f"best epoch {epoch}")
     return path

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..checkpoint import load_model
 from ..conventions import BGR_MEAN
 from ..fileio import atomic_write
 from ..postprocess import DecodedRetinaFace
@@ -37,8 +38,6 @@ PathLike = Union[str, Path]
 def load_for_export(weights: PathLike, backbone: Optional[str] = None,
                     width: Optional[float] = None) -> nn.Module:
     """:func:`retinaface.load_model` on CPU in eval mode; ``width`` is passed only when given."""
-    from ..checkpoint import load_model
-
     kwargs = {}
     if width is not None:
         params = inspect.signature(load_model).parameters

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..conventions import FEATURE_STRIDES
+from ..zoo import ZooError, resolve_weights
 
 
 
@@ -78,8 +79,6 @@ def load_backbone_weights(body: nn.Module, path: str) -> None:
     ``module.`` prefix; keys the backbone does not have (a classifier, say) are dropped. Every
     backbone key must be present.
     """
-    from ..zoo import ZooError, resolve_weights
-
     try:
         path = str(resolve_weights(path))  # a zoo name ("mobilenet0.25-imagenet") is fetched and verified
     except ZooError as exc:

@@ -126,6 +126,7 @@ class RetinaFace(nn.Module):
         """
         if self.training:
             raise RuntimeError("RetinaFace.fuse() needs eval mode: call model.eval() first")
+        # lazy: fusion imports timm, which a detector with a built-in backbone never loads
         from ..fusion import fuse_conv_bn
 
         return fuse_conv_bn(self)

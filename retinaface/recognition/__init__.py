@@ -15,7 +15,8 @@ import torch until a torch-backed name (a network, a loss, ``preprocess``) is us
   checkpoints; :mod:`~retinaface.recognition.verification` -- the 10-fold protocol, TAR at FAR.
 * :mod:`~retinaface.recognition.analyzer` -- ``FaceAnalyzer`` (detect, align, embed);
   :mod:`~retinaface.recognition.gallery` -- search; :mod:`~retinaface.recognition.export` -- ONNX.
-* :mod:`~retinaface.recognition.prioritize` -- channel-prioritised embedders (one checkpoint, three widths).
+* :mod:`~retinaface.recognition.adaptive_embedder` -- channel-prioritised embedders (one checkpoint, three
+  widths); :mod:`~retinaface.recognition.prioritize` -- the experiment that trains them.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ _NAMES: Dict[str, str] = {
     "save_embedder": "training",
     "OnnxEmbedder": "export",
     "export_embedder_onnx": "export",
-    "AdaptiveEmbedder": "prioritize",
+    "AdaptiveEmbedder": "adaptive_embedder",
     "RecognitionPrioritizeConfig": "prioritize",
     "run_recognition_prioritization": "prioritize",
 }

@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..align import align_faces
 from ..conventions import ALIGNED_FACE_SIZE, DET_BOX, DET_LANDMARKS, DET_SCORE, DISPLAY_THRESHOLD, NUM_LANDMARKS
+from ..detector import Detector
+from .training import load_embedder
+from .transforms import preprocess
 
 
 @dataclasses.dataclass
@@ -68,9 +72,6 @@ class FaceAnalyzer:
                          width: Optional[float] = None, **kwargs: Any) -> "FaceAnalyzer":
         """From a detector checkpoint (or ``.onnx``) and an embedder checkpoint (``width`` for a
         channel-prioritised embedder)."""
-        from ..detector import Detector
-        from .training import load_embedder
-
         return cls(Detector.from_checkpoint(detector, device=device), load_embedder(embedder, device, width),
                    **kwargs)
 
@@ -82,8 +83,6 @@ class FaceAnalyzer:
 
     def align(self, image: np.ndarray, detections: np.ndarray) -> np.ndarray:
         """Aligned crops ``uint8 (N, S, S, 3)`` of ``detections`` in ``image``."""
-        from ..align import align_faces
-
         if len(detections) == 0:
             return np.zeros((0, self.crop_size, self.crop_size, 3), dtype=np.uint8)
         return align_faces(image, detections, self.crop_size)
@@ -92,8 +91,6 @@ class FaceAnalyzer:
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalized float32 ``(N, D)`` embeddings of aligned BGR uint8 crops ``(N, S, S, 3)``,
         ``embed_batch_size`` crops per forward pass."""
-        from .transforms import preprocess
-
         crops = np.asarray(crops)
         out = []
         for start in range(0, len(crops), self.embed_batch_size):

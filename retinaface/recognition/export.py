@@ -20,6 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fileio import atomic_write
+from ..runtime import open_session
+from .models import EmbedderConfig
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 DEFAULT_OPSET = 17
@@ -71,8 +75,6 @@ def export_embedder_onnx(model: nn.Module, path: Union[str, Path], dynamic_batch
     """
     import onnx
 
-    from ..fileio import atomic_write
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True")
@@ -107,8 +109,6 @@ def export_embedder_onnx(model: nn.Module, path: Union[str, Path], dynamic_batch
 def check_onnx_parity(model: nn.Module, onnx_model: Union[bytes, str, Path], batches: Sequence[int] = (1, 3),
                       atol: float = 1e-4, seed: int = 0) -> ParityReport:
     """Compare ``model`` with the ONNX file (or its bytes) on random inputs of each batch size."""
-    from ..runtime import open_session
-
     session = open_session(onnx_model)
     height, width = _input_size(model)
     rng = np.random.default_rng(seed)
@@ -140,8 +140,6 @@ class OnnxEmbedder:
     (``(B, 3, H, W)`` tensor -> ``(B, D)`` tensor), usable by :class:`FaceAnalyzer`."""
 
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None) -> None:
-        from ..runtime import open_session
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
@@ -151,8 +149,6 @@ class OnnxEmbedder:
         self.training = False
         self.config = None
         if "embedder_config" in meta:
-            from .models import EmbedderConfig
-
             self.config = EmbedderConfig.from_dict(json.loads(meta["embedder_config"]))
 
     def eval(self) -> "OnnxEmbedder":

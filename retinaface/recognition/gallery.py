@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..fileio import atomic_write
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 UNKNOWN = "unknown"
 
@@ -153,8 +155,6 @@ class Gallery:
 
     def save(self, path: Union[str, Path]) -> None:
         """Names, templates and counts as an ``.npz`` written atomically (no pickles)."""
-        from ..fileio import atomic_write
-
         with atomic_write(path, "wb") as handle:
             np.savez(handle, names=np.array(self.names, dtype=str), templates=self.templates,
                      counts=np.array(self.counts, dtype=np.int64))

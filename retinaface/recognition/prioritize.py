@@ -40,142 +40,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..adaptive.groups import ChannelGroup, find_channel_groups, is_batchnorm, is_depthwise, layer_segments, trace_graph
 from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, fraction_below, freeze_batchnorm,
                                    init_monotonic_gamma,
                                    monotonicity_violations, prioritization_penalty, prioritized_bns)
-from ..adaptive.prune import DEFAULT_THRESHOLD, apply_channels, channel_importance, layer_shapes
-from ..adaptive.slim import (DEFAULT_WIDTHS, active_parameters, convert_to_switchable, keep_count,
-                             switchable_layers)
-from .training import RecognitionConfig, RecognitionHook, RecognitionTrainer
+from ..adaptive.prune import DEFAULT_THRESHOLD
+from ..adaptive.slim import DEFAULT_WIDTHS, active_parameters
+from ..profiling import count_flops
+from .adaptive_embedder import (ADAPTIVE_EMBEDDER_FORMAT, AdaptiveEmbedder, EmbedderPruneReport,  # noqa: F401 (re-exported)
+                                _input_size, build_adaptive_embedder, embedder_groups, make_adaptive_embedder,
+                                prune_embedder)
+from .models import create_embedder
+from .training import RecognitionConfig, RecognitionHook, RecognitionTrainer, load_pairs, save_embedder, synthetic_root
+from .transforms import preprocess
+from .verification import verify, write_json
 
 logger = logging.getLogger(__name__)
-ADAPTIVE_EMBEDDER_FORMAT = 1
-
-
-def _input_size(model: nn.Module) -> int:
-    size = getattr(getattr(model, "config", None), "input_size", (112, 112))
-    return int(size[0])
-
-
-def embedder_groups(model: nn.Module) -> List[ChannelGroup]:
-    """The channel groups of an embedding network, traced at its own input size."""
-    return find_channel_groups(model, trace_graph(model, image_size=_input_size(model)))
-
-
-@dataclasses.dataclass
-class EmbedderPruneReport:
-    groups: Dict[str, List[int]]  # group root -> [kept, before]
-    params_before: int
-    params_after: int
-    threshold: float
-
-    def summary(self) -> str:
-        kept = sum(k for k, _ in self.groups.values())
-        before = sum(b for _, b in self.groups.values())
-        return (f"pruned at |gamma| < {self.threshold:g}: {kept}/{before} prioritised channels kept in "
-                f"{len(self.groups)} groups; params {self.params_before / 1e6:.3f}M -> {self.params_after / 1e6:.3f}M")
-
-
-@torch.no_grad()
-def prune_embedder(model: nn.Module, threshold: float = DEFAULT_THRESHOLD,
-                   min_channels: int = 1) -> Tuple[Dict[str, List[int]], EmbedderPruneReport]:
-    """Remove, in place, every prioritised channel whose |gamma| is below ``threshold`` in all its
-    batch norms (each group keeps at least ``min_channels``, its most important ones). Returns the
-    pruned shapes (``{layer: [in, out]}`` / ``{bn: [n]}`` relative to a fresh build of the same
-    config, for :func:`retinaface.adaptive.prune.apply_channels`) and a report."""
-    import torch_pruning as tp
-
-    from .models import embedder_from_config
-
-    before = sum(p.numel() for p in model.parameters())
-    graph = trace_graph(model, image_size=_input_size(model))
-    groups = find_channel_groups(model, graph)
-    modules = dict(model.named_modules())
-    report: Dict[str, List[int]] = {}
-    plans = []
-    for group in groups:
-        if not group.prioritized:
-            continue
-        importance = channel_importance(model, group)
-        drop = (importance < threshold).nonzero().flatten()
-        wanted = min(group.size, max(group.size - drop.numel(), min_channels))
-        if wanted > group.size - drop.numel():
-            order = importance[drop].argsort(descending=True, stable=True)
-            drop = drop[order[wanted - (group.size - drop.numel()):]]
-        report[group.root.name] = [group.size - drop.numel(), group.size]
-        if drop.numel():
-            plans.append((modules[group.root.name], sorted(int(i) for i in drop)))
-    for root, idxs in plans:  # groups are disjoint: each plan's indices stay valid
-        handler = (tp.prune_depthwise_conv_out_channels if is_depthwise(root) else
-                   tp.prune_batchnorm_out_channels if is_batchnorm(root) else tp.prune_conv_out_channels)
-        graph.get_pruning_group(root, handler, idxs).prune()
-    reference = embedder_from_config(model.config.to_dict())
-    shapes = layer_shapes(model, reference)
-    return shapes, EmbedderPruneReport(report, before, sum(p.numel() for p in model.parameters()), threshold)
-
-
-class AdaptiveEmbedder(nn.Module):
-    """A (pruned) embedding network whose prioritised channels can be switched off from the end.
-
-    ``forward`` is the network's; :meth:`set_width` picks the utilisation level p (each group of N
-    channels keeps its first ``ceil(p N)``). ``config`` is the network's full-size
-    :class:`~retinaface.recognition.models.EmbedderConfig`; ``adaptive_spec`` (plain data: pruned
-    ``channels``, switchable ``layers``, ``group_sizes``, trained ``widths``) rebuilds it with
-    :func:`build_adaptive_embedder`. State-dict keys are the network's with a ``net.`` prefix.
-    """
-
-    def __init__(self, net: nn.Module, spec: Mapping[str, Any]) -> None:
-        super().__init__()
-        if int(spec.get("format", 0)) != ADAPTIVE_EMBEDDER_FORMAT:
-            raise ValueError("adaptive embedder description of an unknown format")
-        self.net = net
-        self.config = net.config
-        self.embedding_size = getattr(net, "embedding_size", self.config.embedding_size)
-        self.adaptive_spec = {"format": ADAPTIVE_EMBEDDER_FORMAT, "channels": dict(spec.get("channels") or {}),
-                              "layers": spec["layers"], "group_sizes": [int(n) for n in spec["group_sizes"]],
-                              "widths": [float(w) for w in spec["widths"]]}
-        self.group_sizes = self.adaptive_spec["group_sizes"]
-        self.widths = tuple(self.adaptive_spec["widths"])
-        self.width = 1.0
-
-    def set_width(self, width: float) -> "AdaptiveEmbedder":
-        keep_count(1, width)  # validates (0, 1]
-        for layer in switchable_layers(self.net):
-            layer.set_width(width, self.group_sizes)
-        self.width = float(width)
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def build_adaptive_embedder(config: Mapping[str, Any], spec: Mapping[str, Any]) -> AdaptiveEmbedder:
-    """The (untrained) adaptive embedder a checkpoint's ``config`` and ``adaptive`` entries describe."""
-    from .models import embedder_from_config
-
-    net = embedder_from_config(dict(config))
-    if spec.get("channels"):
-        apply_channels(net, spec["channels"])
-    convert_to_switchable(net, spec["layers"])
-    return AdaptiveEmbedder(net, spec).set_width(1.0)
-
-
-def make_adaptive_embedder(pruned: nn.Module, channels: Mapping[str, List[int]],
-                           widths: Sequence[float] = DEFAULT_WIDTHS) -> AdaptiveEmbedder:
-    """A width-switchable copy of the pruned network (equal outputs at width 1.0)."""
-    widths = sorted({float(w) for w in widths}, reverse=True)
-    for w in widths:
-        keep_count(1, w)
-    groups = [g for g in embedder_groups(pruned) if g.prioritized]
-    for i, g in enumerate(groups):
-        g.gid = i
-    spec = {"format": ADAPTIVE_EMBEDDER_FORMAT, "channels": dict(channels), "widths": widths,
-            "group_sizes": [g.size for g in groups], "layers": layer_segments(pruned, groups)}
-    model = build_adaptive_embedder(pruned.config.to_dict(), spec)
-    model.net.load_state_dict(pruned.state_dict())
-    device = next(pruned.parameters()).device
-    return model.to(device).train(pruned.training)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +89,6 @@ class PrioritizeEmbedderHook(RecognitionHook):
 def recalibrate_batchnorm(model: nn.Module, loader, max_batches: int, device: torch.device) -> int:
     """Running statistics re-estimated as the plain average over up to ``max_batches`` batches of
     crops (pruning changed what later layers see)."""
-    from .transforms import preprocess
-
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
     was = model.training
@@ -326,8 +203,6 @@ class RecognitionPrioritizeResult:
 
 def count_macs(model: nn.Module) -> int:
     """Multiply-adds of one 112 x 112 forward pass at the model's current width."""
-    from ..profiling import count_flops
-
     size = _input_size(model)
     was = model.training
     model.eval()
@@ -340,8 +215,6 @@ def count_macs(model: nn.Module) -> int:
 def _accuracy(model: nn.Module, pairs) -> Tuple[Optional[float], Optional[float]]:
     if pairs is None:
         return None, None
-    from .verification import verify
-
     result = verify(model, pairs)
     return result.accuracy, result.accuracy_std
 
@@ -350,8 +223,6 @@ def _matching_width(config: RecognitionConfig, target_params: int) -> float:
     """The width multiplier (a 0.01 grid up to the pre-trained width) whose plain network's
     parameter count is closest to ``target_params``. Channel counts are rounded to multiples of 8,
     so the count is a step function of the multiplier and the match is approximate."""
-    from .models import create_embedder
-
     kw = {"head": config.head} if config.head else {}
     top = float(config.network_width or 1.0)
     best, best_gap, last = top, math.inf, None
@@ -371,9 +242,6 @@ def run_recognition_prioritization(config: RecognitionPrioritizeConfig, progress
     """Pre-train with the penalties, prune, fine-tune over the widths; measure every width; train the
     full-width baselines of the same sizes. Writes ``OUTPUT/{pretrain,finetune,baseline_*}/`` runs,
     ``OUTPUT/adaptive.pth`` and ``OUTPUT/results.json``; prints and returns the table."""
-    from .training import save_embedder
-    from .verification import write_json
-
     out = Path(config.output)
     times: Dict[str, float] = {}
     base = dict(config.train)
@@ -395,8 +263,6 @@ def run_recognition_prioritization(config: RecognitionPrioritizeConfig, progress
     times["pretrain"] = time.perf_counter() - started
     pairs = pre.val_pairs
     if pairs is None:
-        from .training import load_pairs, synthetic_root
-
         cfg = pre.config
         spec = cfg.val or (str(synthetic_root(cfg)) if cfg.data == "synthetic" else None)
         pairs = load_pairs(spec, cfg.val_root) if spec and spec != "none" else None

@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -33,10 +34,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..checkpoint import CheckpointError, read_checkpoint, unwrap_model
 from ..engine.config import check_field, default_workers, flag_name, option
+from ..engine.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, resolve_device
 from ..engine.optim import OPTIMIZERS, SAM, SCHEDULES, build_optimizer, build_scheduler, sam_step
 from ..engine.state import rng_state, set_rng_state
 from ..fileio import atomic_torch_save, atomic_write
+from .adaptive_embedder import build_adaptive_embedder
+from .data import FaceFolderDataset, RecognitionDataError, RecordIODataset, VerificationPairs
+from .losses import build_recognition_loss
+from .models import create_embedder, embedder_from_config
+from .synthetic import generate_synthetic_identities
+from .transforms import FaceTrainTransform, preprocess
+from .verification import verify
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +223,7 @@ def merge_resume(given: Mapping[str, Any], saved: Mapping[str, Any]) -> Dict[str
 
 def build_embedder_from_config(config: Mapping[str, Any]) -> nn.Module:
     """The embedding network an embedder ``config`` dict (``model.config.to_dict()``) describes."""
-    from . import models
-
-    return models.embedder_from_config(config)
+    return embedder_from_config(config)
 
 
 def embedder_config_dict(model: nn.Module) -> Dict[str, Any]:
@@ -227,8 +235,6 @@ def embedder_config_dict(model: nn.Module) -> Dict[str, Any]:
 
 def save_embedder(model: nn.Module, path: Union[str, Path], **extra: Any) -> None:
     """Write ``model`` (config + weights) and ``extra`` plain entries atomically to ``path``."""
-    from ..checkpoint import unwrap_model
-
     model = unwrap_model(model)
     payload = {"format": EMBEDDER_FORMAT, "format_version": EMBEDDER_FORMAT_VERSION,
                "config": embedder_config_dict(model), "model": model.state_dict()}
@@ -243,8 +249,6 @@ def load_embedder(path: Union[str, Path], device: Union[str, torch.device] = "cp
     """An embedding network from a checkpoint of :func:`save_embedder` (or a trainer's
     ``last.pth`` / ``best.pth``), in eval mode. ``width`` runs a channel-prioritised checkpoint at
     that level. Errors (:class:`retinaface.checkpoint.CheckpointError`) name the file."""
-    from ..checkpoint import CheckpointError, read_checkpoint
-
     data = read_checkpoint(path)
     if data.get("format") != EMBEDDER_FORMAT:
         hint = " (a detector checkpoint: use it as --detector)" if data.get("format") == "retinaface" else ""
@@ -256,8 +260,6 @@ def load_embedder(path: Union[str, Path], device: Union[str, torch.device] = "cp
         raise CheckpointError(f"{path}: embedder checkpoint without its config or model entry")
     try:
         if data.get("adaptive"):
-            from .prioritize import build_adaptive_embedder
-
             model = build_adaptive_embedder(data["config"], data["adaptive"])
         else:
             model = build_embedder_from_config(data["config"])
@@ -340,8 +342,6 @@ def synthetic_root(config: RecognitionConfig) -> Path:
 
 def synthetic_paths(config: RecognitionConfig):
     """Generate (once) the built-in synthetic identities; returns the generator's paths object."""
-    from .synthetic import generate_synthetic_identities
-
     return generate_synthetic_identities(
         synthetic_root(config), num_train_identities=config.synthetic_identities,
         num_test_identities=config.synthetic_test_identities, images_per_identity=config.synthetic_images,
@@ -350,19 +350,17 @@ def synthetic_paths(config: RecognitionConfig):
 
 def training_dataset(config: RecognitionConfig) -> Dataset:
     """The identity-labelled crop data set ``config.data`` names (no augmentation)."""
-    from . import data as rdata
-
     if config.data == SYNTHETIC_DATA:
         paths = synthetic_paths(config)
-        return rdata.FaceFolderDataset(paths.train)
+        return FaceFolderDataset(paths.train)
     path = Path(config.data)
     if path.suffix == ".rec":
         if not path.is_file():
             raise FileNotFoundError(f"--data: {path} does not exist")
-        return rdata.RecordIODataset(path)
+        return RecordIODataset(path)
     if not path.is_dir():
         raise FileNotFoundError(f"--data: {path} is neither 'synthetic', a folder of identity folders nor a .rec file")
-    return rdata.FaceFolderDataset(path)
+    return FaceFolderDataset(path)
 
 
 def load_pairs(spec: Union[str, Path], image_root: Optional[Union[str, Path]] = None):
@@ -370,8 +368,6 @@ def load_pairs(spec: Union[str, Path], image_root: Optional[Union[str, Path]] = 
     ``pairs.txt`` (images under ``image_root``; default its folder, or ``test/`` beside it as the
     synthetic set lays them out) or a synthetic-set folder. Missing files and malformed lines raise
     :class:`~retinaface.recognition.data.RecognitionDataError` naming the file and line."""
-    from .data import RecognitionDataError, VerificationPairs
-
     path = Path(spec)
     if not path.exists():
         raise RecognitionDataError(f"{path}: verification pairs file not found")
@@ -475,12 +471,7 @@ class RecognitionTrainer:
 
     # -- set-up -----------------------------------------------------------------------------
     def setup(self) -> None:
-        from ..engine.distributed import init_distributed, resolve_device
-
         cfg = self.config
-        from ..engine.distributed import DistInfo
-        import os
-
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = resolve_device(cfg.device, local_rank)
         self.dist: DistInfo = init_distributed(self.device)
@@ -490,8 +481,6 @@ class RecognitionTrainer:
         self.config = cfg = dataclasses.replace(cfg, output=str(self.output))
         resume_state = None
         if cfg.resume:
-            from ..checkpoint import read_checkpoint
-
             resume_state = read_checkpoint(cfg.resume)
             if resume_state.get("format") != EMBEDDER_FORMAT or "optimizer" not in resume_state:
                 raise ValueError(f"--resume: {cfg.resume} is not a recognition training checkpoint")
@@ -516,8 +505,6 @@ class RecognitionTrainer:
         self._ready = True
 
     def _build_data(self) -> None:
-        from .transforms import FaceTrainTransform
-
         cfg = self.config
         base = self._given_train_set if self._given_train_set is not None else training_dataset(cfg)
         self.classes = list(getattr(base, "classes", []) or [])
@@ -552,15 +539,10 @@ class RecognitionTrainer:
                 self.val_pairs = load_pairs(spec, cfg.val_root)
 
     def _build_model(self, resume_state: Optional[Dict[str, Any]]) -> None:
-        from .losses import build_recognition_loss
-        from .models import create_embedder
-
         cfg = self.config
         if self._given_model is not None:
             model = self._given_model
         elif resume_state is not None and resume_state.get("adaptive"):
-            from .prioritize import build_adaptive_embedder
-
             model = build_adaptive_embedder(resume_state["config"], resume_state["adaptive"])
         else:
             kw: Dict[str, Any] = {"width": cfg.network_width}
@@ -677,8 +659,6 @@ class RecognitionTrainer:
         return loss
 
     def train_epoch(self) -> Dict[str, float]:
-        from .transforms import preprocess
-
         cfg = self.config
         self.train_module.train()
         self.sampler.set_epoch(self.epoch)
@@ -716,8 +696,6 @@ class RecognitionTrainer:
         finally:
             if bar is not None:
                 bar.close()
-        from ..engine.distributed import all_reduce_mean
-
         mean = float(all_reduce_mean(torch.tensor(total / max(count, 1), device=self.device), self.dist))
         return {"loss": mean, "lr": float(self.optimizer.param_groups[0]["lr"]),
                 "seconds": time.perf_counter() - started, "steps": count}
@@ -726,8 +704,6 @@ class RecognitionTrainer:
         """Verification on the configured pairs (rank 0); empty when there are none."""
         if self.val_pairs is None:
             return {}
-        from .verification import verify
-
         result = verify(self.raw_model, self.val_pairs, flip=self.config.eval_flip, name=self.val_pairs.name)
         self.last_verification = result
         out = {"val_accuracy": result.accuracy, "val_accuracy_std": result.accuracy_std, "val_auc": result.auc}
@@ -750,8 +726,6 @@ class RecognitionTrainer:
                     self._tb.add_scalar(f"epoch/{key}", value, int(row["epoch"]))
 
     def fit(self) -> RecognitionSummary:
-        from ..engine.distributed import barrier, cleanup
-
         if not self._ready:
             self.setup()
         cfg = self.config

@@ -24,6 +24,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..conventions import ALIGNED_FACE_SIZE
+from ..fileio import atomic_write
+from .transforms import preprocess
+
 DEFAULT_FOLDS = 10
 DEFAULT_FARS: Tuple[float, ...] = (1e-3, 1e-4)
 
@@ -207,8 +211,6 @@ def plot_roc(curves: Dict[str, Tuple[np.ndarray, np.ndarray]], path: Union[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fileio import atomic_write
-
     path = Path(path)
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     for label, (fpr, tpr) in curves.items():
@@ -239,8 +241,6 @@ def embed_images(model, images: Sequence[np.ndarray], batch_size: int = 64, flip
     crop before normalizing (flip-feature fusion)."""
     import cv2
     import torch
-
-    from .transforms import preprocess
 
     device = device if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -296,8 +296,6 @@ def verify(model, pairs, flip: bool = False, n_folds: int = DEFAULT_FOLDS,
            return_scores: bool = False):
     """Embed both sides of every pair and evaluate; returns a :class:`VerificationResult`
     (and the scores with ``return_scores``)."""
-    from ..conventions import ALIGNED_FACE_SIZE
-
     images, issame = pair_images(pairs)
     emb = embed_images(model, images, batch_size=batch_size, flip=flip, size=ALIGNED_FACE_SIZE)
     scores = pair_scores(emb[0::2], emb[1::2])
@@ -311,8 +309,6 @@ def verify(model, pairs, flip: bool = False, n_folds: int = DEFAULT_FOLDS,
 
 def write_json(data: Any, path: Union[str, Path]) -> None:
     """``data`` as indented JSON, written atomically."""
-    from ..fileio import atomic_write
-
     with atomic_write(path) as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
