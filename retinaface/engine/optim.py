@@ -34,6 +34,7 @@ import math
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
+from pytorch_optimizer import SAM as _LibrarySAM
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -119,17 +120,21 @@ def build_optimizer(name: str, params_or_model: ParamsOrModel, lr: float, moment
     return adamp.AdamP(groups, lr=lr, weight_decay=weight_decay, **kw)
 
 
-class SAM(Optimizer):
+class SAM(_LibrarySAM):
     """Sharpness-Aware Minimization around an existing optimizer (Foret et al. 2021; ASAM with
-    ``adaptive=True``, Kwon et al. 2021).
+    ``adaptive=True``, Kwon et al. 2021): ``pytorch_optimizer``'s ``SAM`` wrapped for this toolkit.
 
-    ``first_step`` moves the weights to ``w + rho * g / ||g||`` (adaptive: ``w + rho * T^2 g / ||T g||``
-    with ``T = |w|``), the norm taken over all parameters with a gradient; ``restore`` puts the saved
-    weights back; ``second_step`` restores and runs the base optimizer's step with the gradients
-    computed at the perturbed weights. ``param_groups`` and ``state`` are the base optimizer's own
-    objects, so LR schedulers, ``zero_grad`` and GradScaler work on the wrapper; ``state_dict`` holds
-    the base optimizer's state dict (a plain base state dict also loads). See the module docstring
-    and ``sam_step`` for the order of calls with AMP and DDP.
+    The library does the arithmetic: ``first_step`` saves the weights and moves them to
+    ``w + rho * g / ||g||`` (adaptive: ``w + rho * T^2 g / ||T g||`` with ``T = |w|``), the norm taken
+    over all parameters with a gradient; ``second_step`` restores them and runs the base optimizer
+    with the gradients computed at the perturbed weights. This class adds what the trainers' AMP and
+    DDP order needs (see the module docstring and ``sam_step``): it wraps an optimizer already built
+    (``build_optimizer``'s parameter groups), ``restore`` puts the weights back without a step, and
+    ``step()`` without a closure is restore + base step (what ``GradScaler.step`` calls).
+    ``param_groups`` and ``state`` are the base optimizer's own objects, so LR schedulers,
+    ``zero_grad`` and GradScaler work on the wrapper. ``state_dict`` holds the base optimizer's state
+    dict with ``rho`` and ``adaptive`` (the format checkpoints have always had; a plain base state dict
+    also loads).
     """
 
     def __init__(self, base_optimizer: Optimizer, rho: float = 0.05, adaptive: bool = False,
@@ -138,62 +143,39 @@ class SAM(Optimizer):
             raise ValueError(f"rho must be >= 0, got {rho}")
         if isinstance(base_optimizer, SAM):
             raise TypeError("SAM cannot wrap another SAM")
-        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
-        self.base_optimizer = base_optimizer
-        self._share_base()
+        # the library builds its base optimizer from the groups it made; hand it the one we have
+        super().__init__(base_optimizer.param_groups, lambda groups, **_: base_optimizer, rho=rho,
+                         adaptive=adaptive, perturb_eps=eps)
         self.rho = float(rho)
         self.adaptive = bool(adaptive)
-        self.eps = float(eps)
-        self._backup: Dict[Tensor, Tensor] = {}  # not in ``state``: never checkpointed mid-step
+        self._share_base()
 
     def _share_base(self) -> None:
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         self.defaults = self.base_optimizer.defaults
+        for group in self.param_groups:  # what the library's first_step reads from each group
+            group["rho"], group["adaptive"] = self.rho, self.adaptive
+            group.setdefault("foreach", None)
 
     @property
     def perturbed(self) -> bool:
         """Whether the weights are currently moved by ``first_step``."""
-        return bool(self._backup)
-
-    @torch.no_grad()
-    def grad_norm(self) -> Tensor:
-        """The 2-norm over all gradients (adaptive: of ``|w| * g``), as a tensor (no sync)."""
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not params:
-            return torch.zeros(())
-        device = params[0].device
-        norms = [((p.abs() * p.grad) if self.adaptive else p.grad).norm(2).to(device) for p in params]
-        return torch.linalg.vector_norm(torch.stack(norms))
+        return any("old_p" in s for s in self.state.values())
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         """Save the weights and move them uphill by ``rho`` (scaled) along the gradient."""
-        if self._backup:
+        if self.perturbed:
             raise RuntimeError("first_step called twice without restore/second_step")
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if params:
-            norm = self.grad_norm()
-            finite = torch.isfinite(norm)
-            # an overflowed AMP gradient gives no perturbation (the scaler will skip the update)
-            # without a host sync here
-            scale = torch.where(finite, self.rho / (norm + self.eps), torch.zeros_like(norm))
-            for p in params:
-                step = p.grad * scale.to(p.device)
-                if self.adaptive:
-                    step = step * p * p
-                step = torch.where(finite.to(p.device), step, torch.zeros_like(step))
-                self._backup[p] = p.detach().clone()
-                p.add_(step)
-        if zero_grad:
-            self.zero_grad()
+        super().first_step(zero_grad=zero_grad)
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put back the weights saved by ``first_step`` (a no-op when not perturbed)."""
-        for p, saved in self._backup.items():
-            p.copy_(saved)
-        self._backup.clear()
+        for p, state in self.state.items():
+            if "old_p" in state:
+                p.copy_(state.pop("old_p"))
 
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore the weights, then update them with the base optimizer and the current gradients."""
@@ -216,7 +198,7 @@ class SAM(Optimizer):
         return loss
 
     def state_dict(self) -> Dict[str, Any]:
-        if self._backup:
+        if self.perturbed:
             raise RuntimeError("state_dict taken between first_step and second_step")
         return {"base_optimizer": self.base_optimizer.state_dict(), "rho": self.rho,
                 "adaptive": self.adaptive}
