@@ -227,7 +227,8 @@ def claim_fresh_folder(requested: PathLike, is_free: Optional[Callable[[Path], b
     else), so two processes started at once can never both write into one folder: the loser of
     the claim goes on to the next name. A folder that is not free keeps no claim of ours. Call
     :func:`release_claim` when the run has written its files. Without ``numbered``, a folder that
-    is not free raises ``FileExistsError`` naming it (and the pid of a live claimer)."""
+    is not free raises ``FileExistsError`` naming it (and the pid of a live claimer); one this
+    process claimed before (a run, then its resume) is returned as it is."""
     free = is_free or _holds_nothing
     requested = Path(requested)
     number = 1
@@ -244,6 +245,8 @@ def claim_fresh_folder(requested: PathLike, is_free: Optional[Callable[[Path], b
                 raise FileExistsError(f"{candidate} already holds files")
         elif not numbered:
             holder = claim_holder(candidate)
+            if holder == os.getpid():  # an earlier run of this process (train, then resume it)
+                return candidate
             raise FileExistsError(f"{candidate} is being written by another run"
                                   + (f" (pid {holder})" if holder and holder > 0 else ""))
         number += 1

@@ -86,9 +86,12 @@ def test_train_default_run_folders_are_claimed_per_run(tmp_path):
     first = resolve_run_folder(None, str(tmp_path / "train"), None, False)
     second = resolve_run_folder(None, str(tmp_path / "train"), None, False)
     assert (first, second) == (tmp_path / "train", tmp_path / "train2")
-    # an explicit folder another live run claimed is refused, naming it
-    with pytest.raises(RunFolderError, match="another run"):
-        resolve_run_folder(str(first), str(tmp_path / "x"), None, False)
+    # this process may go on in its own folder (a run, then its resume) ...
+    assert resolve_run_folder(str(first), str(tmp_path / "x"), None, False) == first
+    # ... but an explicit folder another live run claimed is refused, naming it
+    (second / CLAIM_FILE).write_text(f"{os.getppid()}\n")
+    with pytest.raises(RunFolderError, match=f"another run \\(pid {os.getppid()}\\)"):
+        resolve_run_folder(str(second), str(tmp_path / "x"), None, False)
 
 
 # -- 2. each input once --------------------------------------------------------------------------

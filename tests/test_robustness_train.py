@@ -75,9 +75,9 @@ def test_train_cli_refuses_a_finished_run_in_one_line(tmp_path, capsys):
 
 def test_the_default_output_moves_on_to_a_numbered_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert Trainer(TrainConfig(data="somewhere")).output == Path("runs/train")
+    assert Trainer(TrainConfig(data="somewhere")).output == Path("runs/train")  # claimed: created
     for name in ("train", "train2"):
-        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name).mkdir(parents=True, exist_ok=True)
         (tmp_path / "runs" / name / "log.csv").write_text("epoch\n1\n")
     trainer = Trainer(TrainConfig(data="somewhere"))
     assert trainer.output == Path("runs/train3") and trainer.config.output == "runs/train3"
