@@ -12,6 +12,7 @@ own (a check "is it empty?" followed by writing would let both in).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterator, List, Optional, Union
+from typing import IO, Callable, Iterator, List, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -160,9 +161,34 @@ def read_text_lines(path: PathLike) -> List[str]:
 CLAIM_FILE = ".retinaface-claim"
 
 
+# folders this process claimed: released at exit (a folder left empty is removed), so a claim
+# never outlives its process and a run object built but never run leaves nothing behind
+_CLAIMED: List[Tuple[Path, Path]] = []  # (folder, the highest folder its claim created)
+
+
+def _release_all_at_exit() -> None:
+    for folder, created in _CLAIMED:
+        if claim_holder(folder) != os.getpid():
+            continue
+        release_claim(folder, remove_if_empty=True)
+        path = folder.parent
+        while not folder.exists() and (path == created or created in path.parents):
+            try:  # the parents the claim created, while they are empty
+                path.rmdir()
+            except OSError:
+                break
+            path = path.parent
+
+
+atexit.register(_release_all_at_exit)
+
+
 def _take_claim(folder: Path) -> bool:
     """Create ``folder`` (and its parents) if needed and create its claim file exclusively: only one
     process can succeed, however many try at once. ``False`` when another process holds it."""
+    created = folder
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(folder / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
@@ -170,6 +196,7 @@ def _take_claim(folder: Path) -> bool:
         return False
     with os.fdopen(fd, "w") as handle:
         handle.write(f"{os.getpid()}\n")
+    _CLAIMED.append((folder, created))
     return True
 
 
@@ -226,7 +253,8 @@ def claim_fresh_folder(requested: PathLike, is_free: Optional[Callable[[Path], b
     only after holding the claim is it checked to be free (``is_free``; default: it holds nothing
     else), so two processes started at once can never both write into one folder: the loser of
     the claim goes on to the next name. A folder that is not free keeps no claim of ours. Call
-    :func:`release_claim` when the run has written its files. Without ``numbered``, a folder that
+    :func:`release_claim` when the run has written its files (claims still held when the process
+    exits are released then, and a claimed folder left empty is removed). Without ``numbered``, a folder that
     is not free raises ``FileExistsError`` naming it (and the pid of a live claimer); one this
     process claimed before (a run, then its resume) is returned as it is."""
     free = is_free or _holds_nothing

@@ -80,6 +80,14 @@ def test_claims_from_many_threads_at_once_give_distinct_folders(tmp_path):
     assert len(set(got)) == 8
 
 
+def test_claims_end_with_their_process_and_leave_no_empty_folders(tmp_path):
+    code = ("import sys; from pathlib import Path; from retinaface.fileio import claim_fresh_folder; "
+            "kept = claim_fresh_folder(Path(sys.argv[1]) / 'a' / 'run'); (kept / 'log.csv').write_text('x'); "
+            "claim_fresh_folder(Path(sys.argv[1]) / 'b' / 'c' / 'run')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/run", "a/run/log.csv"]
+
+
 def test_train_default_run_folders_are_claimed_per_run(tmp_path):
     from retinaface.engine.state import RunFolderError, resolve_run_folder
 
