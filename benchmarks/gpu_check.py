@@ -10,9 +10,10 @@ On a CUDA machine (about 8 minutes on one modern GPU): fp32 vs AMP bf16 vs AMP f
 scaler over 50 identical steps (losses must agree), channels_last, torch.compile of the model;
 ``torchrun`` on all visible GPUs (NCCL, world size 1 is fine) with ``--sync-bn``; training
 images/s and data-wait share through ``Trainer`` for mobilenet0.25 at 640 px batch 32 and ResNet-50
-at 840 px batch 8 with 0 / 4 / 8 / 16 workers; the mobilenet0.25 run again with ``--decode-device
-cpu`` vs ``cuda`` at ``--decode-workers`` workers (the speed-up says whether GPU decoding helps on
-this machine; the losses of the two runs must agree, they train on the same samples), and with
+at 840 px batch 8 with 0 / 4 / 8 / 16 workers; the mobilenet0.25 run again with the JPEGs decoded
+by the workers vs on the GPU (``benchmarks/gpu_decode.py``) at ``--decode-workers`` workers (the
+speed-up says whether GPU decoding would pay on this machine; the losses of the two runs must agree,
+they train on the same samples), and with
 ``--no-normalize-on-device`` vs the CUDA default (uint8 batches, the mean subtracted on the GPU: the
 same batches, so the losses must agree to float noise); the host
 syncs of a training epoch under ``torch.cuda.set_sync_debug_mode`` (none may happen per step);
@@ -247,16 +248,16 @@ def make_data(p: Profile, data: str, tmp: Path) -> str:
 
 
 def train_run(p: Profile, data: str, out: Path, backbone: str, size: int, batch: int, steps: int, workers: int,
-              **options) -> Tuple[dict, Optional[Path]]:
-    """Two short ``Trainer`` epochs; returns the second epoch's log row (worker start-up is not
-    counted) and the last checkpoint. ``options`` are further ``TrainConfig`` fields."""
+              trainer_class: Optional[type] = None, **options) -> Tuple[dict, Optional[Path]]:
+    """Two short ``Trainer`` (or ``trainer_class``) epochs; returns the second epoch's log row (worker
+    start-up is not counted) and the last checkpoint. ``options`` are further ``TrainConfig`` fields."""
     from retinaface.engine.trainer import TrainConfig, Trainer
 
     config = TrainConfig(data=data, backbone=backbone, image_size=size, batch_size=batch, epochs=2,
                          max_steps_per_epoch=steps, workers=workers, device=p.device,
                          optimizer="sgd", lr=1e-3, schedule="cosine", warmup_epochs=0, eval_every=0,
                          save_every=0, progress=False, output=str(out), **options)
-    summary = Trainer(config).fit()
+    summary = (trainer_class or Trainer)(config).fit()
     row = summary.history[-1]
     if not math.isfinite(row["loss"]):
         raise FloatingPointError(f"non-finite epoch loss {row['loss']}")
@@ -320,7 +321,7 @@ def check_sync(table: Table, p: Profile, data: str, tmp: Path) -> None:
     table.add("host syncs per step", setting, text, count < steps)
 
 
-# --decode-device cuda must beat the CPU decoders by this much to be called helpful (run-to-run noise
+# GPU decoding must beat the CPU decoders by this much to be called helpful (run-to-run noise
 # of a 12-step epoch is a few per cent)
 DECODE_GAIN = 1.05
 
@@ -339,8 +340,8 @@ def decode_comparison(cpu_row: dict, cuda_row: dict, drift_limit: float) -> Tupl
     speed-up and the verdict, and the epoch losses (the same samples: they must agree within
     ``drift_limit``, relative)."""
     runs, speedup, rel = paired_runs(("cpu", cpu_row), ("cuda", cuda_row))
-    verdict = ("helps: use --decode-device cuda with this many workers" if speedup >= DECODE_GAIN
-               else "does not help: keep --decode-device cpu")
+    verdict = ("helps with this many workers: a measurement for bringing gpu_decode into the package"
+               if speedup >= DECODE_GAIN else "does not help: keep decoding in the workers")
     text = (f"{runs}: x{speedup:.2f}, {verdict}; loss {cpu_row['loss']:.3f} vs {cuda_row['loss']:.3f} "
             f"(rel diff {rel:.2%}, limit {drift_limit:.0%})")
     return text, rel < drift_limit
@@ -348,16 +349,21 @@ def decode_comparison(cpu_row: dict, cuda_row: dict, drift_limit: float) -> Tupl
 
 def check_decode(table: Table, p: Profile, data: str, tmp: Path, workers: int) -> None:
     """Training images/s with the JPEGs decoded by the workers (OpenCV) vs on the GPU (nvJPEG,
-    ``--decode-device cuda``), mobilenet0.25 at the profile's first training size."""
+    ``benchmarks/gpu_decode.py``), mobilenet0.25 at the profile's first training size."""
     backbone, size, batch, steps = p.train[0]
-    setting = f"{backbone}, {size} px, batch {batch}, {workers} workers, --decode-device cpu vs cuda"
+    setting = f"{backbone}, {size} px, batch {batch}, {workers} workers, decoded on cpu vs cuda"
     if p.device != "cuda":
-        table.add("GPU JPEG decode", setting, "not run in the reduced CPU version: --decode-device cuda decodes "
-                  "on the training GPU (tests/test_gpu_decode.py runs the same code on the CPU)", status="skipped")
+        table.add("GPU JPEG decode", setting, "not run in the reduced CPU version: benchmarks/gpu_decode.py "
+                  "decodes on the training GPU (tests/test_gpu_decode.py runs the same code on the CPU)",
+                  status="skipped")
         return
     try:
-        rows = {mode: train_run(p, data, tmp / f"decode_{mode}", backbone, size, batch, steps, workers,
-                                decode_device=mode)[0] for mode in ("cpu", "cuda")}
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_decode.py sits beside this script
+        from gpu_decode import DeviceDecodingTrainer
+
+        rows = {"cpu": train_run(p, data, tmp / "decode_cpu", backbone, size, batch, steps, workers)[0],
+                "cuda": train_run(p, data, tmp / "decode_cuda", backbone, size, batch, steps, workers,
+                                  trainer_class=DeviceDecodingTrainer)[0]}
         text, ok = decode_comparison(rows["cpu"], rows["cuda"], p.drift_limit)
         table.add("GPU JPEG decode", setting, text, ok)
     except Exception as exc:  # noqa: BLE001
@@ -470,7 +476,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the reduced CPU version even if CUDA is present")
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts (default 0 4 8 16 on GPU)")
     parser.add_argument("--decode-workers", type=int, default=4,
-                        help="DataLoader workers of the --decode-device cpu vs cuda comparison (default 4)")
+                        help="DataLoader workers of the CPU vs GPU JPEG decoding comparison (default 4)")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed checks")
     args = parser.parse_args(argv)
 

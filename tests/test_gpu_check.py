@@ -51,7 +51,7 @@ def test_reduced_cpu_version_runs_every_check(reduced_run):
     (sync,) = by_check["host syncs per step"]
     assert sync[2] == "skipped" and "needs CUDA" in sync[1]
     (decode,) = by_check["GPU JPEG decode"]
-    assert decode[2] == "skipped" and "reduced CPU version" in decode[1] and "cpu vs cuda" in decode[0]
+    assert decode[2] == "skipped" and "reduced CPU version" in decode[1] and "cpu vs cuda" in decode[0] and "gpu_decode.py" in decode[1]
     (uint8,) = by_check["uint8 batches (mean on the device)"]
     assert uint8[2] == "ok" and "rel diff 0.0e+00" in uint8[1], uint8   # the same batches, bit for bit
     assert "world size 1" in by_check["DDP + SyncBatchNorm"][0][0]
@@ -74,9 +74,9 @@ def test_decode_comparison_gives_the_speed_up_the_verdict_and_the_loss_check():
     compare = load_gpu_check().decode_comparison
     cpu = {"images_per_s": 400.0, "data_wait_share": 0.6, "loss": 10.0}
     text, ok = compare(cpu, {"images_per_s": 600.0, "data_wait_share": 0.05, "loss": 10.1}, 0.05)
-    assert ok and "x1.50" in text and "helps: use --decode-device cuda" in text and "data wait 60%" in text
+    assert ok and "x1.50" in text and "helps with this many workers" in text and "data wait 60%" in text
     text, ok = compare(cpu, {"images_per_s": 410.0, "data_wait_share": 0.5, "loss": 10.0}, 0.05)
-    assert ok and "does not help: keep --decode-device cpu" in text
+    assert ok and "does not help: keep decoding in the workers" in text
     text, ok = compare(cpu, {"images_per_s": 600.0, "data_wait_share": 0.0, "loss": 12.0}, 0.05)
     assert not ok and "rel diff 20.00%" in text
     assert "|" not in text and "\n" not in text

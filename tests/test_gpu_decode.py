@@ -1,11 +1,13 @@
-"""retinaface.data.gpu_decode, run on the CPU (the code is device-generic): the same draws and
+"""benchmarks/gpu_decode.py, run on the CPU (the code is device-generic): the same draws and
 targets as the CPU pipeline, pixels within rounding of it, the same colour statistics, the files it
-hands back to the CPU pipeline, one-line errors, and a Trainer run with ``--decode-device cuda``
-wired to the CPU."""
+hands back to the CPU pipeline, one-line errors, and its Trainer (what benchmarks/gpu_check.py
+measures on a GPU) wired to the CPU. ``retinaface train`` no longer offers it."""
 from __future__ import annotations
 
 import io
 import struct
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,10 +15,12 @@ import pytest
 import torch
 
 from retinaface.data import TrainTransform, WiderFaceTrainDataset
-from retinaface.data import gpu_decode as G
 from retinaface.data.augment import INTERPOLATIONS, apply_distortion, draw_distortion
 from retinaface.data.fast_decode import size_from_header_bytes
 from retinaface.data.labels import ImageAnnotation, load_training_annotations
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_decode as G  # noqa: E402
 
 SIZE = 64
 
@@ -292,7 +296,7 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     assert "TrainTransform" in one_line(excinfo)
     with pytest.raises(ValueError) as excinfo:
         G.check_decode_device("gpu", "cuda")
-    assert "--decode-device" in one_line(excinfo)
+    assert "'gpu' is not one of cpu, cuda" in one_line(excinfo)
     G.check_decode_device("cpu", "cpu")
     with pytest.raises(ValueError) as excinfo:
         G.encoded_collate([])
@@ -301,14 +305,9 @@ def test_bad_input_gives_one_line_errors(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_decode_device_cuda_is_refused_without_cuda():
-    from retinaface.engine.config import TrainConfig
-
     with pytest.raises(ValueError) as excinfo:
         G.check_decode_device("cuda", "auto")
     assert "CUDA is not available" in one_line(excinfo)
-    with pytest.raises(ValueError) as excinfo:
-        TrainConfig(decode_device="cuda").resolved()
-    assert one_line(excinfo).startswith("--decode-device cuda:")
 
 
 def test_decode_device_cuda_needs_cuda_training(monkeypatch):
@@ -321,22 +320,25 @@ def test_decode_device_cuda_needs_cuda_training(monkeypatch):
         G.check_decode_device("cuda", device)
 
 
-def test_the_flag_takes_cpu_or_cuda_only():
+def test_training_has_no_decode_device_and_old_runs_still_resume():
     import argparse
 
-    from retinaface.engine.config import TrainConfig, add_config_arguments
+    from retinaface.engine.config import TrainConfig, add_config_arguments, merge_resume
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, TrainConfig)
-    assert parser.parse_args(["--decode-device", "cuda"]).decode_device == "cuda"
-    assert TrainConfig().decode_device == "cpu"
     with pytest.raises(SystemExit):
-        parser.parse_args(["--decode-device", "gpu"])
+        parser.parse_args(["--decode-device", "cpu"])
+    assert "decode_device" not in TrainConfig.__dataclass_fields__
+    # a run saved while the option existed: its setting is dropped, the others are kept
+    merged = merge_resume({"resume": "old/last.pth"}, {"decode_device": "cpu", "batch_size": 8, "epochs": 3})
+    assert "decode_device" not in merged and merged["batch_size"] == 8
+    assert TrainConfig(**merged).batch_size == 8
 
 
 # --------------------------------------------------------------------------- through the trainer
-def test_trainer_with_decode_device_cuda_wired_to_the_cpu(tiny_synthetic, tmp_path, monkeypatch):
-    """The builders' wiring end to end, with the CUDA refusal lifted so the device path runs on
+def test_device_decoding_trainer_wired_to_the_cpu(tiny_synthetic, tmp_path):
+    """The benchmark's Trainer end to end, with the CUDA refusal lifted so the device path runs on
     the CPU: a worker process reads and plans, the main process decodes. Every step sees the CPU
     pipeline's targets and its images up to rounding. The epoch losses agree to a few per cent:
     hard-negative mining re-ranks near-tied priors on sub-level pixel changes (measured: the
@@ -356,9 +358,8 @@ def test_trainer_with_decode_device_cuda_wired_to_the_cpu(tiny_synthetic, tmp_pa
                    schedule="cosine", warmup_epochs=0, save_every=0, eval_every=0)
     cpu_batches, device_batches = Batches(), Batches()
     reference = Trainer(TrainConfig(**options, workers=0, output=str(tmp_path / "cpu")), hooks=[cpu_batches]).fit()
-    monkeypatch.setattr(G, "check_decode_device", lambda *args: None)
-    trainer = Trainer(TrainConfig(**options, workers=1, decode_device="cuda", output=str(tmp_path / "dev")),
-                      hooks=[device_batches])
+    trainer = G.DeviceDecodingTrainer(TrainConfig(**options, workers=1, output=str(tmp_path / "dev")),
+                                      hooks=[device_batches], check_device=False)
     summary = trainer.fit()
     assert isinstance(trainer.loader, G.DecodingLoader) and isinstance(trainer.dataset, G.EncodedTrainDataset)
     assert len(trainer.loader) == len(trainer.loader.loader) and trainer.loader.batch_size == 4

@@ -106,7 +106,7 @@ def subtract_mean(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 class LoaderWrapper:
     """Base of the loaders that change each batch of a DataLoader on its way to the trainer
-    (:class:`MeanSubtractingLoader`, ``gpu_decode.DecodingLoader``): ``len`` and every other
+    (:class:`MeanSubtractingLoader`; ``benchmarks/gpu_decode.py``'s ``DecodingLoader``): ``len`` and every other
     attribute (sampler, dataset, ...) are the wrapped DataLoader's."""
 
     def __init__(self, loader: torch.utils.data.DataLoader) -> None:

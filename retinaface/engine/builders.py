@@ -19,8 +19,7 @@ from ..batch_norm import batch_norms_all_convertible, convert_channels_last_batc
 from ..build import build_model
 from ..checkpoint import split_checkpoint
 from ..config import ModelConfig
-from ..data import (MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, gpu_decode,
-                    worker_init_fn)
+from ..data import MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
 from ..data.labels import load_training_annotations
 from ..data.synthetic import generate_synthetic_widerface
 from ..loss import MultiBoxLoss
@@ -42,7 +41,7 @@ class TrainData:
     root: Path
     dataset: Any
     sampler: DistributedSampler
-    loader: Any                 # a DataLoader; with --decode-device cuda a DecodingLoader over one
+    loader: Any                 # a DataLoader, or a MeanSubtractingLoader over one
     steps_per_epoch: int
     skipped_images: int = 0
 
@@ -83,27 +82,21 @@ def uses_device_normalization(cfg: TrainConfig, device: torch.device) -> bool:
 def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainData:
     """Labels read and every image checked up front (size, decodability, boxes inside), then the
     data set, its distributed sampler and the loader of this process."""
-    on_device = cfg.decode_device == "cuda"
-    if on_device:   # the resolved device: "auto" may have become the CPU
-        gpu_decode.check_decode_device(cfg.decode_device, device)
     root = data_root(cfg, dist)
     annotations, stats = load_training_annotations(root, check=True, skip_bad=cfg.skip_bad)
     if not annotations:
         raise ValueError(f"{root}: no training images")
-    # --decode-device cuda: the workers read bytes and draw the samples, the GPU decodes and augments
-    dataset_class = gpu_decode.EncodedTrainDataset if on_device else WiderFaceTrainDataset
-    uint8_batches = not on_device and uses_device_normalization(cfg, device)
-    dataset = dataset_class(annotations, TrainTransform(cfg.image_size, normalize=not uint8_batches), seed=cfg.seed)
+    uint8_batches = uses_device_normalization(cfg, device)
+    dataset = WiderFaceTrainDataset(annotations, TrainTransform(cfg.image_size, normalize=not uint8_batches),
+                                    seed=cfg.seed)
     # one sampler for 1..N processes: its permutation depends only on (seed, epoch)
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed)
     per_rank = max(1, cfg.batch_size // dist.world_size)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler,
-                        collate_fn=gpu_decode.encoded_collate if on_device else detection_collate,
+                        collate_fn=detection_collate,
                         worker_init_fn=worker_init_fn, drop_last=False, **loader_options(cfg, device))
-    if on_device:
-        loader = gpu_decode.DecodingLoader(loader, gpu_decode.DeviceBatchDecoder(dataset, device))
-    elif uint8_batches:
+    if uint8_batches:
         loader = MeanSubtractingLoader(loader, dataset.transform.rgb_mean, device)
     steps = len(loader)
     if cfg.max_steps_per_epoch:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ..conventions import VAL_GROUND_TRUTH
-from ..data import gpu_decode
 from .optim import OPTIMIZERS, SCHEDULES, reference_recipe
 
 SYNTHETIC_DATA = "synthetic"
@@ -224,11 +223,6 @@ class TrainConfig:
     resume: Optional[str] = option(None, "a last.pth / epoch_NNN.pth to continue from; flags not given take "
                                    "its run's settings", kind=str, resumable=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...", kind=str, resumable=True)
-    decode_device: str = option("cpu", "where training JPEGs are decoded and augmented: cpu (the DataLoader "
-                                "workers, OpenCV) or cuda (nvJPEG and torch ops on the training GPU, the workers "
-                                "only read files; same draws and targets, pixels within a few grey levels: "
-                                "retinaface/data/gpu_decode.py)", kind=str, choices=("cpu", "cuda"),
-                                resumable=True)
     normalize_on_device: Optional[bool] = option(
         None, "workers hand over uint8 images and the mean is subtracted on the training device (a quarter "
         "of the bytes through shared memory and the host-to-device copy, less work per worker, the same "
@@ -287,8 +281,6 @@ class TrainConfig:
             check_field(field, getattr(self, field.name))
         if self.lr is not None and self.min_lr >= self.lr and self.min_lr > 0:
             raise ValueError(f"--min-lr: {self.min_lr:g} must be below --lr ({self.lr:g})")
-        if self.decode_device == "cuda":   # refused here, before the (long) data check
-            gpu_decode.check_decode_device(self.decode_device, self.device)
         if self.prefetch_factor is not None and self.workers == 0:
             raise ValueError("--prefetch-factor: needs --workers of at least 1 (data is loaded in the "
                              "main process with --workers 0)")

@@ -198,6 +198,11 @@ class Trainer:
         if conflicts:
             raise ValueError(describe_conflict(*conflicts[0], self.config.resume))
 
+    def build_training_data(self) -> TrainData:
+        """This process's training data (labels checked, data set, sampler, loader); a subclass may
+        feed the loop another way (``benchmarks/gpu_decode.py`` decodes on the GPU)."""
+        return build_data(self.config, self.dist, self.device)
+
     def setup(self) -> None:
         """Device and process group, seeds, the resumed state, data, model and optimization."""
         cfg = self.config
@@ -210,7 +215,7 @@ class Trainer:
         if self.dist.is_main:
             # before the (long) data check: stale temporaries go, an --overwrite'n run's files too
             prepare_run_folder(self.output, cfg.overwrite, resuming=resume_state is not None)
-        self.data = build_data(cfg, self.dist, self.device)
+        self.data = self.build_training_data()
         self.data_root, self.dataset = self.data.root, self.data.dataset
         self.sampler, self.loader = self.data.sampler, self.data.loader
         self.steps_per_epoch = self.data.steps_per_epoch

@@ -1,6 +1,11 @@
-"""Training images decoded and augmented on the training device (opt-in: ``--decode-device cuda``).
+"""Training images decoded and augmented on the training GPU: a benchmark, not part of the package.
 
-Owns the split of the training pipeline between DataLoader workers and the main process when
+It left ``retinaface/data`` (and ``retinaface train`` its ``--decode-device`` flag) because no GPU
+measurement has shown it pays; ``benchmarks/gpu_check.py`` (its ``decode`` check) trains with it
+beside the CPU pipeline and says whether it helps on the machine it runs on
+(:class:`DeviceDecodingTrainer`). Should it pay, it can come back with that measurement.
+
+It owns the split of the training pipeline between DataLoader workers and the main process when
 the JPEGs are decoded by ``torchvision.io.decode_jpeg`` on the GPU (nvJPEG):
 
 * workers (:class:`EncodedTrainDataset`) read the file's bytes, take its size from the JPEG
@@ -66,10 +71,14 @@ import cv2
 import numpy as np
 import torch
 
-from .augment import Distortion, SamplePlan, TrainTransform, _hue_lut, _lut, value_maps
-from .dataset import LoaderWrapper, WiderFaceTrainDataset, sample_rng
-from .fast_decode import JpegInfo, jpeg_info, read_bytes
-from .labels import ImageAnnotation
+from torch.utils.data import DataLoader, DistributedSampler
+
+from retinaface.data.augment import Distortion, SamplePlan, TrainTransform, _hue_lut, _lut, value_maps
+from retinaface.data.dataset import LoaderWrapper, WiderFaceTrainDataset, sample_rng, worker_init_fn
+from retinaface.data.fast_decode import JpegInfo, jpeg_info, read_bytes
+from retinaface.data.labels import ImageAnnotation, load_training_annotations
+from retinaface.engine.builders import TrainData, data_root, loader_options
+from retinaface.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -409,14 +418,14 @@ def check_decode_device(decode_device: str, device: Union[str, torch.device]) ->
     """Raise a one-line ``ValueError`` unless ``decode_device`` can be used with the training
     ``device`` (``"auto"`` stands for CUDA when it is available): ``cuda`` needs CUDA training."""
     if decode_device not in DECODE_DEVICES:
-        raise ValueError(f"--decode-device: {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
+        raise ValueError(f"decode device {decode_device!r} is not one of {', '.join(DECODE_DEVICES)}")
     if decode_device == "cpu":
         return
     if not torch.cuda.is_available():
-        raise ValueError("--decode-device cuda: CUDA is not available on this machine; use --decode-device cpu")
+        raise ValueError("GPU JPEG decoding: CUDA is not available on this machine")
     kind = str(device) if not isinstance(device, torch.device) else device.type
     if kind != "auto" and not kind.startswith("cuda"):
-        raise ValueError(f"--decode-device cuda: the training device is {device}, not a CUDA device; "
+        raise ValueError(f"GPU JPEG decoding: the training device is {device}, not a CUDA device; "
                          f"decode on the GPU only when training on it (--device cuda)")
 
 
@@ -517,3 +526,35 @@ class DecodingLoader(LoaderWrapper):
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, List[torch.Tensor]]]:
         for batch, targets in self.loader:
             yield self.decoder(batch, targets)
+
+
+def device_decoding_data(cfg, dist, device: torch.device, check_device: bool = True) -> TrainData:
+    """:func:`retinaface.engine.builders.build_data` with the JPEGs decoded and augmented on
+    ``device``: the workers read bytes and draw the samples, the main process decodes."""
+    if check_device:
+        check_decode_device("cuda", device)
+    root = data_root(cfg, dist)
+    annotations, stats = load_training_annotations(root, check=True, skip_bad=cfg.skip_bad)
+    if not annotations:
+        raise ValueError(f"{root}: no training images")
+    dataset = EncodedTrainDataset(annotations, TrainTransform(cfg.image_size), seed=cfg.seed)
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // dist.world_size), sampler=sampler,
+                        collate_fn=encoded_collate, worker_init_fn=worker_init_fn, drop_last=False,
+                        **loader_options(cfg, device))
+    loader = DecodingLoader(loader, DeviceBatchDecoder(dataset, device))
+    steps = min(len(loader), cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else len(loader)
+    return TrainData(root, dataset, sampler, loader, steps, getattr(stats, "num_skipped_bad", 0))
+
+
+class DeviceDecodingTrainer(Trainer):
+    """The :class:`~retinaface.engine.trainer.Trainer` fed by :func:`device_decoding_data`
+    (``check_device=False`` lets the tests run the same path on the CPU)."""
+
+    def __init__(self, *args, check_device: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.check_device = check_device
+
+    def build_training_data(self) -> TrainData:
+        return device_decoding_data(self.config, self.dist, self.device, self.check_device)
