@@ -23,6 +23,7 @@ from .conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLA
 from .postprocess import PostProcessor
 from .priors import PriorGenerator
 from .runtime import RUNTIMES, load_runtime_model
+from .runtime_interface import runtime_traits
 from .transform import InferenceTransform, check_image
 from .zoo import announce_default_detector
 
@@ -85,7 +86,8 @@ class Detector:
             transform_changes["channels_last"] = bool(channels_last)
         base = transform if transform is not None else InferenceTransform()
         # a network of one fixed input size (an ONNX file exported without --dynamic): letterbox
-        fixed = getattr(model, "fixed_input", None)
+        traits = runtime_traits(model)
+        fixed = traits.fixed_input
         self._max_batch: Optional[int] = None
         if fixed is not None:
             self._max_batch = int(fixed[0])
@@ -95,7 +97,7 @@ class Detector:
         self.priors = PriorGenerator(config.min_sizes, config.steps)
         # each thread's last input batch, written over by its next batch of the same shape
         self._batches = threading.local()
-        self._takes_uint8 = bool(getattr(model, "takes_uint8", False)) and self.device.type == "cpu"
+        self._takes_uint8 = traits.takes_uint8 and self.device.type == "cpu"
 
     # read-only views of the parts' settings (the parts are immutable; build a new detector, or
     # pass other parts to run(), to detect differently)

@@ -23,6 +23,7 @@ from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, ExportE
                               read_metadata)
 from .export.writers import export_onnx, load_for_export
 from .openvino_backend import load_openvino_model
+from .runtime_interface import export_format
 from .zoo import resolve_weights
 
 PathLike = Union[str, Path]
@@ -114,18 +115,33 @@ def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
 
 def load_exported(path: PathLike, threads: Optional[int] = None
                   ) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
-    """A function running an exported file (ONNX via ONNX Runtime on CPU, or TorchScript): a
-    ``(B, 3, H, W)`` float tensor in, the file's outputs as CPU tensors out."""
+    """A function running an exported file with the loader
+    :data:`~retinaface.runtime_interface.EXPORT_FORMATS` registers for the format its metadata
+    names: a ``(B, 3, H, W)`` float tensor in, the file's outputs as CPU tensors out."""
     path = Path(path)
-    meta = read_metadata(path)
-    if meta.get("file_format") == "torchscript":
-        with quiet_torchscript():
-            module = torch.jit.load(str(path), map_location="cpu")
+    fmt = read_metadata(path).get("file_format", "onnx")
+    try:
+        registered = export_format(fmt)
+    except ValueError:
+        raise ExportError(f"{path}: written in format {fmt!r}, which this toolkit does not register") from None
+    return registered.load(path, threads=threads)
 
-        def run_torchscript(images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-            with torch.no_grad():
-                return tuple(module(images))
-        return run_torchscript
+
+def run_torchscript_file(path: PathLike, threads: Optional[int] = None
+                         ) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
+    """The loader of the ``torchscript`` format (``threads`` is torch's own setting: unused)."""
+    with quiet_torchscript():
+        module = torch.jit.load(str(path), map_location="cpu")
+
+    def run_torchscript(images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            return tuple(module(images))
+    return run_torchscript
+
+
+def run_onnx_file(path: PathLike, threads: Optional[int] = None
+                  ) -> Callable[[torch.Tensor], Tuple[torch.Tensor, ...]]:
+    """The loader of the ``onnx`` format: ONNX Runtime on the CPU."""
     session = open_session(path, threads=threads)
     input_name = session.get_inputs()[0].name
 

@@ -27,7 +27,7 @@ LAZY_MARK = "# lazy:"
 # Bottom to top; a part may import parts of its own layer or of layers below, never above.
 # (Parts in one layer must not form cycles either: the cycle test checks that.)
 LAYERS: List[Set[str]] = [
-    {"conventions", "version", "fileio", "formats", "zoo"},
+    {"conventions", "version", "fileio", "formats", "zoo", "runtime_interface"},
     {"box_coder", "priors", "fusion", "batch_norm"},
     {"config"},
     {"data"},

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..export.metadata import DEFAULT_SIZE, ExportError, MIN_OPSET, first_line
+from ..runtime_interface import EXPORT_FORMATS, export_format
 from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int, weights_available
 
 
@@ -27,7 +28,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=None,
                         help="backbone name; needed only for Pytorch_Retinaface files whose backbone "
                              "cannot be inferred")
-    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS),
+                        help="; ".join(f"{f.name}: {f.description}" for f in EXPORT_FORMATS.values()))
     parser.add_argument("--output", required=True, help="file to write (replaced atomically)")
     parser.add_argument("--dynamic", action="store_true",
                         help="ONNX: symbolic batch, height and width (TorchScript is always size-generic); "
@@ -83,7 +85,6 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     import torch
 
-    from .. import parity
     from ..checkpoint import CheckpointError
     from ..export.writers import export_model, load_for_export
     from ..models import BackboneError
@@ -95,10 +96,10 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     try:
         model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
         started = time.perf_counter()
-        options = dict(with_postprocess=args.with_postprocess, size=tuple(args.size), width=args.width)
-        if args.format == "onnx":
-            options.update(dynamic=args.dynamic, opset=args.opset, dynamo=args.dynamo)
-        meta = export_model(model, args.output, args.format, **options)
+        # each format's writer takes the options it registers (EXPORT_FORMATS); the others are dropped
+        meta = export_model(model, args.output, args.format, with_postprocess=args.with_postprocess,
+                            size=tuple(args.size), width=args.width, dynamic=args.dynamic, opset=args.opset,
+                            dynamo=args.dynamo)
     except (ExportError, CheckpointError, BackboneError, ValueError, OSError) as exc:
         return fail(prog, first_line(exc))
     except RuntimeError as exc:  # the exporter itself failed; its first line says why
@@ -109,7 +110,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if not args.check:
         return 0
     try:
-        report = parity.check_parity(model, args.output, atol=args.atol)
+        report = export_format(args.format).check(model, args.output, atol=args.atol)
     except (ExportError, OSError, RuntimeError) as exc:
         fail(prog, f"parity check could not run: {first_line(exc)}")
         return 1

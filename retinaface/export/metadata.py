@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from ..conventions import BGR_MEAN
+from ..runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
 from ..version import __version__
 
 PathLike = Union[str, Path]
@@ -21,7 +22,6 @@ PathLike = Union[str, Path]
 EXPORT_FORMAT = "retinaface-export"
 EXPORT_FORMAT_VERSION = 1
 INPUT_NAME = "input"
-RAW_OUTPUTS = ("loc", "conf", "landms")
 DECODED_OUTPUTS = ("boxes", "scores", "landmarks")
 TORCHSCRIPT_METADATA_FILE = "retinaface_metadata.json"
 DEFAULT_SIZE = (640, 640)
@@ -71,8 +71,8 @@ def build_metadata(model: Any, fmt: str, with_postprocess: bool, dynamic: bool,
         "backbone": config.backbone,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "input_name": INPUT_NAME,
-        "input_layout": "NCHW",
-        "input_dtype": "float32",
+        "input_layout": INPUT_LAYOUT,
+        "input_dtype": INPUT_DTYPE,
         "input_color": "BGR",
         "input_mean": json.dumps(list(BGR_MEAN)),
         "input_preprocessing": "float32(image_bgr) - mean, HWC -> CHW, no scaling, no std division",
@@ -135,12 +135,19 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
 
 class ExportedModel:
     """What a model run by another runtime (ONNX Runtime, OpenVINO) offers the Detector in place
-    of an ``nn.Module``: a call on a ``(B, 3, H, W)`` batch, the ``nn.Module`` look-alikes the
-    Detector uses (``eval()``, ``to()`` and ``train(False)`` accepted and doing nothing: the file is
-    an inference graph), and the file's input shape. Subclasses set ``path`` and ``runtime_name``,
-    call :meth:`_set_input_shape` and implement ``__call__``.
+    of an ``nn.Module``: the :class:`~retinaface.runtime_interface.RuntimeModel` members (a call on
+    a ``(B, 3, H, W)`` float32 batch, ``fixed_input`` from the file's input shape, no uint8 door
+    unless a subclass has one) and the ``nn.Module`` look-alikes the Detector uses (``eval()``,
+    ``to()`` and ``train(False)`` accepted and doing nothing: the file is an inference graph).
+    Subclasses set ``path``, ``config`` and ``runtime_name``, call :meth:`_set_input_shape` and
+    implement ``__call__``.
     """
 
+    input_layout = INPUT_LAYOUT
+    input_dtype = INPUT_DTYPE
+    outputs = RAW_OUTPUTS
+    takes_uint8 = False
+    config: Any
     training = False
     runtime_name = "external runtime"
     path: Path
@@ -164,6 +171,9 @@ class ExportedModel:
 
     def forward(self, images: Any) -> Any:
         return self(images)
+
+    def forward_uint8(self, images: Any, mean: Sequence[float]) -> Any:
+        raise NotImplementedError(f"{self.path.name}: {self.runtime_name} takes float32 batches only")
 
     def eval(self) -> "ExportedModel":
         return self

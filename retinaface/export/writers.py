@@ -27,6 +27,7 @@ from ..checkpoint import load_model
 from ..conventions import BGR_MEAN
 from ..fileio import atomic_write
 from ..postprocess import DecodedRetinaFace
+from ..runtime_interface import export_format
 from .metadata import (DECODED_OUTPUTS, DEFAULT_SIZE, INPUT_NAME, MAX_DYNAMIC_SIDE, MIN_DYNAMIC_SIDE,
                        MIN_OPSET, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportError, build_metadata,
                        quiet_torchscript)
@@ -197,15 +198,13 @@ def export_torchscript(model: nn.Module, path: PathLike, *, with_postprocess: bo
 
 
 def export_model(model: nn.Module, path: PathLike, fmt: str, **kwargs) -> Dict[str, str]:
-    """:func:`export_onnx` or :func:`export_torchscript` by ``fmt`` (``"onnx"`` / ``"torchscript"``)."""
-    if fmt == "onnx":
-        return export_onnx(model, path, **kwargs)
-    if fmt == "torchscript":
-        kwargs.pop("dynamic", None)  # always size-generic
-        for onnx_only in ("opset", "dynamo"):
-            kwargs.pop(onnx_only, None)
-        return export_torchscript(model, path, **kwargs)
-    raise ExportError(f"--format {fmt!r}: choose 'onnx' or 'torchscript'")
+    """The writer :data:`~retinaface.runtime_interface.EXPORT_FORMATS` registers for ``fmt``; options
+    another format takes (``dynamic``, ``opset``, ``dynamo`` for ONNX) are dropped."""
+    try:
+        registered = export_format(fmt)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    return registered.write(model, path, **kwargs)
 
 
 __all__ = ["export_model", "export_onnx", "export_torchscript", "exportable", "load_for_export"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
 from .layers import conv_bn
 
 
@@ -90,7 +91,14 @@ class RetinaFace(nn.Module):
     Input: float tensor (B, 3, H, W), BGR minus the mean (104, 117, 123), any H and W.
     Output: ``(loc (B, P, 4), conf (B, P, 2), landms (B, P, 10))`` with priors ordered level by level,
     row-major, then anchor size; ``conf`` holds logits in train mode and softmax scores in eval mode.
+    Implements :class:`~retinaface.runtime_interface.RuntimeModel` (the PyTorch runtime).
     """
+
+    input_layout = INPUT_LAYOUT
+    input_dtype = INPUT_DTYPE
+    fixed_input = None
+    outputs = RAW_OUTPUTS
+    takes_uint8 = False
 
     def __init__(self, body: nn.Module, config: ModelConfig, fpn: Optional[nn.Module] = None) -> None:
         super().__init__()
@@ -117,6 +125,9 @@ class RetinaFace(nn.Module):
         if not self.training:
             conf = F.softmax(conf, dim=-1)
         return loc, conf, landms
+
+    def forward_uint8(self, images, mean):
+        raise NotImplementedError("the PyTorch network takes float32 batches (the Detector builds them)")
 
     def fuse(self) -> "RetinaFace":
         """Fold every BatchNorm into its preceding conv, in place, for inference; returns ``self``.
