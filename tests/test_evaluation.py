@@ -31,7 +31,7 @@ from retinaface.evaluation import (
     write_prediction_file,
     write_predictions,
 )
-from tests.conftest import GROUND_TRUTH
+from conftest import GROUND_TRUTH
 from tests.widerface_official_reference import official_evaluate_gt
 from tests.widerface_reference import (
     reference_evaluate_gt,

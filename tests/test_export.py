@@ -21,7 +21,7 @@ from retinaface.fusion import count_batchnorm, fuse_conv_bn
 from retinaface.parity import check_parity
 from retinaface.priors import pixel_priors
 from retinaface.runtime import OnnxRuntimeModel, load_exported
-from tests.conftest import FIXTURES
+from conftest import FIXTURES
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

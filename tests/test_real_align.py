@@ -2,14 +2,13 @@
 template's eyes (skipped without ``../shared/real``)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL  # ../shared/real, or $RETINAFACE_REAL_DATA
 
 torch = pytest.importorskip("torch")
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 WEIGHTS = REAL / "weights" / "mobilenet0.25_Final.pth"
 TRAIN = REAL / "widerface" / "train"
 pytestmark = pytest.mark.skipif(not (TRAIN / "label.txt").is_file() or not WEIGHTS.is_file(),

@@ -2,13 +2,12 @@
 mobilenet0.25 weights on the 264 real WIDER val photos of ``../shared/real`` (skipped without it)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
+from conftest import REAL  # ../shared/real, or $RETINAFACE_REAL_DATA
 
 torch = pytest.importorskip("torch")
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 WEIGHTS = REAL / "weights" / "mobilenet0.25_Final.pth"
 DATA = REAL / "widerface"
 pytestmark = pytest.mark.skipif(not (DATA / "val" / "ground_truth").is_dir() or not WEIGHTS.is_file(),

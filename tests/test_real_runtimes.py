@@ -2,16 +2,15 @@
 INT8 (calibrated on real train photos) reproduces most of it (skipped without ``../shared/real``)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL  # ../shared/real, or $RETINAFACE_REAL_DATA
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 WEIGHTS = REAL / "weights" / "mobilenet0.25_Final.pth"
 VAL = REAL / "widerface" / "val" / "images"
 TRAIN = REAL / "widerface" / "train" / "images"

@@ -2,14 +2,13 @@
 (skipped without ``../shared/real``)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL  # ../shared/real, or $RETINAFACE_REAL_DATA
 
 pytest.importorskip("torch")
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real"
 DATA = REAL / "widerface"
 needs_real = pytest.mark.skipif(not (DATA / "val" / "ground_truth").is_dir(),
                                 reason=f"{REAL} (real WIDER photos) is absent")
