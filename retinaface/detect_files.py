@@ -28,9 +28,9 @@ from .tiling import detect_tiled
 from .video import VideoError, process_video
 from .visualize import draw_detections
 
-#: Default cap on a forward pass's input pixels: mobilenet0.25's CPU forward takes about 50 MiB per
-#: megapixel (peak RSS over the model at rest, 2-12 MP; docs in README "Failure behaviour"), so 24 MP
-#: (a 6000 x 4000 camera photo) needs about 1.2 GiB, which a laptop has to spare.
+#: Default cap on a forward pass's input pixels: mobilenet0.25's CPU detect takes about 47-50 MiB per
+#: megapixel (peak RSS over the model at rest, 2-12 MP: benchmarks/bench_forward_memory.py), so
+#: 24 MP (a 6000 x 4000 camera photo) needs about 1.1-1.2 GiB, which a laptop has to spare.
 DEFAULT_MAX_PIXELS = 24_000_000
 #: Tile side used when an image over the cap is tiled automatically (with the pyramid of
 #: retinaface.tiling, so large faces are kept).

@@ -24,7 +24,7 @@ from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, ExportE
 from .export.writers import export_onnx, load_for_export
 from .openvino_backend import load_openvino_model
 from .runtime_interface import export_format
-from .zoo import resolve_weights
+from .zoo import file_digest, resolve_weights
 
 PathLike = Union[str, Path]
 
@@ -176,18 +176,13 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
     folder (or ``cache_dir``; a temporary folder when neither is writable), so a changed checkpoint
     gets a fresh export and an unchanged one is reused. Written atomically.
     """
-    import hashlib
     import tempfile
 
     weights = Path(weights)
     if not weights.is_file():
         raise ExportError(f"{weights}: checkpoint file not found")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     tag = f"-w{width:g}" if width is not None else ""
-    name = f".{weights.stem}.{digest.hexdigest()[:16]}{tag}.onnx"
+    name = f".{weights.stem}.{file_digest(weights)[:16]}{tag}.onnx"
     folders = [Path(cache_dir)] if cache_dir is not None else [weights.parent]
     folders.append(Path(tempfile.gettempdir()) / "retinaface-onnx-cache")
     for folder in folders:

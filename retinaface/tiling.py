@@ -168,7 +168,6 @@ def _recentred_windows(cut: Sequence[np.ndarray], height: int, width: int, size:
     windows: List[Tuple[int, int, int, int]] = []
     for x1, y1, x2, y2 in boxes[:, :4].astype(np.float64):
         side = max(x2 - x1, y2 - y1)
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         # grow the cut side to the face's estimated size, away from the box's far edge
         full = (min(x1, x2 - side), min(y1, y2 - side), max(x2, x1 + side), max(y2, y1 + side))
         if any(wx0 <= full[0] and wy0 <= full[1] and full[2] <= wx1 and full[3] <= wy1
