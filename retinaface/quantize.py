@@ -20,8 +20,8 @@ against; the layers finer than stride 8 (:data:`HIGH_RESOLUTION_FLOAT`, found by
 the stem and the first depthwise blocks of mobilenet0.25) because ONNX Runtime quantises each
 activation with one scale per tensor and these few-channel, high-resolution activations lost
 0.04 AP on real photos that way, whatever the calibration method. Before quantising, the channels
-that feed each depthwise convolution are equalized (:func:`equalize_activations`, exact in float
-and for per-channel weights), which halves what is left of the loss.
+that feed each depthwise convolution are equalized (:func:`equalize_activations`, the same float network
+to rounding), which halves what is left of the loss.
 """
 from __future__ import annotations
 
@@ -293,9 +293,10 @@ def equalize_activations(model_proto, reader: "DetectorCalibrationReader",
     :func:`equalizable_pairs`, channel ``c`` of the first convolution (weights and bias) is
     multiplied by ``s_c = max_k r_k / r_c`` (``r``: the channel's largest magnitude over the
     ``reader``'s images, ``s_c`` at most ``max_scale``) and the depthwise weights of that channel
-    divided by it. The float network computes the same outputs (to rounding), and the int8 weights
-    are the same too: both convolutions are quantised per output channel, and a per-channel factor
-    moves each channel's scale with it. Returns the number of pairs equalized.
+    divided by it. The float network computes the same outputs (to rounding; tested on real photos
+    in tests/test_real_runtimes.py). Both convolutions are quantised per output channel, so each
+    factor moves its channel's weight scale with it and, in exact arithmetic, leaves the int8 weight
+    values as they were (not checked by a test). Returns the number of pairs equalized.
     """
     import onnx
     import onnxruntime as ort
