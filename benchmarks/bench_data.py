@@ -27,8 +27,7 @@ output checked equal to the untimed pipeline's), so it shows where the time goes
 conversions and the resize are OpenCV calls that both make on the same pixels and whose output the
 library must reproduce bit for bit, so their sum bounds how far below the straightforward time the
 library can go without changing its samples; the library's decode gives the same pixels as
-``cv2.imread`` but decodes only the crop (``retinaface.data.fast_decode.decode_region``, when the
-compiled region decoder is built).
+``cv2.imread`` from one read of the file (``retinaface.data.fast_decode.decode_full``).
 ``--check N`` compares, over N samples with the same generators, the reduced-resolution decode path
 with the full decode: targets must be identical, and the images' per-sample mean, spread and
 sharpness statistics are printed side by side (their distributions must agree).
@@ -49,8 +48,7 @@ import numpy as np
 import recipe_reference
 from retinaface.data import augment
 from retinaface.data.augment import TrainTransform
-from retinaface.data.fast_decode import (decode_full, decode_region, jpeg_info, read_bytes, region_decodable,
-                                         region_decoder_available)
+from retinaface.data.fast_decode import decode_full, read_bytes
 from retinaface.data.synthetic import SCENES, _render_image
 
 Sample = Tuple[str, np.ndarray, np.ndarray, np.ndarray]
@@ -128,27 +126,17 @@ class _Clock:
 
 def library_in_stages(t: TrainTransform, sample: Sample, rng: np.random.Generator, clock: _Clock):
     """``t.load(*sample, rng)`` on its default path (``reduced_decode`` off), one stage at a time:
-    the same calls as ``TrainTransform.load`` -> ``plan`` + region decode (or the whole image) +
-    ``render_crop``."""
+    the same calls as ``TrainTransform.load`` -> the whole image + ``plan`` + ``render_crop``."""
     path, boxes, landmarks, labels = sample
     clock.start()
     data = read_bytes(path)
-    info = jpeg_info(data) if t.region_decode else None
+    image = decode_full(data, path)
     clock("read + decode")
-    if region_decodable(info):
-        plan = t.plan(info.height, info.width, boxes, landmarks, labels, rng)
-        clock("crop (library: every draw + targets)")
-        x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)   # the synthetic scenes always crop
-        image = decode_region(data, x1, y1, x2 - x1, y2 - y1)
-        clock("read + decode")
-    else:
-        image = decode_full(data, path)
-        clock("read + decode")
-        plan = t.plan(image.shape[0], image.shape[1], boxes, landmarks, labels, rng)
-        clock("crop (library: every draw + targets)")
-        if plan.crop_roi is not None:
-            x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)
-            image = image[y1:y2, x1:x2]
+    plan = t.plan(image.shape[0], image.shape[1], boxes, landmarks, labels, rng)
+    clock("crop (library: every draw + targets)")
+    if plan.crop_roi is not None:
+        x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)
+        image = image[y1:y2, x1:x2]
     d = plan.distortion
     if d is not None:   # augment.apply_distortion, step by step
         before, after = augment.value_maps(d)
@@ -280,9 +268,7 @@ def main() -> None:
         decode = time_pipeline(lambda s, rng: cv2.imread(s[0]), samples, args.repeats)
         print(f"{len(samples)} JPEGs 1024x768, {faces:.1f} faces each; one OpenCV thread; "
               f"{len(samples) * args.repeats} samples per figure; {args.clock} time; "
-              f"full decode alone {decode * 1e3:.2f} ms/image; region decoder "
-              f"{'on' if region_decoder_available() else 'not built (the library decodes whole images)'}; "
-              f"{_load()}")
+              f"full decode alone {decode * 1e3:.2f} ms/image; {_load()}")
         g = args.gpu_images_per_s
         print(f"\n| size | straightforward (ms/img) | library, CUDA default: uint8 out, mean subtracted on the GPU "
               f"(ms/img) | that / straightforward (target <= {args.target:.2f}) | library, CPU default: float "
@@ -317,9 +303,8 @@ def main() -> None:
                 decode_stage = "read + decode"
                 print(f"HSV conversions + resize (OpenCV calls both pipelines make on the same pixels) take "
                       f"{shared:.2f} ms of the library's {total_lib:.2f} ms, {shared / total_ref:.2f} of the "
-                      f"straightforward total; decoding takes {lib[decode_stage]:.2f} ms in the library (only the "
-                      f"crop's pixels: {'region decoder' if region_decoder_available() else 'whole image, no region decoder'})"
-                      f" against {ref[decode_stage]:.2f} ms for the whole image; the library's other stages take "
+                      f"straightforward total; decoding takes {lib[decode_stage]:.2f} ms in the library "
+                      f"against {ref[decode_stage]:.2f} ms straightforward; the library's other stages take "
                       f"{total_lib - shared - lib[decode_stage]:.2f} ms (straightforward: "
                       f"{total_ref - sum(ref[k] for k in SHARED) - ref[decode_stage]:.2f} ms)", flush=True)
         print(f"\n{_load()}")

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -75,12 +76,95 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from retinaface.data.augment import Distortion, SamplePlan, TrainTransform, _hue_lut, _lut, value_maps
 from retinaface.data.dataset import LoaderWrapper, WiderFaceTrainDataset, sample_rng, worker_init_fn
-from retinaface.data.fast_decode import JpegInfo, jpeg_info, read_bytes
+from retinaface.data.fast_decode import read_bytes
 from retinaface.data.labels import ImageAnnotation, load_training_annotations
 from retinaface.engine.builders import TrainData, data_root, loader_options
 from retinaface.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+# start-of-frame markers carry the size: C0..CF except DHT (C4), JPG (C8) and DAC (CC)
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    """What the worker needs from a JPEG header: size, frame type, sample precision, number of
+    components (1 grey, 3 YCbCr, 4 CMYK / YCCK), the EXIF orientation (``None``: no tag) and each
+    component's ``(horizontal, vertical)`` sampling factors (``()`` when the header is cut short)."""
+
+    height: int
+    width: int
+    marker: int
+    precision: int
+    components: int
+    orientation: Optional[int]
+    sampling: Tuple[Tuple[int, int], ...] = ()
+
+
+def _exif_orientation(segment: bytes) -> Optional[int]:
+    """The Orientation tag of an APP1 segment's payload (``Exif\\0\\0`` + TIFF), or ``None``; a
+    malformed TIFF gives 0 (unknown), which sends the file to the CPU pipeline."""
+    if not segment.startswith(b"Exif\x00\x00"):
+        return None
+    tiff = segment[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 0
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return 0
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == _EXIF_ORIENTATION_TAG:
+            return int(struct.unpack(order + "H", entry[8:10])[0]) if kind == 3 else 0
+    return None
+
+
+def jpeg_info(data: bytes) -> Optional[JpegInfo]:
+    """The header facts of a JPEG's bytes (size, frame type, precision, components, EXIF
+    orientation), or ``None`` when ``data`` is not a JPEG with a readable frame header. Walks the
+    segments up to the frame header, decoding nothing."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    orientation = None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:                               # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:     # stand-alone markers
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker == 0xE1 and orientation is None:
+            orientation = _exif_orientation(bytes(data[pos + 4:pos + 2 + length]))
+        if marker in _SOF_MARKERS:
+            if pos + 10 > len(data):
+                return None
+            precision, height, width, components = struct.unpack(">BHHB", data[pos + 4:pos + 10])
+            if height == 0 or width == 0:
+                return None
+            table = data[pos + 10:pos + 10 + 3 * components]
+            # each component: id, (H << 4) | V, quantisation table
+            sampling = tuple((b >> 4, b & 15) for b in table[1::3]) if len(table) == 3 * components else ()
+            return JpegInfo(int(height), int(width), int(marker), int(precision), int(components), orientation,
+                            sampling)
+        if marker == 0xDA:                               # scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
 
 DECODE_DEVICES = ("cpu", "cuda")
 
@@ -91,7 +175,7 @@ _DEVICE_SOF = frozenset((0xC0, 0xC1, 0xC2))
 
 def device_decodable(info: Optional[JpegInfo]) -> bool:
     """Whether the device path gives this file's ``cv2.imread`` image: an 8-bit three-component
-    Huffman JPEG (header facts: :func:`retinaface.data.fast_decode.jpeg_info`) without an EXIF
+    Huffman JPEG (header facts: :func:`jpeg_info`) without an EXIF
     rotation or mirror."""
     return (info is not None and info.marker in _DEVICE_SOF and info.precision == 8 and info.components == 3
             and info.orientation in (None, 1))

@@ -1,9 +1,9 @@
 """What this install runs on: versions of the libraries the toolkit uses and which of its optional
 parts are active (``retinaface env``, in the spirit of ``python -m torch.utils.collect_env``).
 
-Every probe reports, never raises: a missing optional library is a row that says so. The two
-compiled parts are reported from the modules that use them, so the report says what the detect
-path and the training loader will actually do in this process, not only what files exist.
+Every probe reports, never raises: a missing optional library is a row that says so. The
+compiled part is reported from the modules that use it, so the report says what the detect path
+will actually do in this process, not only what files exist.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import postprocess, transform
-from .data import fast_decode
 from .version import __version__
 
 
@@ -71,17 +70,6 @@ def _kernels_row() -> Component:
     return Component("detect kernels (C)", "active", f"{kernels.__file__}: input fill, candidates, decoding, NMS")
 
 
-def _region_decoder_row() -> Component:
-    if fast_decode._jpeg_region is None:
-        return Component("JPEG region decoder (C)", "not built",
-                         "training decodes whole images with OpenCV (needs libjpeg headers to build)",
-                         available=False)
-    if not fast_decode.region_decoder_available():
-        return Component("JPEG region decoder (C)", "built, disabled",
-                         "disagrees with OpenCV's decoder on this machine's probes", available=False)
-    return Component("JPEG region decoder (C)", "active", f"{fast_decode._jpeg_region.__file__}")
-
-
 def _onnxruntime_row() -> Component:
     try:
         import onnxruntime
@@ -117,7 +105,6 @@ def collect_environment() -> List[Component]:
         _library("numpy", "numpy", ""),
         _library("timm", "timm", "backbones (timm:<name>)"),
         _kernels_row(),
-        _region_decoder_row(),
         _onnxruntime_row(),
         _openvino_row(),
         _library("onnx", "onnx", "ONNX export"),

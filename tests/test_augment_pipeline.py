@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from retinaface.data import augment as A
-from retinaface.data.fast_decode import decode_reduced, image_size_from_header, reduction_factor
+from retinaface.data.fast_decode import decode_reduced, image_size, reduction_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("recipe_reference", ROOT / "benchmarks" / "recipe_reference.py")
@@ -123,17 +123,16 @@ def test_reduced_decode_same_targets_and_geometry(tmp_path):
 
 def test_header_sizes_and_fallbacks(tmp_path):
     img = textured(37, 53)
-    for ext in (".jpg", ".png"):
+    for ext in (".jpg", ".png", ".bmp"):     # (width, height), from a path or from the bytes
         p = tmp_path / f"x{ext}"
         cv2.imwrite(str(p), img)
-        assert image_size_from_header(p) == (37, 53)
-    bmp = tmp_path / "x.bmp"
-    cv2.imwrite(str(bmp), img)
-    assert image_size_from_header(bmp) is None
+        assert image_size(p) == image_size(p.read_bytes()) == (53, 37)
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00")
-    assert image_size_from_header(tmp_path / "bad.jpg") is None
+    assert image_size(tmp_path / "bad.jpg") is None
+    (tmp_path / "text.jpg").write_text("not an image")
+    assert image_size(tmp_path / "text.jpg") is None
     with pytest.raises(OSError):
-        image_size_from_header(tmp_path / "missing.jpg")
+        image_size(tmp_path / "missing.jpg")
     assert decode_reduced(tmp_path / "x.jpg", 2, 37, 53).shape == (19, 27, 3)
     assert decode_reduced(tmp_path / "x.jpg", 2, 53, 37) is None   # sides swapped: no match
     assert [reduction_factor(s, 100) for s in (99, 199, 200, 399, 400, 800, 5000)] == [1, 1, 2, 2, 4, 8, 8]
@@ -220,7 +219,7 @@ def test_uint8_output_plus_the_device_subtraction_equals_the_float_output(tmp_pa
     lms = np.tile(np.array([[110, 120, 140, 120, 125, 140, 112, 155, 138, 155]], np.float32), (3, 1))
     labels = np.array([1.0, -1.0, 1.0], np.float32)
     for mean in ((104, 117, 123), (103.94, 116.78, 123.68)):
-        for options in (dict(), dict(reduced_decode=True), dict(region_decode=False)):
+        for options in (dict(), dict(reduced_decode=True)):
             floats = TrainTransform(96, rgb_mean=mean, **options)
             uint8s = TrainTransform(96, rgb_mean=mean, normalize=False, **options)
             batch_f, batch_u = [], []

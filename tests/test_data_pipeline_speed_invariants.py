@@ -15,8 +15,7 @@ import torch
 
 from retinaface.data import ImageAnnotation, WiderFaceTrainDataset, read_image, sample_rng
 from retinaface.data import augment as A
-from retinaface.data.fast_decode import (decode_full, decode_reduced, image_size_from_header, read_bytes,
-                                         read_full, size_from_header_bytes)
+from retinaface.data.fast_decode import decode_full, decode_reduced, image_size, read_bytes, read_full
 
 _MIRROR_COLUMNS = np.stack([2 * np.array([1, 0, 2, 4, 3]), 2 * np.array([1, 0, 2, 4, 3]) + 1], axis=1).ravel()
 
@@ -319,7 +318,7 @@ def test_decoding_the_bytes_gives_imread_pixels(tmp_path):
     big = np.tile(img, (5, 5, 1))
     cv2.imwrite(str(tmp_path / "big.jpg"), big)
     data = read_bytes(tmp_path / "big.jpg")
-    assert size_from_header_bytes(data) == image_size_from_header(tmp_path / "big.jpg") == big.shape[:2]
+    assert image_size(data) == image_size(tmp_path / "big.jpg") == big.shape[1::-1]
     for factor in (2, 4, 8):
         np.testing.assert_array_equal(decode_reduced(data, factor, *big.shape[:2]),
                                       decode_reduced(tmp_path / "big.jpg", factor, *big.shape[:2]))

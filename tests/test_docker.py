@@ -20,8 +20,8 @@ def _extension_sources() -> set:
     return sources
 
 
-def test_setup_declares_the_two_compiled_parts():
-    assert _extension_sources() == {"retinaface/data/_jpeg_region.c", "retinaface/_detect_kernels.c"}
+def test_setup_declares_the_one_compiled_part():
+    assert _extension_sources() == {"retinaface/_detect_kernels.c"}
 
 
 def test_dockerfile_copies_every_c_source_before_the_install_that_compiles_it():

@@ -5,7 +5,6 @@ import json
 
 from retinaface import postprocess, transform
 from retinaface.cli import main
-from retinaface.data import fast_decode
 from retinaface.environment import collect_environment
 
 
@@ -13,14 +12,12 @@ def _states() -> dict:
     return {row.name: row.state for row in collect_environment()}
 
 
-def test_env_reports_the_kernels_and_decoder_as_this_install_has_them(capsys):
+def test_env_reports_the_kernels_as_this_install_has_them(capsys):
     assert main(["env", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
     kernels_built = postprocess._kernels is not None
     assert rows["detect kernels (C)"]["state"] == ("active" if kernels_built else "not built")
     assert rows["detect kernels (C)"]["available"] is kernels_built
-    decoder = fast_decode._jpeg_region is not None and fast_decode.region_decoder_available()
-    assert rows["JPEG region decoder (C)"]["available"] is decoder
     import cv2
     import torch
 
@@ -31,10 +28,8 @@ def test_env_reports_the_kernels_and_decoder_as_this_install_has_them(capsys):
 def test_env_reports_parts_the_process_runs_without(monkeypatch):
     monkeypatch.setattr(postprocess, "_kernels", None)
     monkeypatch.setattr(transform, "_kernels", None)
-    monkeypatch.setattr(fast_decode, "_jpeg_region", None)
     states = _states()
     assert states["detect kernels (C)"] == "not built"
-    assert states["JPEG region decoder (C)"] == "not built"
 
 
 def test_env_text_report_has_one_aligned_row_per_part(capsys):

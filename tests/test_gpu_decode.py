@@ -16,7 +16,6 @@ import torch
 
 from retinaface.data import TrainTransform, WiderFaceTrainDataset
 from retinaface.data.augment import INTERPOLATIONS, apply_distortion, draw_distortion
-from retinaface.data.fast_decode import size_from_header_bytes
 from retinaface.data.labels import ImageAnnotation, load_training_annotations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -186,7 +185,6 @@ def test_jpeg_info_reads_what_the_worker_needs():
     info = G.jpeg_info(base)
     assert (info.height, info.width, info.marker, info.precision, info.components) == (48, 70, 0xC0, 8, 3)
     assert info.orientation is None and G.device_decodable(info)
-    assert size_from_header_bytes(base) == (48, 70)
     progressive = G.jpeg_info(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes())
     assert progressive.marker == 0xC2 and G.device_decodable(progressive)
     assert G.device_decodable(G.jpeg_info(with_exif_orientation(base, 1)))

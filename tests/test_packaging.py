@@ -84,16 +84,14 @@ def test_installed_command_evaluates_a_prediction_folder(installed, tmp_path):
 _COMPILED_STATE = """
 import hashlib, numpy as np, torch
 from retinaface import postprocess
-from retinaface.data import fast_decode as f
 rng = np.random.default_rng(0)
 heads = [torch.from_numpy(rng.uniform(0, 1, (4800, n)).astype(np.float32) ** 4) for n in (4, 2, 10, 4)]
 dets = postprocess.PostProcessor()(*heads, (240, 320), 0.75).numpy()
-print('jpeg', 'built' if f._jpeg_region is not None else 'absent', f.region_decoder_available(),
-      'kernels', 'built' if postprocess._kernels is not None else 'absent',
+print('kernels', 'built' if postprocess._kernels is not None else 'absent',
       len(dets), hashlib.sha256(dets.tobytes()).hexdigest()[:16], end=' ')
 from retinaface.environment import collect_environment  # what `retinaface env` reports
 states = {row.name: row.state.replace(' ', '_') for row in collect_environment()}
-print(states['detect kernels (C)'], states['JPEG region decoder (C)'])
+print(states['detect kernels (C)'])
 """
 
 
@@ -109,19 +107,17 @@ def _compiled_state(site: Path, cwd: Path) -> str:
 
 def test_installed_package_carries_the_compiled_parts_where_they_build(installed, tmp_path):
     from retinaface import postprocess
-    from retinaface.data import fast_decode
 
-    if fast_decode._jpeg_region is None or postprocess._kernels is None:
-        pytest.skip("the compiled parts do not build on this machine (no C compiler or libjpeg-turbo headers)")
+    if postprocess._kernels is None:
+        pytest.skip("the compiled part does not build on this machine (no C compiler)")
     state = _compiled_state(installed, tmp_path).split()
-    assert state[:5] == ["jpeg", "built", "True", "kernels", "built"]
-    assert int(state[5]) > 50
-    assert state[7:] == ["active", "active"]  # `retinaface env` says what the install holds
+    assert state[:2] == ["kernels", "built"]
+    assert int(state[2]) > 50
+    assert state[4:] == ["active"]  # `retinaface env` says what the install holds
 
 
 def test_install_without_a_c_compiler_goes_on_without_the_compiled_parts(installed, tmp_path):
-    """setup.py marks the extensions optional: a failed compile leaves a working package that
-    decodes whole images (training samples are the same, tests/test_region_decode.py) and
+    """setup.py marks the extension optional: a failed compile leaves a working package that
     post-processes in NumPy / torchvision (the same detections as the kernels give)."""
     import shutil
 
@@ -138,9 +134,8 @@ def test_install_without_a_c_compiler_goes_on_without_the_compiled_parts(install
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-compile", "--target", str(target), str(source)], check=True, env=env, cwd=build,
                    capture_output=True)
-    assert not list(target.glob("retinaface/data/_jpeg_region*"))
     assert not list(target.glob("retinaface/_detect_kernels*"))
     without = _compiled_state(target, tmp_path).split()
-    assert without[:5] == ["jpeg", "absent", "False", "kernels", "absent"]
-    assert without[5:7] == _compiled_state(installed, tmp_path).split()[5:7]  # the same detections
-    assert without[7:] == ["not_built", "not_built"]  # `retinaface env` says what the install lacks
+    assert without[:2] == ["kernels", "absent"]
+    assert without[2:4] == _compiled_state(installed, tmp_path).split()[2:4]  # the same detections
+    assert without[4:] == ["not_built"]  # `retinaface env` says what the install lacks

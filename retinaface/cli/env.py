@@ -1,5 +1,5 @@
-"""``retinaface env``: versions and optional parts of this install (torch, CUDA, OpenCV, the two C
-extensions, ONNX Runtime, OpenVINO), for bug reports and for checking a deployment image.
+"""``retinaface env``: versions and optional parts of this install (torch, CUDA, OpenCV, the C
+extension, ONNX Runtime, OpenVINO), for bug reports and for checking a deployment image.
 
 Exit 0 always: an absent optional part is reported, not an error. ``--json`` prints the rows as
 one JSON list on the last line.

@@ -21,8 +21,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .fast_decode import (decode_full, decode_reduced, decode_region, jpeg_info, read_bytes, reduction_factor,
-                          region_decodable, size_from_header_bytes)
+from .fast_decode import decode_full, decode_reduced, image_size, read_bytes, reduction_factor
 
 TARGET_COLUMNS = 15
 LABEL_COLUMN = 14
@@ -319,10 +318,7 @@ class TrainTransform:
     boxes ``x1 y1 x2 y2``, (K, 10) pixel landmarks, (K,) labels (> 0: has landmarks) and returns
     ``(image (3, S, S) float32, targets (K', 15) float32)`` (the image uint8 with ``normalize=False``).
 
-    :meth:`load` does the same from an image file, bit for bit. With ``region_decode`` (the
-    default) a baseline JPEG sample that has a crop decodes only the crop's pixels
-    (:func:`retinaface.data.fast_decode.decode_region`: the same pixels, about a third less decoding
-    work at WIDER sizes). With ``reduced_decode`` (opt-in) it
+    :meth:`load` does the same from an image file, bit for bit. With ``reduced_decode`` (opt-in) it
     draws the sample from the file header's size first and, when the crop will be shrunk 2x or
     more, decodes the JPEG at 1/2, 1/4 or 1/8 size: same crops, draws and targets, but the pixels
     are resampled differently, and measurably softer (``benchmarks/bench_data.py --check``: mean
@@ -342,7 +338,7 @@ class TrainTransform:
     def __init__(self, image_size: int = 640, rgb_mean: Sequence[float] = DEFAULT_RGB_MEAN,
                  distort: bool = True, mirror_prob: float = 0.5,
                  interpolations: Sequence[int] = INTERPOLATIONS, crop: bool = True,
-                 reduced_decode: bool = False, region_decode: bool = True, normalize: bool = True) -> None:
+                 reduced_decode: bool = False, normalize: bool = True) -> None:
         self.image_size = int(image_size)
         self.rgb_mean = tuple(float(m) for m in rgb_mean)
         self.distort = distort
@@ -350,7 +346,6 @@ class TrainTransform:
         self.interpolations = tuple(interpolations)
         self.crop = crop
         self.reduced_decode = bool(reduced_decode)
-        self.region_decode = bool(region_decode)
         self.normalize = bool(normalize)
 
     def plan(self, height: int, width: int, boxes: np.ndarray, landmarks: np.ndarray, labels: np.ndarray,
@@ -464,9 +459,7 @@ class TrainTransform:
 
         The draws come from the header's size, in ``__call__``'s order, so the crop, distortion,
         mirror, interpolation and targets are exactly those of ``__call__(cv2.imread(path), ...)``
-        with the same generator. With ``region_decode`` a baseline JPEG whose sample has a crop
-        decodes only the crop (:func:`~retinaface.data.fast_decode.region_decodable` says which
-        files qualify), bit for bit ``__call__``'s result. When ``reduced_decode`` is on and the
+        with the same generator. When ``reduced_decode`` is on and the
         canvas (crop side, or the padded square) is at least 2x ``image_size``, the JPEG is decoded
         at 1/2, 1/4 or 1/8 and :meth:`render_reduced` resamples it (same geometry, softer pixels:
         see the class docstring); otherwise the result is bit for bit ``__call__``'s.
@@ -474,27 +467,17 @@ class TrainTransform:
         are decoded whole and go through ``__call__``. Raises ``OSError`` naming an unreadable file.
         """
         data = read_bytes(path)   # one read; decoding the bytes gives cv2.imread's pixels
-        info = jpeg_info(data) if self.region_decode else None
-        by_region = region_decodable(info)
-        if by_region:
-            size = (info.height, info.width)
-        else:
-            size = size_from_header_bytes(data) if self.reduced_decode else None
+        size = image_size(data) if self.reduced_decode else None
         if size is None:   # the plain path: the whole image, then __call__
             return self(decode_full(data, path), boxes, landmarks, labels, rng)
-        height, width = size
+        width, height = size
         state = rng.bit_generator.state
         plan = self.plan(height, width, boxes, landmarks, labels, rng)
-        factor = reduction_factor(plan.canvas, self.image_size) if self.reduced_decode else 1
+        factor = reduction_factor(plan.canvas, self.image_size)
         if factor > 1:
             reduced = decode_reduced(data, factor, height, width)
             if reduced is not None:
                 return self.render_reduced(reduced, factor, height, width, plan), plan.targets
-        if by_region and plan.crop_roi is not None:
-            x1, y1, x2, y2 = (int(v) for v in plan.crop_roi)
-            crop = decode_region(data, x1, y1, x2 - x1, y2 - y1)
-            if crop is not None:
-                return self.render_crop(crop, plan), plan.targets
         image = decode_full(data, path)
         if image.shape[:2] != (height, width):   # the header's size was not the decoded one: redraw
             rng.bit_generator.state = state
@@ -504,7 +487,7 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(image_size={self.image_size}, rgb_mean={self.rgb_mean}, "
                 f"distort={self.distort}, mirror_prob={self.mirror_prob}, crop={self.crop}, "
-                f"reduced_decode={self.reduced_decode}, region_decode={self.region_decode}, "
+                f"reduced_decode={self.reduced_decode}, "
                 f"normalize={self.normalize})")
 
 

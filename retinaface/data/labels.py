@@ -32,6 +32,7 @@ import numpy as np
 from ..conventions import LANDMARK_NAMES, split_image_path  # noqa: F401 (LANDMARK_NAMES re-exported)
 from ..fileio import read_text_lines
 from ..formats.wider_bbx import BBX_FIELDS, is_number, read_bbx_blocks
+from .fast_decode import image_size
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -325,15 +326,6 @@ class ImageInfo(NamedTuple):
     height: int = 0
 
 
-def image_size(path: str) -> Tuple[int, int]:
-    """``(width, height)`` from the file's header, without decoding the pixels (Pillow's lazy
-    open); raises ``OSError`` when the header is not an image's."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return int(image.size[0]), int(image.size[1])
-
-
 def _decodes(path: str, head: bytes) -> bool:
     """Whether OpenCV can decode the file. JPEGs are decoded at 1/8 size (libjpeg scales in the
     DCT, so this costs a fraction of a full decode); other formats are decoded in full."""
@@ -364,10 +356,10 @@ def inspect_image(path: str, check_header: bool = True, decode: bool = False) ->
         return ImageInfo("not an image (unknown header)")
     if not decode:
         return ImageInfo(None)
-    try:
-        width, height = image_size(path)
-    except Exception:  # Pillow raises several types for damaged headers
+    size = image_size(path)
+    if size is None:
         return ImageInfo("does not decode (damaged header)")
+    width, height = size
     if not _decodes(path, head):
         return ImageInfo("does not decode (damaged or truncated)")
     return ImageInfo(None, width, height)
