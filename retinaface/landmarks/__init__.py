@@ -1,0 +1,44 @@
+"""Dense facial landmarks (68 / 98 / 29 / 21 points): data set readers, metrics, crop policy, networks,
+a synthetic set and evaluation.
+
+Names are resolved lazily (PEP 562): ``import retinaface.landmarks`` is cheap, and torch is imported
+only when a network is used; the readers and metrics need numpy only (scipy for ``.mat`` files).
+
+* :mod:`~retinaface.landmarks.schemes` -- the point layouts: mirror permutations, eye corners, pupils.
+* :mod:`~retinaface.landmarks.formats` -- 300W ``.pts``, WFLW lists, AFLW2000-3D and COFW ``.mat``;
+  :class:`LandmarkSample`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict
+
+_NAMES: Dict[str, str] = {
+    "LandmarkScheme": "schemes",
+    "SCHEMES": "schemes",
+    "get_scheme": "schemes",
+    "flip_points": "schemes",
+    "LandmarkSample": "formats",
+    "LandmarkFormatError": "formats",
+    "read_pts": "formats",
+    "write_pts": "formats",
+    "read_wflw_list": "formats",
+    "read_aflw2000_mat": "formats",
+    "read_cofw_mat": "formats",
+    "read_landmarks": "formats",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # cache: the next access does not come back here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
