@@ -7,6 +7,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.schemes` -- the point layouts: mirror permutations, eye corners, pupils.
 * :mod:`~retinaface.landmarks.formats` -- 300W ``.pts``, WFLW lists, AFLW2000-3D and COFW ``.mat``;
   :class:`LandmarkSample`.
+* :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
+  seed report's mean pixel distance and ranking score.
 """
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ _NAMES: Dict[str, str] = {
     "read_aflw2000_mat": "formats",
     "read_cofw_mat": "formats",
     "read_landmarks": "formats",
+    "nme": "metrics",
+    "nme_per_face": "metrics",
+    "failure_rate": "metrics",
+    "auc": "metrics",
+    "ced_curve": "metrics",
+    "mean_pixel_distance": "metrics",
+    "ranking_score": "metrics",
 }
 
 __all__ = sorted(_NAMES)
