@@ -9,6 +9,7 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
   :class:`LandmarkSample`.
 * :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
   seed report's mean pixel distance and ranking score.
+* :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ _NAMES: Dict[str, str] = {
     "ced_curve": "metrics",
     "mean_pixel_distance": "metrics",
     "ranking_score": "metrics",
+    "render_landmark_face": "synthetic",
+    "write_synthetic_landmarks": "synthetic",
 }
 
 __all__ = sorted(_NAMES)
