@@ -9,6 +9,7 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
   :class:`LandmarkSample`.
 * :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
   seed report's mean pixel distance and ranking score.
+* :mod:`~retinaface.landmarks.crop` -- the square face crop, its exact inverse, augmentation.
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 """
 from __future__ import annotations
@@ -36,6 +37,11 @@ _NAMES: Dict[str, str] = {
     "ced_curve": "metrics",
     "mean_pixel_distance": "metrics",
     "ranking_score": "metrics",
+    "AugmentConfig": "crop",
+    "CropTransform": "crop",
+    "augment_face": "crop",
+    "crop_face": "crop",
+    "crop_transform": "crop",
     "render_landmark_face": "synthetic",
     "write_synthetic_landmarks": "synthetic",
 }
