@@ -10,6 +10,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
   seed report's mean pixel distance and ranking score.
 * :mod:`~retinaface.landmarks.crop` -- the square face crop, its exact inverse, augmentation.
+* :mod:`~retinaface.landmarks.models` -- the landmark network registry (``mobilenetv3_small``,
+  ``pfld``, ``timm:<name>``) and complexity counting (the seed's FLOPs convention).
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 """
 from __future__ import annotations
@@ -42,6 +44,12 @@ _NAMES: Dict[str, str] = {
     "augment_face": "crop",
     "crop_face": "crop",
     "crop_transform": "crop",
+    "LandmarkModelConfig": "models",
+    "create_landmark_model": "models",
+    "landmark_model_from_config": "models",
+    "list_landmark_models": "models",
+    "register_landmark_model": "models",
+    "model_complexity": "models",
     "render_landmark_face": "synthetic",
     "write_synthetic_landmarks": "synthetic",
 }
