@@ -13,6 +13,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.models` -- the landmark network registry (``mobilenetv3_small``,
   ``pfld``, ``timm:<name>``) and complexity counting (the seed's FLOPs convention).
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
+* :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
+  the ground truth's format.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ _NAMES: Dict[str, str] = {
     "model_complexity": "models",
     "render_landmark_face": "synthetic",
     "write_synthetic_landmarks": "synthetic",
+    "LandmarkEvaluation": "evaluate",
+    "evaluate_landmarks": "evaluate",
+    "write_predictions": "evaluate",
 }
 
 __all__ = sorted(_NAMES)
