@@ -37,7 +37,7 @@ LAYERS: List[Set[str]] = [
     {"postprocess", "transform", "visualize", "sources", "matching", "loss", "align", "tiling"},
     {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "video", "environment",
      "detect_files"},
-    {"engine", "evaluation", "recognition", "quantize", "benchmark_matrix"},
+    {"engine", "evaluation", "recognition", "landmarks", "quantize", "benchmark_matrix"},
     {"cli"},
     {"__main__"},
 ]

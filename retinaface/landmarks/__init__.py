@@ -1,0 +1,75 @@
+"""Dense facial landmarks (68 / 98 / 29 / 21 points): data set readers, metrics, crop policy, networks,
+a synthetic set and evaluation.
+
+Names are resolved lazily (PEP 562): ``import retinaface.landmarks`` is cheap, and torch is imported
+only when a network is used; the readers and metrics need numpy only (scipy for ``.mat`` files).
+
+* :mod:`~retinaface.landmarks.schemes` -- the point layouts: mirror permutations, eye corners, pupils.
+* :mod:`~retinaface.landmarks.formats` -- 300W ``.pts``, WFLW lists, AFLW2000-3D and COFW ``.mat``;
+  :class:`LandmarkSample`.
+* :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
+  seed report's mean pixel distance and ranking score.
+* :mod:`~retinaface.landmarks.crop` -- the square face crop, its exact inverse, augmentation.
+* :mod:`~retinaface.landmarks.models` -- the landmark network registry (``mobilenetv3_small``,
+  ``pfld``, ``timm:<name>``) and complexity counting (the seed's FLOPs convention).
+* :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
+* :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
+  the ground truth's format.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict
+
+_NAMES: Dict[str, str] = {
+    "LandmarkScheme": "schemes",
+    "SCHEMES": "schemes",
+    "get_scheme": "schemes",
+    "flip_points": "schemes",
+    "LandmarkSample": "formats",
+    "LandmarkFormatError": "formats",
+    "read_pts": "formats",
+    "write_pts": "formats",
+    "read_wflw_list": "formats",
+    "read_aflw2000_mat": "formats",
+    "read_cofw_mat": "formats",
+    "read_landmarks": "formats",
+    "nme": "metrics",
+    "nme_per_face": "metrics",
+    "failure_rate": "metrics",
+    "auc": "metrics",
+    "ced_curve": "metrics",
+    "mean_pixel_distance": "metrics",
+    "ranking_score": "metrics",
+    "AugmentConfig": "crop",
+    "CropTransform": "crop",
+    "augment_face": "crop",
+    "crop_face": "crop",
+    "crop_transform": "crop",
+    "LandmarkModelConfig": "models",
+    "create_landmark_model": "models",
+    "landmark_model_from_config": "models",
+    "list_landmark_models": "models",
+    "register_landmark_model": "models",
+    "model_complexity": "models",
+    "render_landmark_face": "synthetic",
+    "write_synthetic_landmarks": "synthetic",
+    "LandmarkEvaluation": "evaluate",
+    "evaluate_landmarks": "evaluate",
+    "write_predictions": "evaluate",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # cache: the next access does not come back here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
