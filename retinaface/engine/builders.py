@@ -161,11 +161,11 @@ def amp_dtype(cfg: BaseTrainConfig, device: torch.device) -> Optional[torch.dtyp
     return torch.bfloat16 if wanted == "bf16" else torch.float16
 
 
-def build_optimization(cfg: BaseTrainConfig, trainable: nn.Module, steps_per_epoch: int) -> Tuple[Any, Any]:
+def build_optimization(cfg: BaseTrainConfig, trainable: nn.Module, steps: int) -> Tuple[Any, Any]:
     """``(optimizer, scheduler)``: the optimizer over ``trainable``'s parameters, SAM-wrapped with
-    ``--sam``, and its per-step schedule (warm-up, step or cosine decay)."""
+    ``--sam``, and its per-step schedule (warm-up, step or cosine decay) over ``steps`` steps an epoch."""
     base = build_optimizer(cfg.optimizer, trainable, cfg.lr, cfg.momentum, cfg.weight_decay)
     optimizer = SAM(base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else base
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, steps_per_epoch, cfg.decay_epochs,
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, steps, cfg.decay_epochs,
                                 cfg.gamma, cfg.warmup_epochs, cfg.min_lr)
     return optimizer, scheduler
