@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from retinaface.checkpoint import read_checkpoint
 from retinaface.cli import run_command
+from retinaface.engine import NonFiniteLossError, TrainHook
 from retinaface.recognition.synthetic import generate_synthetic_identities
 from retinaface.recognition.training import (RecognitionConfig, RecognitionTrainer, choose_output, load_embedder,
                                              save_embedder)
@@ -52,6 +54,25 @@ def test_sam_and_bf16_amp_train_and_save_finite_weights(faces, tmp_path):
 def trainer_state(trainer):
     trainer.setup()
     return trainer.raw_model.state_dict()
+
+
+class PoisonFromStep(TrainHook):
+    """Makes the loss NaN from optimizer step ``step`` on."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def extra_loss(self, trainer, model):
+        return torch.tensor(float("nan")) if trainer.step + 1 >= self.step else None
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(faces, tmp_path):
+    # the detection trainer's guard: the first bad step is kept on the device, read before any write
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2;.*Try a lower --lr or --grad-clip"):
+        RecognitionTrainer(tiny(faces, tmp_path / "nan", epochs=3), hooks=[PoisonFromStep(2)]).fit()
+    state = read_checkpoint(tmp_path / "nan" / "last.pth")
+    assert state["epoch"] == 1 and "head" in state  # epoch 2 never finished, nothing of it was written
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_a_run_is_never_overwritten(faces, tmp_path, monkeypatch):

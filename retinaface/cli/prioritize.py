@@ -22,7 +22,7 @@ from ..engine.config import TrainConfig, add_config_arguments, given_options
 from ..engine.prioritize import PrioritizeConfig, STAGE_OWNED, run_prioritization
 from ..engine.trainer import NonFiniteLossError
 from ..recognition.prioritize import RecognitionPrioritizeConfig, run_recognition_prioritization
-from ..recognition.training import RecognitionConfig
+from ..recognition.config import RecognitionConfig
 from .common import (ArgumentParser, fail, non_negative_float, number_in_range, positive_float,
                      positive_int)
 from .train import one_line

@@ -9,8 +9,10 @@ from typing import List, Optional
 
 from ..checkpoint import CheckpointError, read_checkpoint
 from ..engine.config import add_config_arguments, given_options
-from ..recognition.training import (EMBEDDER_FORMAT, NonFiniteLossError, RecognitionConfig, RecognitionTrainer,
-                                    merge_resume)
+from ..engine.trainer import NonFiniteLossError
+from ..recognition.checkpoint import EMBEDDER_FORMAT
+from ..recognition.config import RecognitionConfig, merge_resume
+from ..recognition.training import RecognitionTrainer
 from .common import fail
 
 
@@ -49,8 +51,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     except (ValueError, CheckpointError) as exc:
         return fail(prog, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    trainer = RecognitionTrainer(config)
     try:
+        trainer = RecognitionTrainer(config)  # claims the run folder: refused when it holds a run
         trainer.setup()
         print(f"training {config.network} ({config.loss}) on {config.data}: {len(trainer.train_set)} crops of "
               f"{trainer.num_classes} identities -> {trainer.output}")

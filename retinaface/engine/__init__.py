@@ -1,9 +1,12 @@
-"""Training engine: the trainer and its options, optimizers / SAM / schedules, torchrun plumbing,
-and channel prioritisation's training stages.
+"""Training engine: the one trainer and its task interface, the options, optimizers / SAM /
+schedules, torchrun plumbing, and channel prioritisation's training stages.
 
-* :mod:`.config` -- :class:`TrainConfig`, every option once, and the flags made from it;
-* :mod:`.trainer` -- :class:`Trainer` (the loop) and :class:`TrainHook`;
-* :mod:`.builders` -- data, model with DDP, optimization; :mod:`.state` -- RNG, checkpoint
+* :mod:`.config` -- :class:`BaseTrainConfig` (the options every task shares) and :class:`TrainConfig`
+  (detection), every option once, and the flags made from them;
+* :mod:`.trainer` -- :class:`Trainer` (the loop, for every task) and :class:`TrainHook`;
+* :mod:`.task` -- :class:`Task`, what a kind of model tells the loop (data, model, loss,
+  evaluation, checkpoint format); :mod:`.detection_task` -- :class:`DetectionTask`;
+* :mod:`.builders` -- detection data and model, optimization; :mod:`.state` -- RNG, checkpoint
   policy, run folders, resume;
 * :mod:`.optim` -- optimizers, SAM, schedules, the reference recipes;
 * :mod:`.prioritize` / :mod:`.adaptive_hooks` -- the three stages of channel prioritisation.
@@ -17,8 +20,11 @@ from typing import Any
 
 _EXPORTS = {
     "Trainer": ".trainer", "TrainHook": ".trainer", "TrainSummary": ".trainer",
-    "NonFiniteLossError": ".trainer", "NoFaceMatchedError": ".trainer",
-    "TrainConfig": ".config", "add_config_arguments": ".config",
+    "NonFiniteLossError": ".trainer", "NoFaceMatchedError": ".detection_task",
+    "Task": ".task", "TaskModel": ".task", "TrainData": ".task", "TotalLoss": ".task",
+    "DetectionTask": ".detection_task",
+    "BaseTrainConfig": ".config", "TrainConfig": ".config", "add_config_arguments": ".config",
+    "shared_option": ".config",
     "PrioritizeConfig": ".prioritize", "run_prioritization": ".prioritize",
     "MultiWidthHook": ".adaptive_hooks", "PrioritizationHook": ".adaptive_hooks",
     "OPTIMIZERS": ".optim", "REFERENCE_RECIPES": ".optim", "SAM": ".optim", "SCHEDULES": ".optim",

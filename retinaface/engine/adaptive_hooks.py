@@ -120,7 +120,7 @@ class MultiWidthHook(TrainHook):
         try:
             for width in self.widths:
                 set_width(raw, width)
-                out = trainer.criterion(model(images), trainer.priors, targets)
+                out = trainer.task.compute_loss(model, (images, targets))
                 total = out if total is None else LossOutput(*(a + b for a, b in zip(total, out)))
         finally:
             set_width(raw, 1.0)

@@ -1,15 +1,15 @@
-"""What a training run is built from, each a function of the config: the data (:func:`build_data`),
-the model and its DDP wrapper (:func:`build_model_for_training`) and the optimization
-(:func:`build_optimization`: optimizer, SAM, schedule, AMP type and loss scaler, loss, priors).
+"""What a training run is built from, each a function of the config: the detection data
+(:func:`build_data`) and network (:func:`prepare_model`: channels-last, SyncBatchNorm), and for any
+task the optimization (:func:`build_optimization`: optimizer, SAM, schedule; :func:`amp_dtype`).
 
-The :class:`~retinaface.engine.trainer.Trainer` calls them in that order; they hold no loop state.
+:class:`~retinaface.engine.detection_task.DetectionTask` and the
+:class:`~retinaface.engine.trainer.Trainer` call them; they hold no loop state.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -22,11 +22,10 @@ from ..config import ModelConfig
 from ..data import MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
 from ..data.labels import load_training_annotations
 from ..data.synthetic import generate_synthetic_widerface
-from ..loss import MultiBoxLoss
-from ..priors import generate_priors
-from .config import SYNTHETIC_DATA, TrainConfig
+from .config import SYNTHETIC_DATA, BaseTrainConfig, TrainConfig
 from .distributed import DistInfo, barrier
 from .optim import SAM, build_optimizer, build_scheduler
+from .task import TrainData, steps_per_epoch  # noqa: F401 (TrainData re-exported: benchmarks build it)
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +33,6 @@ SYNTHETIC_ROOT = Path("data/synthetic")
 
 
 # --------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class TrainData:
-    """The training data of one process: root folder, data set, sampler, loader, steps per epoch."""
-
-    root: Path
-    dataset: Any
-    sampler: DistributedSampler
-    loader: Any                 # a DataLoader, or a MeanSubtractingLoader over one
-    steps_per_epoch: int
-    skipped_images: int = 0
-
-
 def data_root(cfg: TrainConfig, dist: DistInfo) -> Path:
     """``cfg.data``, or the built-in synthetic set (generated once, by the main process)."""
     if cfg.data != SYNTHETIC_DATA:
@@ -98,10 +85,8 @@ def build_data(cfg: TrainConfig, dist: DistInfo, device: torch.device) -> TrainD
                         worker_init_fn=worker_init_fn, drop_last=False, **loader_options(cfg, device))
     if uint8_batches:
         loader = MeanSubtractingLoader(loader, dataset.transform.rgb_mean, device)
-    steps = len(loader)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    return TrainData(root, dataset, sampler, loader, steps, getattr(stats, "num_skipped_bad", 0))
+    return TrainData(root, dataset, sampler, loader, steps_per_epoch(loader, cfg.max_steps_per_epoch),
+                     getattr(stats, "num_skipped_bad", 0))
 
 
 # --------------------------------------------------------------------------- model
@@ -138,19 +123,18 @@ def to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.device,
-                             model: Optional[nn.Module] = None,
-                             resume_state: Optional[Dict[str, Any]] = None) -> "tuple[nn.Module, nn.Module]":
-    """``(raw_model, model)``: the network on ``device`` (``model`` if given, e.g. an adaptive
-    one; resumed weights loaded into it), with SyncBatchNorm when asked for on CUDA, and ``model``
-    its DistributedDataParallel wrapper under torchrun (else the same module)."""
+def prepare_model(cfg: TrainConfig, dist: DistInfo, device: torch.device, model: Optional[nn.Module] = None,
+                  resume_state: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """The network on ``device`` as it trains (``model`` if given, e.g. an adaptive one; resumed
+    weights loaded into it): channels-last when :func:`uses_channels_last`, SyncBatchNorm when
+    asked for on CUDA under torchrun. The trainer wraps it in DistributedDataParallel."""
     if model is None:
         model = initial_model(cfg, resume_state)
     elif resume_state is not None:
         model.load_state_dict(resume_state["model"])
     model.to(device)
     if uses_channels_last(cfg, device, model):
-        to_channels_last(model, device)  # the trainer restores plain BatchNorm2d when it is done
+        to_channels_last(model, device)  # the detection task restores plain BatchNorm2d when the run ends
         if device.type == "cpu" and not batch_norms_all_convertible(model) and dist.is_main:
             logger.warning("--channels-last: this model's fused or width-switchable batch norms keep "
                            "PyTorch's CPU NHWC kernel, whose statistics are less exact than in NCHW")
@@ -160,49 +144,28 @@ def build_model_for_training(cfg: TrainConfig, dist: DistInfo, device: torch.dev
         elif dist.is_main:
             # torch's SyncBatchNorm runs on CUDA only; gloo runs keep per-process statistics
             logger.warning("--sync-bn ignored: SyncBatchNorm needs CUDA devices (running on %s)", device.type)
-    if dist.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        return model, nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model, model
+    return model
 
 
 # --------------------------------------------------------------------------- optimization
-@dataclasses.dataclass
-class Optimization:
-    """Optimizer (SAM-wrapped when asked), per-step scheduler, autocast type (None: float32),
-    loss scaler (enabled for fp16 only), loss and the priors of the training crop size."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    amp_dtype: Optional[torch.dtype]
-    scaler: torch.amp.GradScaler
-    criterion: MultiBoxLoss
-    priors: torch.Tensor
-
-
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
+def amp_dtype(cfg: BaseTrainConfig, device: torch.device) -> Optional[torch.dtype]:
     """The autocast type: None without ``--amp``; bf16 on CPU (what CPU autocast supports) and
-    on GPUs that have it, unless fp16 is asked for."""
+    on GPUs that have it, unless fp16 is asked for (``--amp-dtype``, where a task has that option)."""
     if not cfg.amp:
         return None
     if device.type != "cuda":
         return torch.bfloat16
-    wanted = cfg.amp_dtype
+    wanted = getattr(cfg, "amp_dtype", "auto")
     if wanted == "auto":
         wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return torch.bfloat16 if wanted == "bf16" else torch.float16
 
 
-def build_optimization(cfg: TrainConfig, raw_model: nn.Module, steps_per_epoch: int,
-                       device: torch.device) -> Optimization:
-    base = build_optimizer(cfg.optimizer, raw_model, cfg.lr, cfg.momentum, cfg.weight_decay)
+def build_optimization(cfg: BaseTrainConfig, trainable: nn.Module, steps: int) -> Tuple[Any, Any]:
+    """``(optimizer, scheduler)``: the optimizer over ``trainable``'s parameters, SAM-wrapped with
+    ``--sam``, and its per-step schedule (warm-up, step or cosine decay) over ``steps`` steps an epoch."""
+    base = build_optimizer(cfg.optimizer, trainable, cfg.lr, cfg.momentum, cfg.weight_decay)
     optimizer = SAM(base, rho=cfg.sam_rho, adaptive=cfg.sam_adaptive) if cfg.sam else base
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, steps_per_epoch, cfg.decay_epochs,
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs, steps, cfg.decay_epochs,
                                 cfg.gamma, cfg.warmup_epochs, cfg.min_lr)
-    dtype = amp_dtype(cfg, device)
-    # a loss scaler is needed for fp16 only; bf16 has float32's range
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    mc = raw_model.config
-    criterion = MultiBoxLoss(neg_pos_ratio=cfg.neg_pos_ratio, variances=mc.variances)
-    priors = generate_priors(cfg.image_size, cfg.image_size, mc.min_sizes, mc.steps, device)
-    return Optimization(optimizer, scheduler, dtype, scaler, criterion, priors)
+    return optimizer, scheduler

@@ -81,3 +81,12 @@ def all_ranks_agree(flag: bool, device: torch.device, info: DistInfo) -> bool:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device, info: DistInfo) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel under torchrun (gradients all-reduced in backward),
+    else ``module`` itself."""
+    if not info.enabled:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)

@@ -71,14 +71,17 @@ def seed_everything(seed: int) -> None:
 @dataclasses.dataclass
 class CheckpointPolicy:
     """Which checkpoints an epoch writes: always ``last.pth``; ``best.pth`` when the score
-    (hard AP when evaluated, else minus the training loss) improves; ``epoch_NNN.pth`` every
-    ``save_every`` epochs and, with the step schedule, every ``save_every // 2`` after the first
-    decay (the reference: every 10, every 5 after it)."""
+    improves: the ``metric`` column where the epoch was evaluated (hard AP for detection; negated
+    when lower is better), else minus the training loss; ``epoch_NNN.pth`` every ``save_every``
+    epochs and, with the step schedule, every ``save_every // 2`` after the first decay (the
+    reference: every 10, every 5 after it)."""
 
     folder: Path
     save_every: int = 10
     schedule: str = "step"
     decay_epochs: Sequence[int] = ()
+    metric: Optional[str] = "ap_hard"
+    higher_is_better: bool = True
 
     @property
     def last(self) -> Path:
@@ -91,9 +94,10 @@ class CheckpointPolicy:
     def epoch_path(self, epoch: int) -> Path:
         return self.folder / f"epoch_{epoch:03d}.pth"
 
-    @staticmethod
-    def score(row: Dict[str, float]) -> float:
-        return row.get("ap_hard", -row["loss"])
+    def score(self, row: Dict[str, float]) -> float:
+        if self.metric is not None and self.metric in row:
+            return row[self.metric] if self.higher_is_better else -row[self.metric]
+        return -row["loss"]
 
     def epoch_due(self, epoch: int) -> bool:
         if not self.save_every:

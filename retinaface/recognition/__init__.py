@@ -11,8 +11,10 @@ import torch until a torch-backed name (a network, a loss, ``preprocess``) is us
 * :mod:`~retinaface.recognition.data` -- folder-per-identity and RecordIO training sets, LFW
   ``pairs.txt`` and insightface ``.bin`` verification sets.
 * :mod:`~retinaface.recognition.synthetic` -- built-in synthetic identities.
-* :mod:`~retinaface.recognition.training` -- ``RecognitionConfig``, ``RecognitionTrainer``, embedder
-  checkpoints; :mod:`~retinaface.recognition.verification` -- the 10-fold protocol, TAR at FAR.
+* :mod:`~retinaface.recognition.config` -- ``RecognitionConfig``; :mod:`~retinaface.recognition.task`
+  -- ``RecognitionTask`` (what the one ``retinaface.engine.Trainer`` trains); :mod:`~retinaface.recognition.training`
+  -- ``RecognitionTrainer`` (that Trainer with the recognition task); :mod:`~retinaface.recognition.checkpoint`
+  -- embedder checkpoints; :mod:`~retinaface.recognition.verification` -- the 10-fold protocol, TAR at FAR.
 * :mod:`~retinaface.recognition.analyzer` -- ``FaceAnalyzer`` (detect, align, embed);
   :mod:`~retinaface.recognition.gallery` -- search; :mod:`~retinaface.recognition.export` -- ONNX.
 * :mod:`~retinaface.recognition.adaptive_embedder` -- channel-prioritised embedders (one checkpoint, three
@@ -50,10 +52,11 @@ _NAMES: Dict[str, str] = {
     "Face": "analyzer",
     "FaceAnalyzer": "analyzer",
     "Gallery": "gallery",
-    "RecognitionConfig": "training",
+    "RecognitionConfig": "config",
+    "RecognitionTask": "task",
     "RecognitionTrainer": "training",
-    "load_embedder": "training",
-    "save_embedder": "training",
+    "load_embedder": "checkpoint",
+    "save_embedder": "checkpoint",
     "OnnxEmbedder": "export",
     "export_embedder_onnx": "export",
     "AdaptiveEmbedder": "adaptive_embedder",

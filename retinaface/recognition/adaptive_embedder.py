@@ -2,7 +2,7 @@
 :class:`AdaptiveEmbedder`, and rebuilding one from a checkpoint's ``adaptive`` entry.
 
 The network half of :mod:`retinaface.recognition.prioritize` (which trains them). It sits below
-:mod:`retinaface.recognition.training` so that loading an embedder checkpoint does not need the
+:mod:`retinaface.recognition.checkpoint` so that loading an embedder checkpoint does not need the
 training experiment, and the experiment can use the trainer without an import cycle.
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torch import nn
 from ..align import align_faces
 from ..conventions import ALIGNED_FACE_SIZE, DET_BOX, DET_LANDMARKS, DET_SCORE, DISPLAY_THRESHOLD, NUM_LANDMARKS
 from ..detector import Detector
-from .training import load_embedder
+from .checkpoint import load_embedder
 from .transforms import preprocess
 
 

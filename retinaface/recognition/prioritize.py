@@ -50,7 +50,11 @@ from .adaptive_embedder import (ADAPTIVE_EMBEDDER_FORMAT, AdaptiveEmbedder, Embe
                                 _input_size, build_adaptive_embedder, embedder_groups, make_adaptive_embedder,
                                 prune_embedder)
 from .models import create_embedder
-from .training import RecognitionConfig, RecognitionHook, RecognitionTrainer, load_pairs, save_embedder, synthetic_root
+from ..engine.task import TotalLoss
+from .checkpoint import save_embedder
+from .config import RecognitionConfig, synthetic_root
+from .task import load_pairs
+from .training import RecognitionHook, RecognitionTrainer
 from .transforms import preprocess
 from .verification import verify, write_json
 
@@ -75,7 +79,7 @@ class PrioritizeEmbedderHook(RecognitionHook):
         if self.init_gamma and trainer.epoch == 0:
             init_monotonic_gamma(self.layers)
 
-    def extra_loss(self, trainer: RecognitionTrainer) -> Optional[torch.Tensor]:
+    def extra_loss(self, trainer: RecognitionTrainer, model: nn.Module) -> Optional[torch.Tensor]:
         if not self.layers:
             return None
         return prioritization_penalty(self.layers, self.lambda_s, self.lambda_m)
@@ -126,18 +130,19 @@ class MultiWidthEmbedderHook(RecognitionHook):
             recalibrate_batchnorm(model, trainer.loader, self.recalibrate_batches, trainer.device)
         freeze_batchnorm(model)
 
-    def compute_loss(self, trainer: RecognitionTrainer, images: torch.Tensor, labels: torch.Tensor):
-        model = trainer.raw_model
-        freeze_batchnorm(model)  # the trainer puts everything in train mode each epoch
+    def compute_loss(self, trainer: RecognitionTrainer, model: nn.Module, images: torch.Tensor,
+                     labels: torch.Tensor) -> TotalLoss:
+        network = trainer.raw_model
+        freeze_batchnorm(network)  # the trainer puts everything in train mode each epoch
         total = None
         try:
             for width in self.widths:
-                model.set_width(width)
-                loss = trainer.module(images, labels)
+                network.set_width(width)
+                loss = model(images, labels)  # network + loss head (DDP-wrapped under torchrun)
                 total = loss if total is None else total + loss
         finally:
-            model.set_width(1.0)
-        return total
+            network.set_width(1.0)
+        return TotalLoss(total)
 
 
 # ---------------------------------------------------------------------------------------------
