@@ -34,7 +34,8 @@ from .fileio import atomic_write
 from .fusion import fuse_conv_bn
 from .openvino_backend import openvino_available
 from .profiling import calibrate_score_bias
-from .quantize import calibration_images as pick_images, load_backend_model, median_latency_ms, quantize_onnx
+from .quantize import calibration_images as pick_images, median_latency_ms, quantize_onnx
+from .runtime import load_runtime
 
 PathLike = Union[str, Path]
 
@@ -97,12 +98,12 @@ def _runtime_models(model, runtimes: Sequence[str], size: Tuple[int, int], threa
     if not float_path.exists():
         export_onnx(model, float_path, size=size, width=width if width not in (None, 1.0) else None)
     if any(r.endswith("-int8") for r in needs_onnx) and not int8_path.exists():
-        quantize_onnx(float_path, int8_path, Detector(load_backend_model(float_path)), calibration,
+        quantize_onnx(float_path, int8_path, Detector(load_runtime(float_path, "onnxruntime")), calibration,
                       calibration_source=f"synthetic: {len(calibration)} images")
     for runtime in needs_onnx:
         backend = "openvino" if runtime.startswith("openvino") else "onnxruntime"
         path = int8_path if runtime.endswith("-int8") else float_path
-        models[runtime] = load_backend_model(path, backend, threads=threads)
+        models[runtime] = load_runtime(path, backend, threads=threads)
     return models
 
 

@@ -1,5 +1,8 @@
 """Checkpoints: saving this toolkit's models and loading them, or Pytorch_Retinaface files, back.
 
+:func:`load_model` is the door to a model from a checkpoint (a file or a zoo name); it rebuilds the
+architecture with :func:`retinaface.build.create_model`.
+
 This project's checkpoints are dicts ``{"format": "retinaface", "format_version": 1, "config": {...},
 "model": state_dict, ...}`` holding only tensors and plain Python values, so they load with
 ``torch.load(..., weights_only=True)``; the config rebuilds the architecture with no flags.
@@ -14,9 +17,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from .build import create_model
 from .config import ModelConfig
 from .fileio import atomic_torch_save
-from .build import build_model
 from .models import RetinaFace
 from .models.wrappers import unwrap_model
 from .zoo import ZooError, resolve_weights
@@ -190,7 +193,7 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     except (CheckpointError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
-        model = build_model(config, width=width)
+        model = create_model(config, width=width)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     own = model.state_dict()

@@ -17,7 +17,7 @@ class ModelConfig:
     ``backbone_kwargs`` go to the backbone builder (e.g. a width multiplier).
     ``channels`` (set by pruning) maps layer names to pruned shapes, ``[in, out]`` for a conv and
     ``[n]`` for a batch norm; ``adaptive`` (set by :func:`retinaface.adaptive.make_adaptive`) makes
-    the model width-switchable. Both are plain data, applied by :func:`retinaface.build.build_model`.
+    the model width-switchable. Both are plain data, applied by :func:`retinaface.build.create_model`.
     ``steps`` must be the backbone's feature strides (checked when the model is built);
     ``num_classes`` is fixed at 2.
     """

@@ -41,8 +41,8 @@ from .data.synthetic import generate_synthetic_widerface
 from .evaluation import evaluate, open_ground_truth, to_wider_rows
 from .evaluation.predict import predict_widerface, widerface_detector
 from .fileio import atomic_write
-from .openvino_backend import OpenVinoModel
-from .runtime import detector_onnx_model
+from .runtime import load_runtime
+from .runtime_interface import RuntimeModel
 
 PathLike = Union[str, Path]
 
@@ -585,7 +585,9 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
         raise QuantizationError(f"{root}: no val/ground_truth folder (a WIDER-layout val split is needed)")
     gt = open_ground_truth(gt_dir)
     dataset = WiderFaceValDataset(root)
-    detectors = {name: widerface_detector(load_backend_model(path, backend, threads))
+    if backend not in ("onnxruntime", "openvino"):
+        raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
+    detectors = {name: widerface_detector(load_runtime(path, backend, threads=threads))
                  for name, path in (("float", float_path), ("int8", int8_path))}
     predictions = {name: predict_widerface(det, dataset, batch_size=1, workers=0, progress=progress)
                    for name, det in detectors.items()}
@@ -602,14 +604,13 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
                           ms["float"], ms["int8"], tuple(batch.shape[-2:]), len(dataset), str(data_root))
 
 
-def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None):
-    """The ONNX file as a Detector-ready model on ``backend`` (``onnxruntime`` or ``openvino``)."""
-    if backend == "openvino":
-        return OpenVinoModel(path, threads=threads)
-    if backend != "onnxruntime":
+def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None) -> RuntimeModel:
+    """Deprecated: ``retinaface.load_runtime(path, backend, threads=...)``, kept for one release."""
+    warnings.warn("retinaface.quantize.load_backend_model is deprecated; use "
+                  "retinaface.load_runtime(path, backend, threads=...)", DeprecationWarning, stacklevel=2)
+    if backend not in ("onnxruntime", "openvino"):
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
-
-    return detector_onnx_model(path, threads=threads)
+    return load_runtime(path, backend, threads=threads)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -619,5 +620,5 @@ def _first_line(exc: BaseException) -> str:
 
 __all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "QUANT_METHODS",
            "QuantizationError", "QuantizationResult", "accuracy_report", "calibration_images",
-           "depthwise_conv_nodes", "first_conv_nodes", "load_backend_model", "median_latency_ms",
+           "depthwise_conv_nodes", "first_conv_nodes", "median_latency_ms",
            "network_input", "quantization_info", "quantize_onnx", "reproduced_share"]

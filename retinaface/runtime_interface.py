@@ -27,6 +27,8 @@ INPUT_LAYOUT = "NCHW"
 INPUT_DTYPE = "float32"
 # raw outputs (loc, conf, landms); files exported with the decoding in the graph give DECODED ones
 RAW_OUTPUTS: Tuple[str, ...] = ("loc", "conf", "landms")
+# the runtimes a detector runs on (retinaface.runtime.resolve_runtime: "auto" picks by file type)
+RUNTIMES: Tuple[str, ...] = ("auto", "pytorch", "onnxruntime", "openvino")
 
 
 @runtime_checkable

@@ -161,28 +161,25 @@ def _load_detector(args: argparse.Namespace):
     """The detector ``--weights`` / ``--runtime`` name (checkpoint errors are ``ValueError`` /
     ``RuntimeError`` / ``OSError`` subclasses naming the file)."""
     # lazy: torch and OpenCV only once a run starts (detect --help stays instant)
+    import torch
+
     from ..detector import Detector
-    from ..runtime import load_runtime_model, resolve_runtime
+    from ..runtime import resolve_runtime
 
     if args.weights is None:  # no --weights: the zoo's default detector, named once
         args.weights = announce_default_detector()
-    settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
-                    max_size=args.max_size)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    if resolve_runtime(args.weights, args.runtime) == "pytorch":
-        return Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
-                                        width=args.width, **settings)
-    model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
-                               threads=args.threads)
-    detector = Detector(model, **settings)
-    import torch
-
-    # the runtime runs the network on its own threads; torch only post-processes, and its
-    # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
-    torch.set_num_threads(1)
+    on_pytorch = resolve_runtime(args.weights, args.runtime) == "pytorch"
+    # an external runtime runs on the CPU, where the Detector then builds its batches
+    device = args.device if on_pytorch else "cpu"
+    detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=device, backend=args.runtime,
+                                        width=args.width, threads=args.threads, conf_threshold=args.conf,
+                                        nms_threshold=args.nms, target_size=args.target_size, max_size=args.max_size)
+    if not on_pytorch:
+        # the runtime runs the network on its own threads; torch only post-processes, and its
+        # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
+        torch.set_num_threads(1)
     return detector
 
 

@@ -85,8 +85,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     import torch
 
-    from ..checkpoint import CheckpointError
-    from ..export.writers import export_model, load_for_export
+    from ..checkpoint import CheckpointError, load_model
+    from ..export.writers import export_model
     from ..models import BackboneError
 
     if args.threads:
@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if args.int8:
         return _export_int8(args, prog)
     try:
-        model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
+        model = load_model(args.weights, backbone=args.backbone, width=args.width)
         started = time.perf_counter()
         # each format's writer takes the options it registers (EXPORT_FORMATS); the others are dropped
         meta = export_model(model, args.output, args.format, with_postprocess=args.with_postprocess,
