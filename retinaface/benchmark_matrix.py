@@ -36,11 +36,10 @@ from .openvino_backend import openvino_available
 from .profiling import calibrate_score_bias
 from .quantize import calibration_images as pick_images, median_latency_ms, quantize_onnx
 from .runtime import load_runtime
+from .runtime_interface import MATRIX_RUNTIMES
 
 PathLike = Union[str, Path]
 
-MATRIX_RUNTIMES: Tuple[str, ...] = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8",
-                                    "openvino", "openvino-int8")
 MATRIX_SIZES: Tuple[Tuple[int, int], ...] = ((240, 320), (480, 640), (720, 1280), (1080, 1920))
 MATRIX_BACKBONES: Tuple[str, ...] = ("mobilenet0.25", "mobiface", "resnet50")
 MATRIX_THREADS: Tuple[int, ...] = (1, 2)

@@ -4,9 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from .box_coder import DEFAULT_VARIANCES
-from .conventions import FEATURE_STRIDES
-from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
+from .conventions import BOX_VARIANCES, FEATURE_STRIDES, PRIOR_MIN_SIZES
 
 
 @dataclasses.dataclass
@@ -24,9 +22,9 @@ class ModelConfig:
 
     backbone: str = "mobilenet0.25"
     fpn_width: Optional[int] = None
-    min_sizes: Tuple[Tuple[int, ...], ...] = DEFAULT_MIN_SIZES
-    steps: Tuple[int, ...] = DEFAULT_STEPS
-    variances: Tuple[float, float] = DEFAULT_VARIANCES
+    min_sizes: Tuple[Tuple[int, ...], ...] = PRIOR_MIN_SIZES
+    steps: Tuple[int, ...] = FEATURE_STRIDES
+    variances: Tuple[float, float] = BOX_VARIANCES
     num_classes: int = 2
     backbone_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
     channels: Optional[Dict[str, List[int]]] = None

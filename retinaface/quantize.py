@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .conventions import TRAIN_IMAGES, VAL_GROUND_TRUTH
+from .conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
 from .data.dataset import WiderFaceValDataset
 from .data.synthetic import generate_synthetic_widerface
 from .evaluation import evaluate, open_ground_truth, to_wider_rows
@@ -485,18 +485,18 @@ def reproduced_share(reference: Dict[Any, np.ndarray], candidate: Dict[Any, np.n
 
     total = matched = 0
     for key, ref in reference.items():
-        ref = ref[ref[:, 4] >= score_threshold]
+        ref = ref[ref[:, DET_SCORE] >= score_threshold]
         total += len(ref)
         cand = candidate.get(key)
         if not len(ref) or cand is None or not len(cand):
             continue
         # a borderline face may sit just under the threshold in the other model
-        cand = cand[cand[:, 4] >= score_threshold / 2]
+        cand = cand[cand[:, DET_SCORE] >= score_threshold / 2]
         if not len(cand):
             continue
         overlaps = box_iou(torch.from_numpy(ref[:, :4].copy()), torch.from_numpy(cand[:, :4].copy())).numpy()
         used = np.zeros(len(cand), dtype=bool)
-        for row in np.argsort(-ref[:, 4], kind="stable"):
+        for row in np.argsort(-ref[:, DET_SCORE], kind="stable"):
             best = np.where(~used, overlaps[row], -1.0)
             j = int(np.argmax(best))
             if best[j] >= iou:

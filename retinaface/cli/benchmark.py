@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..fileio import atomic_write
+from ..runtime_interface import MATRIX_RUNTIMES
 from .common import ArgumentParser, fail, number_in_range, positive_int, weights_available
 
 
@@ -50,8 +51,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-# spelled here so --help stays light (retinaface.benchmark_matrix.MATRIX_RUNTIMES)
-MATRIX_RUNTIMES = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 
 
 def _size(text: str):
