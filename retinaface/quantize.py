@@ -11,7 +11,9 @@ Owns:
   the method, the calibration images and what was kept float;
 * :func:`accuracy_report`: easy / medium / hard AP of the float and the INT8 file on a val split,
   the share of float detections the INT8 model reproduces at IoU >= 0.9, both latencies, and a
-  warning when AP drops by more than 0.01.
+  warning when AP drops by more than 0.01;
+* :func:`export_int8`: a loaded model to an INT8 file in one call (float export to a temporary
+  file, quantisation, optionally the accuracy report), what ``retinaface export --int8`` runs.
 
 Which layers stay float, and why (measured on real WIDER val photos, docs/real.md): the output
 tail (:data:`DEFAULT_FLOAT_OP_TYPES`: Transpose, Reshape, Concat, Softmax) moves bytes and does no
@@ -38,8 +40,11 @@ import numpy as np
 from .conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
 from .data.dataset import WiderFaceValDataset
 from .data.synthetic import generate_synthetic_widerface
+from .detector import Detector
 from .evaluation import evaluate, open_ground_truth, to_wider_rows
 from .evaluation.predict import predict_widerface, widerface_detector
+from .export.metadata import DEFAULT_SIZE, MIN_OPSET
+from .export.writers import export_onnx
 from .fileio import atomic_write
 from .runtime import load_runtime
 from .runtime_interface import RuntimeModel
@@ -604,6 +609,43 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
                           ms["float"], ms["int8"], tuple(batch.shape[-2:]), len(dataset), str(data_root))
 
 
+@dataclasses.dataclass
+class Int8Export:
+    """What :func:`export_int8` did: the quantised file, the seconds export and quantisation took,
+    and the accuracy report (None when not asked for)."""
+
+    result: QuantizationResult
+    seconds: float
+    report: Optional[AccuracyReport] = None
+
+
+def export_int8(model: Any, output: PathLike, images: Sequence[PathLike], calibration_source: str = "",
+                method: str = DEFAULT_METHOD, dynamic: bool = False, size: Sequence[int] = DEFAULT_SIZE,
+                opset: int = MIN_OPSET, dynamo: bool = False, width: Optional[float] = None,
+                threads: Optional[int] = None, accuracy_data: Optional[PathLike] = None,
+                report_runtime: str = "onnxruntime",
+                written: Optional[Callable[[Int8Export], None]] = None) -> Int8Export:
+    """Write ``model`` (eval mode, CPU) as an INT8 ONNX file to ``output``: a float export
+    (:func:`retinaface.export.writers.export_onnx`) to a temporary file, then :func:`quantize_onnx`
+    calibrated on ``images`` through the Detector's own pre-processing of the float file
+    (``output`` is replaced). With ``accuracy_data`` (a WIDER-layout root or ``"synthetic"``) the
+    float and INT8 files are compared on it by :func:`accuracy_report` on ``report_runtime``;
+    ``written`` is called once the INT8 file is written, before the (slower) report runs."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="retinaface-export-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_onnx(model, float_path, dynamic=dynamic, size=tuple(size), opset=opset, dynamo=dynamo, width=width)
+        detector = Detector(load_runtime(float_path, "onnxruntime", threads=threads))
+        result = quantize_onnx(float_path, output, detector, images, method=method,
+                               calibration_source=calibration_source, overwrite=True)
+        done = Int8Export(result, time.perf_counter() - started)
+        if written is not None:
+            written(done)
+        if accuracy_data is not None:
+            done.report = accuracy_report(float_path, output, accuracy_data, backend=report_runtime, threads=threads)
+    return done
+
+
 def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None) -> RuntimeModel:
     """Deprecated: ``retinaface.load_runtime(path, backend, threads=...)``, kept for one release."""
     warnings.warn("retinaface.quantize.load_backend_model is deprecated; use "
@@ -618,7 +660,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "QUANT_METHODS",
+__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "Int8Export", "QUANT_METHODS",
            "QuantizationError", "QuantizationResult", "accuracy_report", "calibration_images",
-           "depthwise_conv_nodes", "first_conv_nodes", "median_latency_ms",
+           "depthwise_conv_nodes", "export_int8", "first_conv_nodes", "median_latency_ms",
            "network_input", "quantization_info", "quantize_onnx", "reproduced_share"]

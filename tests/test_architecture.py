@@ -36,7 +36,7 @@ LAYERS: List[Set[str]] = [
     {"build", "checkpoint"},
     {"postprocess", "transform", "visualize", "sources", "matching", "loss", "align", "tiling"},
     {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "video", "environment",
-     "detect_files"},
+     "detect_files", "embed_files"},
     {"engine", "evaluation", "recognition", "quantize", "benchmark_matrix"},
     {"cli"},
     {"__main__"},
