@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from torch import nn
 
 from .adaptive import make_adaptive
@@ -82,8 +83,6 @@ class MatrixCell:
 
 
 def _build(backbone: str, width: float):
-    import torch
-
     torch.manual_seed(0)
     model = create_model(backbone).eval()
     if width != 1.0:
@@ -125,8 +124,6 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
     missing (openvino) are skipped with a note through ``log``. The class heads are recalibrated
     so that about ``candidates`` priors pass the score threshold, with a trained model's spread
     of scores (:func:`retinaface.profiling.calibrate_score_bias`)."""
-    import torch
-
     unknown = [r for r in runtimes if r not in MATRIX_RUNTIMES]
     if unknown:
         raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(MATRIX_RUNTIMES)}")

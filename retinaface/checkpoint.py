@@ -11,6 +11,7 @@ optionally prefixed ``module.``); their backbone is given or inferred from the k
 """
 from __future__ import annotations
 
+import pickletools
 import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -83,8 +84,6 @@ def _pickled_callable(path: Path) -> Optional[str]:
     """The first global (``module.name``) or code-running opcode a plain pickle file holds, found
     by walking its opcodes with :mod:`pickletools` (nothing is executed); None when the file is
     not a well-formed pickle or holds no such opcode."""
-    import pickletools
-
     strings: list = []
     try:
         with open(path, "rb") as handle:

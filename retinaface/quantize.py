@@ -35,7 +35,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from .conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
 from .data.dataset import WiderFaceValDataset
@@ -153,8 +156,6 @@ class DetectorCalibrationReader:
         self._next, self._end = int(start_index), min(int(end_index), len(self.images))
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-        import cv2
-
         if self._next >= self._end:
             return None
         path = self.images[self._next]
@@ -485,9 +486,6 @@ def reproduced_share(reference: Dict[Any, np.ndarray], candidate: Dict[Any, np.n
     key) that ``candidate`` reproduces: a candidate box of score >= ``score_threshold`` / 2 with IoU
     >= ``iou``, each candidate used once (greedy in reference score order). 1.0 when the reference
     has no detection."""
-    import torch
-    from torchvision.ops import box_iou
-
     total = matched = 0
     for key, ref in reference.items():
         ref = ref[ref[:, DET_SCORE] >= score_threshold]
@@ -600,8 +598,6 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
            for name, preds in predictions.items()}
     image = dataset[0][0]
     batch = network_input(detectors["float"], image)
-    import torch
-
     tensor = torch.from_numpy(batch)
     ms = median_latency_ms({name: (lambda d=det: d.forward(tensor)) for name, det in detectors.items()},
                            repeats=latency_repeats)

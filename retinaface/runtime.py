@@ -15,6 +15,7 @@ the Detector's, so both backends share one pipeline.
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -229,8 +230,6 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
     folder (or ``cache_dir``; a temporary folder when neither is writable), so a changed checkpoint
     gets a fresh export and an unchanged one is reused. Written atomically.
     """
-    import tempfile
-
     weights = Path(weights)
     if not weights.is_file():
         raise ExportError(f"{weights}: checkpoint file not found")

@@ -107,7 +107,7 @@ def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int
         return np.zeros((0, DETECTION_COLUMNS), dtype=np.float32)
     if len(tile_grid(height, width, size, overlap)) == 1:
         return detector.detect(image)
-    import cv2
+    import cv2  # only tiled images are resized: the tile geometry above needs no OpenCV
 
     # edge tiles are padded to the tile size with the mean colour (zero after mean subtraction),
     # as the detector's own batching pads

@@ -50,15 +50,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def _size(text: str):
     """``HxW`` -> ``(H, W)``, both >= 32."""
-    import argparse as _argparse
-
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 32:
-        raise _argparse.ArgumentTypeError(f"expected HxW with both >= 32 (e.g. 480x640), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HxW with both >= 32 (e.g. 480x640), got {text!r}")
     return (int(parts[0]), int(parts[1]))
 
 

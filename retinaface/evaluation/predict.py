@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ..conventions import (DEFAULT_EVAL_PROTOCOL, VAL_GROUND_TRUTH, WIDER_TEST_CONF_THRESHOLD, WIDER_TEST_MAX_SIZE,
                            WIDER_TEST_NMS_THRESHOLD)
@@ -69,8 +70,6 @@ def predict_widerface(detector: Union[Detector, TestTimeAugmentation], dataset: 
     named in an :class:`ImageReadWarning` and counts as no detections (no file is written for it);
     with ``strict`` it stops the run with ``OSError`` instead (files already written stay).
     """
-    from tqdm import tqdm
-
     loader = DataLoader(_Guarded(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate_images, worker_init_fn=worker_init_fn)
     predictions: Predictions = {}
