@@ -86,7 +86,7 @@ def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> No
     from pathlib import Path
 
     from retinaface.export import export_onnx
-    from retinaface.runtime import load_runtime_model
+    from retinaface.runtime import load_runtime
 
     def median_ms(fn) -> float:
         for _ in range(3):
@@ -106,7 +106,7 @@ def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> No
         path = Path(tmp) / "m.onnx"
         export_onnx(model, path, dynamic=True)
         for runtime in runtimes:
-            net = model if runtime == "pytorch" else load_runtime_model(path, runtime, threads=threads)
+            net = model if runtime == "pytorch" else load_runtime(path, runtime, threads=threads)
             det = Detector(net)
             batch = det.transform([image])[0]
             transform = median_ms(lambda: det.transform([image], out=batch))

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     import retinaface
     from retinaface.export import export_onnx
     from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import (accuracy_report, calibration_images, load_backend_model,
-                                     median_latency_ms, quantize_onnx)
+    from retinaface.quantize import accuracy_report, calibration_images, median_latency_ms, quantize_onnx
+    from retinaface.runtime import load_runtime
 
     torch.set_num_threads(args.threads)
     weights = dict(item.split("=", 1) for item in args.weights)
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                 model, trained = retinaface.create_model(name).eval(), False
             float_path = Path(tmp) / f"{name}.onnx"
             export_onnx(model, float_path, size=(h, w))
-            detector = retinaface.Detector(load_backend_model(float_path))
+            detector = retinaface.Detector(load_runtime(float_path))
             files = {"float": float_path}
             for policy in args.policies:
                 out = Path(tmp) / f"{name}-{policy}.onnx"
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
             calls = {}
             for runtime in runtimes:
                 for label, file in files.items():
-                    net = load_backend_model(file, runtime, threads=args.threads)
+                    net = load_runtime(file, runtime, threads=args.threads)
                     calls[(runtime, label)] = (lambda n=net: n(x))
             ms = median_latency_ms({f"{r}|{l}": fn for (r, l), fn in calls.items()}, args.runs, args.rounds)
             best_float = min(ms[f"{r}|float"] for r in runtimes)

@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     from retinaface.data.synthetic import generate_synthetic_widerface
     from retinaface.openvino_backend import openvino_available
     from retinaface.quantize import calibration_images, median_latency_ms, quantize_onnx
-    from retinaface.runtime import cached_onnx_export, load_runtime_model
+    from retinaface.runtime import cached_onnx_export, load_runtime
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)  # Haar's pyramid and everyone's colour conversions alike
@@ -262,12 +262,12 @@ def main(argv=None) -> int:
         onnx_file = cached_onnx_export(weights)
         int8 = Path(tmp) / "int8.onnx"
         images, source = calibration_images("synthetic", 32)
-        quantize_onnx(onnx_file, int8, Detector(load_runtime_model(onnx_file, "onnxruntime")), images,
+        quantize_onnx(onnx_file, int8, Detector(load_runtime(onnx_file, "onnxruntime")), images,
                       calibration_source=source)
-        models = {f"ours mobilenet0.25 {r}": load_runtime_model(weights, r, threads=args.threads) for r in runtimes}
-        models["ours mobilenet0.25 onnxruntime int8"] = load_runtime_model(int8, "onnxruntime", threads=args.threads)
+        models = {f"ours mobilenet0.25 {r}": load_runtime(weights, r, threads=args.threads) for r in runtimes}
+        models["ours mobilenet0.25 onnxruntime int8"] = load_runtime(int8, "onnxruntime", threads=args.threads)
         if openvino_available():
-            models["ours mobilenet0.25 openvino int8"] = load_runtime_model(int8, "openvino", threads=args.threads)
+            models["ours mobilenet0.25 openvino int8"] = load_runtime(int8, "openvino", threads=args.threads)
         small: Dict[str, Callable[[], object]] = {}  # beside BlazeFace's input, not the ratios' base
         inputs: Dict[str, str] = {}
         for name, model in models.items():

@@ -162,10 +162,11 @@ def section_official(args, scorer: Scorer, real: Path) -> List[str]:
 def make_int8(float_path: Path, out: Path, real: Path, count: int, **options) -> Path:
     """The INT8 file of ``float_path`` calibrated on ``count`` real train photos."""
     from retinaface import Detector
-    from retinaface.quantize import calibration_images, load_backend_model, quantize_onnx
+    from retinaface.quantize import calibration_images, quantize_onnx
+    from retinaface.runtime import load_runtime
 
     images, source = calibration_images(real / "widerface" / "train" / "images", count)
-    detector = Detector(load_backend_model(float_path), **options.pop("calibration_size", {}))
+    detector = Detector(load_runtime(float_path), **options.pop("calibration_size", {}))
     quantize_onnx(float_path, out, detector, images, calibration_source=source, overwrite=True, **options)
     return out
 
@@ -180,7 +181,7 @@ def section_runtimes(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     import retinaface
     from retinaface.fusion import fuse_conv_bn
     from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import load_backend_model
+    from retinaface.runtime import load_runtime
     from retinaface.runtime import cached_onnx_export
 
     weights = official_weights(real)
@@ -188,12 +189,12 @@ def section_runtimes(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     int8_path = make_int8(float_path, tmp / "int8.onnx", real, args.calibration_images)
     models = {"PyTorch": retinaface.load_model(weights),
               "PyTorch, BN folded": fuse_conv_bn(retinaface.load_model(weights)),
-              "ONNX Runtime": load_backend_model(float_path, "onnxruntime", args.threads)}
+              "ONNX Runtime": load_runtime(float_path, "onnxruntime", threads=args.threads)}
     if openvino_available():
-        models["OpenVINO (f32)"] = load_backend_model(float_path, "openvino", args.threads)
-    models["ONNX Runtime INT8"] = load_backend_model(int8_path, "onnxruntime", args.threads)
+        models["OpenVINO (f32)"] = load_runtime(float_path, "openvino", threads=args.threads)
+    models["ONNX Runtime INT8"] = load_runtime(int8_path, "onnxruntime", threads=args.threads)
     if openvino_available():
-        models["OpenVINO INT8"] = load_backend_model(int8_path, "openvino", args.threads)
+        models["OpenVINO INT8"] = load_runtime(int8_path, "openvino", threads=args.threads)
     detectors = {name: wider_detector(m) for name, m in models.items()}
     aps = {}
     for name, det in detectors.items():
@@ -233,32 +234,33 @@ INT8_OPTIONS: List[Tuple[str, Dict[str, Any]]] = [
 
 def section_int8(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import load_backend_model, reproduced_share
+    from retinaface.quantize import reproduced_share
+    from retinaface.runtime import load_runtime
     from retinaface.runtime import cached_onnx_export
 
     float_path = cached_onnx_export(official_weights(real), cache_dir=tmp)
-    float_model = load_backend_model(float_path, "onnxruntime", args.threads)
+    float_model = load_runtime(float_path, "onnxruntime", threads=args.threads)
     float_preds = scorer.predictions(wider_detector(float_model).detect)
     float_ap = scorer.ap(float_preds)
     print("float", ap_cells(float_ap), flush=True)
     rows = ["| INT8 option (ONNX Runtime, QDQ, per-channel weights) | drop easy | drop medium | drop hard | "
             "reproduced @IoU 0.9 | speed-up ORT | speed-up OpenVINO |", "|---|---|---|---|---|---|---|"]
-    timed = {"float ort": load_backend_model(float_path, "onnxruntime", args.threads)}
+    timed = {"float ort": load_runtime(float_path, "onnxruntime", threads=args.threads)}
     if openvino_available():
-        timed["float ov"] = load_backend_model(float_path, "openvino", args.threads)
+        timed["float ov"] = load_runtime(float_path, "openvino", threads=args.threads)
     results = []
     for i, (name, options) in enumerate(INT8_OPTIONS):
         options = dict(options)
         count = options.pop("count", args.calibration_images)
         path = make_int8(float_path, tmp / f"int8_{i}.onnx", real, count, **options)
-        model = load_backend_model(path, "onnxruntime", args.threads)
+        model = load_runtime(path, "onnxruntime", threads=args.threads)
         preds = scorer.predictions(wider_detector(model).detect)
         ap = scorer.ap(preds)
         share = reproduced_share(float_preds, preds)
         results.append((name, ap, share))
         timed[f"{i} ort"] = model
         if openvino_available():
-            timed[f"{i} ov"] = load_backend_model(path, "openvino", args.threads)
+            timed[f"{i} ov"] = load_runtime(path, "openvino", threads=args.threads)
         print(name, drop_cells(float_ap, ap), f"{share:.3f}", flush=True)
     import retinaface
 
@@ -438,7 +440,7 @@ def optional_peers(threads: int) -> Tuple[Dict[str, Any], List[str]]:
 
 def section_peers(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     import retinaface
-    from retinaface.quantize import load_backend_model
+    from retinaface.runtime import load_runtime
     from retinaface.runtime import cached_onnx_export
 
     peers_dir = real / "peers"
@@ -446,9 +448,9 @@ def section_peers(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     int8_path = make_int8(float_path, tmp / "int8.onnx", real, args.calibration_images)
     ours = {
         "ours: Pytorch_Retinaface mobilenet0.25, ONNX Runtime": wider_detector(
-            load_backend_model(float_path, "onnxruntime", args.threads)),
-        "ours: same, ONNX Runtime INT8": wider_detector(load_backend_model(int8_path, "onnxruntime", args.threads)),
-        "ours: same, VGA (fits 640x480)": wider_detector(load_backend_model(float_path, "onnxruntime", args.threads),
+            load_runtime(float_path, "onnxruntime", threads=args.threads)),
+        "ours: same, ONNX Runtime INT8": wider_detector(load_runtime(int8_path, "onnxruntime", threads=args.threads)),
+        "ours: same, VGA (fits 640x480)": wider_detector(load_runtime(float_path, "onnxruntime", threads=args.threads),
                                                         **VGA),
     }
     theirs = {

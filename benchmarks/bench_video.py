@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from retinaface import Detector
     from retinaface.openvino_backend import openvino_available
-    from retinaface.runtime import load_runtime_model
+    from retinaface.runtime import load_runtime
     from retinaface.video import process_video, process_video_sequential
 
     weights = Path(args.weights)
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
               f"decode + detect + draw + encode (mp4v)")
         print("| runtime | frame-by-frame FPS | threaded pipeline FPS | ratio | faces/frame |")
         print("|---|---|---|---|---|")
-        jobs = [(runtime, lambda r=runtime: load_runtime_model(weights, r, threads=args.threads))
+        jobs = [(runtime, lambda r=runtime: load_runtime(weights, r, threads=args.threads))
                 for runtime in runtimes]
         if args.bf16 and openvino_available():
             from retinaface.openvino_backend import OpenVinoModel
@@ -90,10 +90,10 @@ def main(argv=None) -> int:
             int8 = Path(tmp) / "int8.onnx"
             float_file = cached_onnx_export(weights)
             images, source = calibration_images("synthetic", 32)
-            quantize_onnx(float_file, int8, Detector(load_runtime_model(float_file)), images,
+            quantize_onnx(float_file, int8, Detector(load_runtime(float_file)), images,
                           calibration_source=source)
             for runtime in [r for r in runtimes if r in ("onnxruntime", "openvino")]:
-                jobs.append((f"{runtime} int8", lambda r=runtime: load_runtime_model(int8, r, threads=args.threads)))
+                jobs.append((f"{runtime} int8", lambda r=runtime: load_runtime(int8, r, threads=args.threads)))
         for runtime, load in jobs:
             model = load()
             # external runtimes: torch only post-processes (see retinaface.cli.detect)

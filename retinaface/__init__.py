@@ -1,8 +1,10 @@
 """retinaface: RetinaFace face detection with pluggable backbones.
 
-The main entry points: :func:`create_model` builds a network by backbone name, :func:`load_model`
-loads this toolkit's or Pytorch_Retinaface checkpoints, :class:`Detector` turns images into boxes,
-scores and five landmarks.
+A model has three doors: :func:`create_model` builds a network from a backbone name or a
+:class:`ModelConfig`, :func:`load_model` loads this toolkit's or Pytorch_Retinaface checkpoints (a
+file or a zoo name), and :func:`load_runtime` (or :meth:`Detector.from_checkpoint`, which wraps it
+in a detector) opens any file for inference: a checkpoint, or an ONNX (ONNX Runtime, OpenVINO) or
+TorchScript export. :class:`Detector` turns images into boxes, scores and five landmarks.
 
 Names are resolved lazily (PEP 562): ``import retinaface`` loads no heavy dependency, and torch,
 timm or OpenCV are imported only when a name that needs them is first used. So
@@ -24,8 +26,8 @@ _LAZY: Dict[str, str] = {
     "ModelConfig": "retinaface.config",
     "Detector": "retinaface.detector",
     "FaceAnalyzer": "retinaface.recognition.analyzer",
-    "build_model": "retinaface.build",
     "create_model": "retinaface.build",
+    "load_runtime": "retinaface.runtime",
     "BackboneError": "retinaface.models",
     "RetinaFace": "retinaface.models",
     "list_backbones": "retinaface.models",
@@ -34,11 +36,16 @@ _LAZY: Dict[str, str] = {
     "generate_priors": "retinaface.priors",
 }
 
+# earlier public names, importable for one release: calling one warns (DeprecationWarning)
+_DEPRECATED: Dict[str, str] = {
+    "build_model": "retinaface.build",  # create_model(config, width=...)
+}
+
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _LAZY.get(name) or _DEPRECATED.get(name)
     if module is None:
         raise AttributeError(f"module 'retinaface' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -52,10 +59,11 @@ def __dir__() -> List[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .box_coder import BoxCoder
-    from .build import build_model, create_model
+    from .build import create_model
     from .checkpoint import CheckpointError, load_model, save_model
     from .config import ModelConfig
     from .detector import Detector
     from .recognition.analyzer import FaceAnalyzer
     from .models import BackboneError, RetinaFace, list_backbones, register_backbone
     from .priors import PriorGenerator, generate_priors
+    from .runtime import load_runtime

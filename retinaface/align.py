@@ -146,7 +146,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def warp_crop(image: np.ndarray, matrix: np.ndarray, size: CropSize = ALIGNED_FACE_SIZE) -> np.ndarray:
     """``image`` warped by the ``(2, 3)`` ``matrix`` into a ``size`` crop (bilinear, black outside)."""
-    import cv2
+    import cv2  # only the warp needs OpenCV: the landmark geometry above is NumPy alone
 
     height, width = _crop_hw(size)
     return cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (width, height),

@@ -1,8 +1,15 @@
-"""The deployment benchmark matrix (``retinaface benchmark --matrix``, the opencv_zoo kind).
+"""What ``retinaface benchmark`` measures: the deployment matrix (``--matrix``, the opencv_zoo
+kind) and the per-model table (one backbone, ``--all``, a checkpoint, adaptive ``--widths``).
 
-Backbones x widths x input sizes x runtimes x thread counts: the median forward time (ms) and FPS
-of each cell, plus the full detect path (pre-processing, forward, decoding, NMS) and its overhead
-over the bare forward. Runtimes: PyTorch eager (NHWC input, the Detector's CPU default),
+Used by :mod:`retinaface.cli.benchmark` (which only parses flags and prints) and by
+``benchmarks/bench_detect_overhead.py``; the runtime tables of docs/edge.md and README come from
+:func:`run_matrix`. The per-model rows are :func:`measure_models` over :func:`benchmark_jobs`
+(:func:`retinaface.profiling.benchmark_model` per model, plus the WIDER AP of each width with
+``data_root``).
+
+The matrix, backbones x widths x input sizes x runtimes x thread counts: the median forward time
+(ms) and FPS of each cell, plus the full detect path (pre-processing, forward, decoding, NMS) and
+its overhead over the bare forward. Runtimes: PyTorch eager (NHWC input, the Detector's CPU default),
 PyTorch with BatchNorm folded into the convolutions, ONNX Runtime float and INT8, OpenVINO float
 and INT8 (INT8: :func:`retinaface.quantize.quantize_onnx`, default float layers, calibrated on
 synthetic training images). ONNX files are exported at each cell's fixed size, as deployed.
@@ -25,21 +32,26 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
+from torch import nn
 
 from .adaptive import make_adaptive
+from .adaptive.slim import active_parameters
 from .build import create_model
+from .checkpoint import load_model
 from .detector import Detector
+from .evaluation.predict import evaluate_model
 from .export.writers import export_onnx
 from .fileio import atomic_write
 from .fusion import fuse_conv_bn
 from .openvino_backend import openvino_available
-from .profiling import calibrate_score_bias
-from .quantize import calibration_images as pick_images, load_backend_model, median_latency_ms, quantize_onnx
+from .profiling import TRAINED_MARGIN_SPREAD, BenchmarkRow, benchmark_model, calibrate_score_bias
+from .quantize import calibration_images as pick_images, median_latency_ms, quantize_onnx
+from .runtime import load_runtime
+from .runtime_interface import MATRIX_RUNTIMES
 
 PathLike = Union[str, Path]
 
-MATRIX_RUNTIMES: Tuple[str, ...] = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8",
-                                    "openvino", "openvino-int8")
 MATRIX_SIZES: Tuple[Tuple[int, int], ...] = ((240, 320), (480, 640), (720, 1280), (1080, 1920))
 MATRIX_BACKBONES: Tuple[str, ...] = ("mobilenet0.25", "mobiface", "resnet50")
 MATRIX_THREADS: Tuple[int, ...] = (1, 2)
@@ -71,8 +83,6 @@ class MatrixCell:
 
 
 def _build(backbone: str, width: float):
-    import torch
-
     torch.manual_seed(0)
     model = create_model(backbone).eval()
     if width != 1.0:
@@ -97,12 +107,12 @@ def _runtime_models(model, runtimes: Sequence[str], size: Tuple[int, int], threa
     if not float_path.exists():
         export_onnx(model, float_path, size=size, width=width if width not in (None, 1.0) else None)
     if any(r.endswith("-int8") for r in needs_onnx) and not int8_path.exists():
-        quantize_onnx(float_path, int8_path, Detector(load_backend_model(float_path)), calibration,
+        quantize_onnx(float_path, int8_path, Detector(load_runtime(float_path, "onnxruntime")), calibration,
                       calibration_source=f"synthetic: {len(calibration)} images")
     for runtime in needs_onnx:
         backend = "openvino" if runtime.startswith("openvino") else "onnxruntime"
         path = int8_path if runtime.endswith("-int8") else float_path
-        models[runtime] = load_backend_model(path, backend, threads=threads)
+        models[runtime] = load_runtime(path, backend, threads=threads)
     return models
 
 
@@ -114,8 +124,6 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
     missing (openvino) are skipped with a note through ``log``. The class heads are recalibrated
     so that about ``candidates`` priors pass the score threshold, with a trained model's spread
     of scores (:func:`retinaface.profiling.calibrate_score_bias`)."""
-    import torch
-
     unknown = [r for r in runtimes if r not in MATRIX_RUNTIMES]
     if unknown:
         raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(MATRIX_RUNTIMES)}")
@@ -197,6 +205,71 @@ def to_markdown(cells: Sequence[MatrixCell]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def matrix_files(prefix: PathLike) -> List[Path]:
+    """The files :func:`write_matrix` writes for ``prefix``: ``PREFIX.md``, ``.csv`` and ``.png``."""
+    return [Path(f"{prefix}{ext}") for ext in (".md", ".csv", ".png")]
+
+
+def write_matrix(cells: Sequence[MatrixCell], prefix: PathLike) -> List[Path]:
+    """Write the cells as ``PREFIX.md`` (:func:`to_markdown`), ``PREFIX.csv`` (:func:`to_csv`) and
+    ``PREFIX.png`` (:func:`plot`; left out when matplotlib is missing), each atomically; returns
+    the files written."""
+    markdown, table, image = matrix_files(prefix)
+    with atomic_write(markdown) as handle:
+        handle.write(to_markdown(cells))
+    with atomic_write(table) as handle:
+        handle.write(to_csv(cells))
+    return [markdown, table] + ([image] if plot(cells, image) is not None else [])
+
+
+# one row of the per-model table: its name, what builds the model, the adaptive width (or None)
+ModelJob = Tuple[str, Callable[[], nn.Module], Optional[float]]
+
+
+def benchmark_jobs(backbones: Sequence[str] = ("mobilenet0.25",), weights: Optional[str] = None,
+                   widths: Optional[Sequence[float]] = None, device: str = "cpu") -> List[ModelJob]:
+    """The rows ``retinaface benchmark`` measures: each of ``backbones`` untrained, or checkpoint
+    ``weights``; with ``widths``, one adaptive model at each width (``weights``, or the first
+    backbone made width-switchable). Models are built when a row is measured, afresh per row."""
+    if widths:
+        def build(w: float) -> nn.Module:
+            if weights:
+                return load_model(weights, device=device, width=w)
+            return make_adaptive(create_model(backbones[0])).set_width(w)
+
+        label = Path(weights).stem if weights else backbones[0]
+        return [(f"{label} @{w:g}", lambda w=w: build(w), w) for w in widths]
+    if weights:
+        return [(Path(weights).stem, lambda: load_model(weights, device=device), None)]
+    return [(name, lambda name=name: create_model(name), None) for name in backbones]
+
+
+def measure_models(jobs: Sequence[ModelJob], height: int, width: int, device: str = "cpu", repeats: int = 20,
+                   detect: bool = True, data_root: Optional[PathLike] = None, trained: bool = False,
+                   log: Optional[Callable[[str], None]] = None) -> List[BenchmarkRow]:
+    """One :func:`retinaface.profiling.benchmark_model` row per job at ``height x width``, in
+    order; an adaptive row counts the parameters its width computes with, and with ``data_root``
+    also gets the WIDER AP of that width on the root's val split. Untrained models get their class
+    heads recalibrated to a trained model's spread of scores (``trained``: shifted only).
+    ``log`` receives a line per measured row."""
+    rows = []
+    for name, build, w in jobs:
+        model = build()
+        extra = {}
+        if data_root is not None and w is not None:
+            ap = evaluate_model(model.eval(), data_root, progress=False).as_dict()
+            extra = {f"AP {k}": v for k, v in ap.items()}
+        row = benchmark_model(model, height, width, name, device, repeats, detect=detect,
+                              spread=None if trained else TRAINED_MARGIN_SPREAD)
+        if w is not None:
+            row.params_m = active_parameters(model) / 1e6  # the weights this width computes with
+        row.extra.update(extra)
+        rows.append(row)
+        if log is not None:
+            log(f"measured {name}")
+    return rows
+
+
 def plot(cells: Sequence[MatrixCell], path: PathLike) -> Optional[Path]:
     """FPS against input size, one line per runtime, one panel per backbone (at the highest thread
     count); written atomically as PNG. ``None`` when matplotlib is not installed."""
@@ -232,4 +305,5 @@ def plot(cells: Sequence[MatrixCell], path: PathLike) -> Optional[Path]:
 
 
 __all__ = ["CSV_COLUMNS", "MATRIX_BACKBONES", "MATRIX_RUNTIMES", "MATRIX_SIZES", "MATRIX_THREADS", "MatrixCell",
-           "plot", "run_matrix", "to_csv", "to_markdown"]
+           "ModelJob", "benchmark_jobs", "matrix_files", "measure_models", "plot", "run_matrix", "to_csv",
+           "to_markdown", "write_matrix"]

@@ -14,15 +14,17 @@ from typing import Sequence, Tuple, TypeVar, Union
 import numpy as np
 import torch
 
+from .conventions import BOX_VARIANCES
+
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
-DEFAULT_VARIANCES: Tuple[float, float] = (0.1, 0.2)
+DEFAULT_VARIANCES: Tuple[float, float] = BOX_VARIANCES  # the earlier name, kept
 
 
 class BoxCoder:
     """Encodes targets into regression offsets for training and decodes predictions at inference."""
 
-    def __init__(self, variances: Sequence[float] = DEFAULT_VARIANCES) -> None:
+    def __init__(self, variances: Sequence[float] = BOX_VARIANCES) -> None:
         self.variances = (float(variances[0]), float(variances[1]))
 
     def encode_boxes(self, boxes: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:

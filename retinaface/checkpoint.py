@@ -1,5 +1,8 @@
 """Checkpoints: saving this toolkit's models and loading them, or Pytorch_Retinaface files, back.
 
+:func:`load_model` is the door to a model from a checkpoint (a file or a zoo name); it rebuilds the
+architecture with :func:`retinaface.build.create_model`.
+
 This project's checkpoints are dicts ``{"format": "retinaface", "format_version": 1, "config": {...},
 "model": state_dict, ...}`` holding only tensors and plain Python values, so they load with
 ``torch.load(..., weights_only=True)``; the config rebuilds the architecture with no flags.
@@ -8,15 +11,16 @@ optionally prefixed ``module.``); their backbone is given or inferred from the k
 """
 from __future__ import annotations
 
+import pickletools
 import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from .build import create_model
 from .config import ModelConfig
 from .fileio import atomic_torch_save
-from .build import build_model
 from .models import RetinaFace
 from .models.wrappers import unwrap_model
 from .zoo import ZooError, resolve_weights
@@ -80,8 +84,6 @@ def _pickled_callable(path: Path) -> Optional[str]:
     """The first global (``module.name``) or code-running opcode a plain pickle file holds, found
     by walking its opcodes with :mod:`pickletools` (nothing is executed); None when the file is
     not a well-formed pickle or holds no such opcode."""
-    import pickletools
-
     strings: list = []
     try:
         with open(path, "rb") as handle:
@@ -190,7 +192,7 @@ def load_model(path: PathLike, backbone: Optional[str] = None, device: Union[str
     except (CheckpointError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
-        model = build_model(config, width=width)
+        model = create_model(config, width=width)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     own = model.state_dict()

@@ -4,9 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from .box_coder import DEFAULT_VARIANCES
-from .conventions import FEATURE_STRIDES
-from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
+from .conventions import BOX_VARIANCES, FEATURE_STRIDES, PRIOR_MIN_SIZES
 
 
 @dataclasses.dataclass
@@ -17,16 +15,16 @@ class ModelConfig:
     ``backbone_kwargs`` go to the backbone builder (e.g. a width multiplier).
     ``channels`` (set by pruning) maps layer names to pruned shapes, ``[in, out]`` for a conv and
     ``[n]`` for a batch norm; ``adaptive`` (set by :func:`retinaface.adaptive.make_adaptive`) makes
-    the model width-switchable. Both are plain data, applied by :func:`retinaface.build.build_model`.
+    the model width-switchable. Both are plain data, applied by :func:`retinaface.build.create_model`.
     ``steps`` must be the backbone's feature strides (checked when the model is built);
     ``num_classes`` is fixed at 2.
     """
 
     backbone: str = "mobilenet0.25"
     fpn_width: Optional[int] = None
-    min_sizes: Tuple[Tuple[int, ...], ...] = DEFAULT_MIN_SIZES
-    steps: Tuple[int, ...] = DEFAULT_STEPS
-    variances: Tuple[float, float] = DEFAULT_VARIANCES
+    min_sizes: Tuple[Tuple[int, ...], ...] = PRIOR_MIN_SIZES
+    steps: Tuple[int, ...] = FEATURE_STRIDES
+    variances: Tuple[float, float] = BOX_VARIANCES
     num_classes: int = 2
     backbone_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
     channels: Optional[Dict[str, List[int]]] = None

@@ -1,9 +1,11 @@
 """The interface facts of the toolkit, each stated once.
 
-Everything that two modules must agree on lives here: the input normalization, the column layout of
-detections and training targets, the landmark order and its mirror image, the default and WIDER test
-thresholds, the WIDER FACE protocol names, image-name parsing and the data layout paths. This module
-imports nothing heavy (numpy only), so every layer may use it.
+Everything that two modules must agree on lives here: the input normalization, the anchors' sizes
+and strides and the box coding's variances, the column layout of detections and training targets,
+the landmark order and its mirror image, the matching thresholds and training image size, the
+default, drawing and WIDER test thresholds, the WIDER FACE protocol names, image-name parsing and
+the data layout paths. Other modules import these names (some keep an older name as an alias);
+none restates a value. This module imports nothing heavy (numpy only), so every layer may use it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ BGR_MEAN: Tuple[float, float, float] = (104.0, 117.0, 123.0)
 
 # Every backbone returns feature maps at these strides, one FPN level and one head each.
 FEATURE_STRIDES: Tuple[int, ...] = (8, 16, 32)
+# Square anchor sizes (input pixels) of each level, in FEATURE_STRIDES order: the reference's.
+PRIOR_MIN_SIZES: Tuple[Tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+# The SSD box coding's variances (centre, size): what encoding for training and decoding agree on.
+BOX_VARIANCES: Tuple[float, float] = (0.1, 0.2)
 
 # ---------------------------------------------------------------------------------------------
 # Landmarks: five points, always in this order, stored as x, y pairs.
@@ -52,12 +58,27 @@ TARGET_LANDMARKS = slice(4, 14)
 TARGET_LABEL = 14
 
 # ---------------------------------------------------------------------------------------------
+# Training: the side of the square crops the augmentation resizes to, and the prior matching
+# thresholds (a prior overlapping a face by this IoU learns it; a face whose best prior overlaps
+# less than the ignore threshold forces no prior), shared by matching and the loss.
+TRAIN_IMAGE_SIZE = 640
+MATCH_IOU_THRESHOLD = 0.35
+MATCH_IGNORE_THRESHOLD = 0.2
+
+# ---------------------------------------------------------------------------------------------
 # Post-processing defaults (the reference demo's) and the WIDER FACE test protocol's settings.
 CONF_THRESHOLD = 0.02
 NMS_THRESHOLD = 0.4
 PRE_NMS_TOPK = 5000
 POST_NMS_TOPK = 750
-DISPLAY_THRESHOLD = 0.5          # what detect draws and writes as crops / annotated images
+VIS_THRESHOLD = 0.6              # what `retinaface detect` draws and crops (the reference demo's)
+# Pixels neighbouring tiles share (retinaface.tiling, `detect --tile` and the automatic tiling).
+TILE_OVERLAP = 64
+# Default cap on a detect forward pass's input pixels: mobilenet0.25's CPU detect takes about 47-50 MiB
+# per megapixel (peak RSS over the model at rest, 2-12 MP: benchmarks/bench_forward_memory.py), so
+# 24 MP (a 6000 x 4000 camera photo) needs about 1.1-1.2 GiB, which a laptop has to spare.
+DEFAULT_MAX_PIXELS = 24_000_000
+DISPLAY_THRESHOLD = 0.5          # detect_and_align's minimum score and a video's drawn faces by default
 
 WIDER_TEST_CONF_THRESHOLD = 0.02
 WIDER_TEST_NMS_THRESHOLD = 0.4

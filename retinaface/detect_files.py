@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .align import align_faces
-from .conventions import DET_SCORE
+from .conventions import ALIGNED_FACE_SIZE, DEFAULT_MAX_PIXELS, DET_SCORE, TILE_OVERLAP, VIS_THRESHOLD
 from .fileio import atomic_write
 from .sources import OUTPUT_MARKER, OutputNames, Source, SourceError, collect_sources, detections_record, \
     iter_frames
@@ -28,14 +28,11 @@ from .tiling import detect_tiled
 from .video import VideoError, process_video
 from .visualize import draw_detections
 
-#: Default cap on a forward pass's input pixels: mobilenet0.25's CPU detect takes about 47-50 MiB per
-#: megapixel (peak RSS over the model at rest, 2-12 MP: benchmarks/bench_forward_memory.py), so
-#: 24 MP (a 6000 x 4000 camera photo) needs about 1.1-1.2 GiB, which a laptop has to spare.
-DEFAULT_MAX_PIXELS = 24_000_000
-#: Tile side used when an image over the cap is tiled automatically (with the pyramid of
-#: retinaface.tiling, so large faces are kept).
+# DEFAULT_MAX_PIXELS, the default cap on a forward pass's input pixels, is the conventions' (and why
+# 24 MP: there). Tile side used when an image over the cap is tiled automatically (with the pyramid
+# of retinaface.tiling, so large faces are kept).
 AUTO_TILE = 1024
-AUTO_OVERLAP = 64
+AUTO_OVERLAP = TILE_OVERLAP
 
 # report(kind, message): kind is "error" (an input failed), "warning" or "note"
 Report = Callable[[str, str], None]
@@ -45,13 +42,13 @@ Report = Callable[[str, str], None]
 class DetectOptions:
     """How :func:`detect_inputs` runs (the detector holds the thresholds and resize policy)."""
 
-    vis_threshold: float = 0.6
+    vis_threshold: float = VIS_THRESHOLD
     max_frames: Optional[int] = None
     batch: int = 1
     tile: Optional[int] = None
-    overlap: int = 64
+    overlap: int = TILE_OVERLAP
     crops_folder: Optional[Path] = None
-    crop_size: int = 112
+    crop_size: int = ALIGNED_FACE_SIZE
     allow_partial: bool = False
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
     progress: bool = False

@@ -22,7 +22,7 @@ from .checkpoint import load_model
 from .conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLAY_THRESHOLD
 from .postprocess import PostProcessor
 from .priors import PriorGenerator
-from .runtime import RUNTIMES, load_runtime_model
+from .runtime import RUNTIMES, load_runtime
 from .runtime_interface import runtime_traits
 from .transform import InferenceTransform, check_image
 from .zoo import announce_default_detector
@@ -115,12 +115,13 @@ class Detector:
                         device: Union[str, torch.device] = "cpu", backend: Optional[str] = None,
                         providers: Optional[Sequence[str]] = None, width: Optional[float] = None,
                         threads: Optional[int] = None, **kwargs: Any) -> "Detector":
-        """A detector over checkpoint or exported file ``path``, or a zoo name
-        (``"retinaface_mnet025"``); ``None`` is the zoo's default detector, named once.
+        """A detector over checkpoint or exported file ``path`` (``.pth``, ``.onnx``, TorchScript),
+        or a zoo name (``"retinaface_mnet025"``); ``None`` is the zoo's default detector, named once.
+        The model is :func:`retinaface.runtime.load_runtime`'s.
 
         ``backend`` is one of :data:`retinaface.runtime.RUNTIMES` (``"torch"`` is accepted for
-        ``"pytorch"``); the default ``auto`` runs an ``.onnx`` file on ONNX Runtime and a ``.pth`` on
-        PyTorch. A ``.pth`` asked to run on ``onnxruntime`` or ``openvino`` is exported once, to a
+        ``"pytorch"``); the default ``auto`` runs an ``.onnx`` file on ONNX Runtime and a ``.pth`` or
+        TorchScript file on PyTorch. A ``.pth`` asked to run on ``onnxruntime`` or ``openvino`` is exported once, to a
         cache beside it (:func:`retinaface.runtime.cached_onnx_export`). ``width`` selects an
         adaptive checkpoint's width; ``providers`` are ONNX Runtime's, ``threads`` caps an external
         runtime's threads. ``kwargs`` go to the constructor.
@@ -132,8 +133,8 @@ class Detector:
             raise ValueError(f"providers={providers!r} are ONNX Runtime's; backend {backend!r} takes none")
         if path is None:
             path = announce_default_detector()
-        model = load_runtime_model(path, runtime=runtime, backbone=backbone, width=width, device=str(device),
-                                   threads=threads, providers=providers)
+        model = load_runtime(path, runtime=runtime, backbone=backbone, width=width, device=str(device),
+                             threads=threads, providers=providers)
         return cls(model, device=device, **kwargs)
 
     # -- inference --------------------------------------------------------------------------

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+import cv2
+import torch
+
 from . import postprocess, transform
 from .version import __version__
 
@@ -47,8 +50,6 @@ def _library(name: str, module_name: str, purpose: str) -> Component:
 
 
 def _torch_rows() -> List[Component]:
-    import torch
-
     rows = [Component("torch", torch.__version__, f"{torch.get_num_threads()} CPU threads")]
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
@@ -92,8 +93,6 @@ def _openvino_row() -> Component:
 
 def collect_environment() -> List[Component]:
     """The report's rows, in a fixed order (the toolkit, Python, then each library and part)."""
-    import cv2
-
     rows = [
         Component("retinaface-toolkit", __version__, str(Path(__file__).resolve().parent)),
         Component("Python", platform.python_version(), f"{sys.executable} on {platform.platform()}"),

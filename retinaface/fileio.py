@@ -130,7 +130,7 @@ def deferred_interrupt() -> Iterator[None]:
 def atomic_torch_save(obj, path: PathLike) -> None:
     """``torch.save`` to a temporary file, then rename over ``path``. A Ctrl-C during the write
     lets it finish and is raised afterwards (the file on disk is then the new one, complete)."""
-    import torch
+    import torch  # the bottom layer stays torch-free: only this writer needs it
 
     with deferred_interrupt(), atomic_write(path, "wb") as handle:
         torch.save(obj, handle)

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from retinaface.matching import MatchResult, PriorMatcher, Targets
+from .conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD
+from .matching import MatchResult, PriorMatcher, Targets
 
 
 class LossOutput(NamedTuple):
@@ -37,9 +38,9 @@ class LossOutput(NamedTuple):
 class MultiBoxLoss(nn.Module):
     """Matching + hard negative mining + the three loss terms (see the module docstring)."""
 
-    def __init__(self, num_classes: int = 2, overlap_threshold: float = 0.35, neg_pos_ratio: int = 7,
-                 box_weight: float = 2.0, variances: Sequence[float] = (0.1, 0.2),
-                 ignore_threshold: float = 0.2, reference_forcing: bool = True) -> None:
+    def __init__(self, num_classes: int = 2, overlap_threshold: float = MATCH_IOU_THRESHOLD, neg_pos_ratio: int = 7,
+                 box_weight: float = 2.0, variances: Sequence[float] = BOX_VARIANCES,
+                 ignore_threshold: float = MATCH_IGNORE_THRESHOLD, reference_forcing: bool = True) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.neg_pos_ratio = int(neg_pos_ratio)

@@ -33,10 +33,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from retinaface.box_coder import BoxCoder
-
-TARGET_COLUMNS = 15
-LABEL_COLUMN = 14
+from .box_coder import BoxCoder
+from .conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD, TARGET_COLUMNS, TARGET_LABEL
 
 Targets = Union[Sequence[Tensor], Tensor]
 
@@ -69,7 +67,7 @@ def _batch_targets(targets: Targets, device: torch.device | str | None,
         if targets.dim() != 3 or targets.shape[-1] != TARGET_COLUMNS:
             raise ValueError(f"padded targets must be (B, K, {TARGET_COLUMNS}), got {tuple(targets.shape)}")
         padded = targets.to(device=device, dtype=dtype)
-        return padded, padded[..., LABEL_COLUMN] != 0, None
+        return padded, padded[..., TARGET_LABEL] != 0, None
     rows = [t.reshape(-1, TARGET_COLUMNS) for t in targets]
     if not rows:
         raise ValueError("empty batch: no target tensors given")
@@ -118,8 +116,8 @@ def _point_form(priors: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = 0.35,
-                 ignore_threshold: float = 0.2, box_coder: Optional[BoxCoder] = None, *,
+def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = MATCH_IOU_THRESHOLD,
+                 ignore_threshold: float = MATCH_IGNORE_THRESHOLD, box_coder: Optional[BoxCoder] = None, *,
                  valid: Optional[Tensor] = None, reference_forcing: bool = True,
                  chunk_elements: int = 1 << 25) -> MatchResult:
     """Match every prior of every image to a face or to the background (see the module docstring).
@@ -203,7 +201,7 @@ def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = 0.35,
     best_truth_overlap = best_truth_overlap.masked_fill(forced > 0, 2.0)
 
     matched = faces.gather(1, best_truth_idx[..., None].expand(batch, num_priors, TARGET_COLUMNS))
-    labels = matched[..., LABEL_COLUMN].long()
+    labels = matched[..., TARGET_LABEL].long()
     labels.masked_fill_(best_truth_overlap < iou_threshold, 0)
     loc = coder.encode_boxes(matched[..., :4], priors)
     landmarks = coder.encode_landmarks(matched[..., 4:14], priors)
@@ -219,8 +217,8 @@ def match_priors(targets: Targets, priors: Tensor, iou_threshold: float = 0.35,
 class PriorMatcher:
     """``match_priors`` with its settings bound, for the loss and the trainer."""
 
-    def __init__(self, iou_threshold: float = 0.35, ignore_threshold: float = 0.2,
-                 variances: Sequence[float] = (0.1, 0.2), reference_forcing: bool = True,
+    def __init__(self, iou_threshold: float = MATCH_IOU_THRESHOLD, ignore_threshold: float = MATCH_IGNORE_THRESHOLD,
+                 variances: Sequence[float] = BOX_VARIANCES, reference_forcing: bool = True,
                  chunk_elements: int = 1 << 25) -> None:
         self.iou_threshold = float(iou_threshold)
         self.ignore_threshold = float(ignore_threshold)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -194,7 +195,10 @@ class OpenVinoModel(ExportedModel):
 
 def load_openvino_model(path: PathLike, backbone: Optional[str] = None, device: str = "CPU",
                         threads: Optional[int] = None, precision: str = "f32") -> OpenVinoModel:
-    """:class:`OpenVinoModel` of ``path``; a given ``backbone`` must be the one the file holds."""
+    """Deprecated: ``retinaface.load_runtime(path, "openvino", backbone=..., threads=...)`` (or
+    :class:`OpenVinoModel` for another ``device`` / ``precision``), kept for one release."""
+    warnings.warn("retinaface.openvino_backend.load_openvino_model is deprecated; use "
+                  "retinaface.load_runtime(path, 'openvino')", DeprecationWarning, stacklevel=2)
     model = OpenVinoModel(path, device=device, threads=threads, precision=precision)
     if backbone is not None and backbone != model.config.backbone:
         raise OpenVinoError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
@@ -216,4 +220,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["OpenVinoError", "OpenVinoModel", "load_openvino_model", "openvino_available"]
+__all__ = ["OpenVinoError", "OpenVinoModel", "openvino_available"]

@@ -21,7 +21,8 @@ from torch import nn
 from torchvision.ops import nms
 
 from .box_coder import BoxCoder, torch_exp
-from .conventions import CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD, POST_NMS_TOPK, PRE_NMS_TOPK
+from .conventions import (BOX_VARIANCES, CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD,
+                          POST_NMS_TOPK, PRE_NMS_TOPK)
 from .priors import pixel_priors
 from .transform import Scale, scale_factors, to_original_pixels
 
@@ -114,7 +115,7 @@ class PostProcessor:
     pre_nms_topk: Optional[int] = PRE_NMS_TOPK
     post_nms_topk: Optional[int] = POST_NMS_TOPK
     plus_one_nms: bool = True
-    variances: Tuple[float, float] = (0.1, 0.2)
+    variances: Tuple[float, float] = BOX_VARIANCES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.conf_threshold < 1.0:

@@ -18,8 +18,11 @@ from typing import Dict, Sequence, Tuple, Union
 
 import torch
 
-DEFAULT_MIN_SIZES: Tuple[Tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
-DEFAULT_STEPS: Tuple[int, ...] = (8, 16, 32)
+from .conventions import FEATURE_STRIDES, PRIOR_MIN_SIZES
+
+# the earlier names of the conventions' anchor sizes and strides, kept
+DEFAULT_MIN_SIZES: Tuple[Tuple[int, ...], ...] = PRIOR_MIN_SIZES
+DEFAULT_STEPS: Tuple[int, ...] = FEATURE_STRIDES
 
 
 def feature_map_sizes(height: int, width: int, steps: Sequence[int]) -> list:
@@ -27,16 +30,16 @@ def feature_map_sizes(height: int, width: int, steps: Sequence[int]) -> list:
     return [(math.ceil(height / s), math.ceil(width / s)) for s in steps]
 
 
-def num_priors(height: int, width: int, min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
-               steps: Sequence[int] = DEFAULT_STEPS) -> int:
+def num_priors(height: int, width: int, min_sizes: Sequence[Sequence[int]] = PRIOR_MIN_SIZES,
+               steps: Sequence[int] = FEATURE_STRIDES) -> int:
     """How many priors an ``height x width`` input has."""
     return sum(fh * fw * len(sizes)
                for (fh, fw), sizes in zip(feature_map_sizes(height, width, steps), min_sizes))
 
 
 def generate_priors(height: int, width: int,
-                    min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
-                    steps: Sequence[int] = DEFAULT_STEPS,
+                    min_sizes: Sequence[Sequence[int]] = PRIOR_MIN_SIZES,
+                    steps: Sequence[int] = FEATURE_STRIDES,
                     device: torch.device | str | None = None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Priors of an ``height x width`` input as a ``(P, 4)`` tensor of ``(cx, cy, w, h)`` in [0, 1]."""
@@ -95,8 +98,8 @@ class PriorGenerator:
     safe to share between threads.
     """
 
-    def __init__(self, min_sizes: Sequence[Sequence[int]] = DEFAULT_MIN_SIZES,
-                 steps: Sequence[int] = DEFAULT_STEPS, max_cache: int = 64) -> None:
+    def __init__(self, min_sizes: Sequence[Sequence[int]] = PRIOR_MIN_SIZES,
+                 steps: Sequence[int] = FEATURE_STRIDES, max_cache: int = 64) -> None:
         self.min_sizes = tuple(tuple(int(v) for v in level) for level in min_sizes)
         self.steps = tuple(int(s) for s in steps)
         self.max_cache = max_cache

@@ -11,7 +11,9 @@ Owns:
   the method, the calibration images and what was kept float;
 * :func:`accuracy_report`: easy / medium / hard AP of the float and the INT8 file on a val split,
   the share of float detections the INT8 model reproduces at IoU >= 0.9, both latencies, and a
-  warning when AP drops by more than 0.01.
+  warning when AP drops by more than 0.01;
+* :func:`export_int8`: a loaded model to an INT8 file in one call (float export to a temporary
+  file, quantisation, optionally the accuracy report), what ``retinaface export --int8`` runs.
 
 Which layers stay float, and why (measured on real WIDER val photos, docs/real.md): the output
 tail (:data:`DEFAULT_FLOAT_OP_TYPES`: Transpose, Reshape, Concat, Softmax) moves bytes and does no
@@ -33,16 +35,22 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
-from .conventions import TRAIN_IMAGES, VAL_GROUND_TRUTH
+from .conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
 from .data.dataset import WiderFaceValDataset
 from .data.synthetic import generate_synthetic_widerface
+from .detector import Detector
 from .evaluation import evaluate, open_ground_truth, to_wider_rows
 from .evaluation.predict import predict_widerface, widerface_detector
+from .export.metadata import DEFAULT_SIZE, MIN_OPSET
+from .export.writers import export_onnx
 from .fileio import atomic_write
-from .openvino_backend import OpenVinoModel
-from .runtime import detector_onnx_model
+from .runtime import load_runtime
+from .runtime_interface import RuntimeModel
 
 PathLike = Union[str, Path]
 
@@ -148,8 +156,6 @@ class DetectorCalibrationReader:
         self._next, self._end = int(start_index), min(int(end_index), len(self.images))
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-        import cv2
-
         if self._next >= self._end:
             return None
         path = self.images[self._next]
@@ -480,23 +486,20 @@ def reproduced_share(reference: Dict[Any, np.ndarray], candidate: Dict[Any, np.n
     key) that ``candidate`` reproduces: a candidate box of score >= ``score_threshold`` / 2 with IoU
     >= ``iou``, each candidate used once (greedy in reference score order). 1.0 when the reference
     has no detection."""
-    import torch
-    from torchvision.ops import box_iou
-
     total = matched = 0
     for key, ref in reference.items():
-        ref = ref[ref[:, 4] >= score_threshold]
+        ref = ref[ref[:, DET_SCORE] >= score_threshold]
         total += len(ref)
         cand = candidate.get(key)
         if not len(ref) or cand is None or not len(cand):
             continue
         # a borderline face may sit just under the threshold in the other model
-        cand = cand[cand[:, 4] >= score_threshold / 2]
+        cand = cand[cand[:, DET_SCORE] >= score_threshold / 2]
         if not len(cand):
             continue
         overlaps = box_iou(torch.from_numpy(ref[:, :4].copy()), torch.from_numpy(cand[:, :4].copy())).numpy()
         used = np.zeros(len(cand), dtype=bool)
-        for row in np.argsort(-ref[:, 4], kind="stable"):
+        for row in np.argsort(-ref[:, DET_SCORE], kind="stable"):
             best = np.where(~used, overlaps[row], -1.0)
             j = int(np.argmax(best))
             if best[j] >= iou:
@@ -585,7 +588,9 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
         raise QuantizationError(f"{root}: no val/ground_truth folder (a WIDER-layout val split is needed)")
     gt = open_ground_truth(gt_dir)
     dataset = WiderFaceValDataset(root)
-    detectors = {name: widerface_detector(load_backend_model(path, backend, threads))
+    if backend not in ("onnxruntime", "openvino"):
+        raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
+    detectors = {name: widerface_detector(load_runtime(path, backend, threads=threads))
                  for name, path in (("float", float_path), ("int8", int8_path))}
     predictions = {name: predict_widerface(det, dataset, batch_size=1, workers=0, progress=progress)
                    for name, det in detectors.items()}
@@ -593,8 +598,6 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
            for name, preds in predictions.items()}
     image = dataset[0][0]
     batch = network_input(detectors["float"], image)
-    import torch
-
     tensor = torch.from_numpy(batch)
     ms = median_latency_ms({name: (lambda d=det: d.forward(tensor)) for name, det in detectors.items()},
                            repeats=latency_repeats)
@@ -602,14 +605,50 @@ def accuracy_report(float_path: PathLike, int8_path: PathLike, data_root: PathLi
                           ms["float"], ms["int8"], tuple(batch.shape[-2:]), len(dataset), str(data_root))
 
 
-def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None):
-    """The ONNX file as a Detector-ready model on ``backend`` (``onnxruntime`` or ``openvino``)."""
-    if backend == "openvino":
-        return OpenVinoModel(path, threads=threads)
-    if backend != "onnxruntime":
-        raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
+@dataclasses.dataclass
+class Int8Export:
+    """What :func:`export_int8` did: the quantised file, the seconds export and quantisation took,
+    and the accuracy report (None when not asked for)."""
 
-    return detector_onnx_model(path, threads=threads)
+    result: QuantizationResult
+    seconds: float
+    report: Optional[AccuracyReport] = None
+
+
+def export_int8(model: Any, output: PathLike, images: Sequence[PathLike], calibration_source: str = "",
+                method: str = DEFAULT_METHOD, dynamic: bool = False, size: Sequence[int] = DEFAULT_SIZE,
+                opset: int = MIN_OPSET, dynamo: bool = False, width: Optional[float] = None,
+                threads: Optional[int] = None, accuracy_data: Optional[PathLike] = None,
+                report_runtime: str = "onnxruntime",
+                written: Optional[Callable[[Int8Export], None]] = None) -> Int8Export:
+    """Write ``model`` (eval mode, CPU) as an INT8 ONNX file to ``output``: a float export
+    (:func:`retinaface.export.writers.export_onnx`) to a temporary file, then :func:`quantize_onnx`
+    calibrated on ``images`` through the Detector's own pre-processing of the float file
+    (``output`` is replaced). With ``accuracy_data`` (a WIDER-layout root or ``"synthetic"``) the
+    float and INT8 files are compared on it by :func:`accuracy_report` on ``report_runtime``;
+    ``written`` is called once the INT8 file is written, before the (slower) report runs."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="retinaface-export-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_onnx(model, float_path, dynamic=dynamic, size=tuple(size), opset=opset, dynamo=dynamo, width=width)
+        detector = Detector(load_runtime(float_path, "onnxruntime", threads=threads))
+        result = quantize_onnx(float_path, output, detector, images, method=method,
+                               calibration_source=calibration_source, overwrite=True)
+        done = Int8Export(result, time.perf_counter() - started)
+        if written is not None:
+            written(done)
+        if accuracy_data is not None:
+            done.report = accuracy_report(float_path, output, accuracy_data, backend=report_runtime, threads=threads)
+    return done
+
+
+def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None) -> RuntimeModel:
+    """Deprecated: ``retinaface.load_runtime(path, backend, threads=...)``, kept for one release."""
+    warnings.warn("retinaface.quantize.load_backend_model is deprecated; use "
+                  "retinaface.load_runtime(path, backend, threads=...)", DeprecationWarning, stacklevel=2)
+    if backend not in ("onnxruntime", "openvino"):
+        raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
+    return load_runtime(path, backend, threads=threads)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -617,7 +656,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "QUANT_METHODS",
+__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "Int8Export", "QUANT_METHODS",
            "QuantizationError", "QuantizationResult", "accuracy_report", "calibration_images",
-           "depthwise_conv_nodes", "first_conv_nodes", "load_backend_model", "median_latency_ms",
+           "depthwise_conv_nodes", "export_int8", "first_conv_nodes", "median_latency_ms",
            "network_input", "quantization_info", "quantize_onnx", "reproduced_share"]

@@ -1,7 +1,10 @@
 """Running exported files: the one place that opens ONNX Runtime sessions.
 
-Owns :func:`open_session` (every ``onnxruntime.InferenceSession`` of the toolkit is made here),
-:class:`OnnxRuntimeModel`, a drop-in for the PyTorch network inside :class:`retinaface.Detector`,
+Owns :func:`load_runtime`, the door to a Detector-ready model of any file this toolkit runs (a
+checkpoint or a TorchScript export on PyTorch, an ``.onnx`` file on ONNX Runtime or OpenVINO, a
+checkpoint exported to ONNX once for those runtimes), :func:`open_session` (every
+``onnxruntime.InferenceSession`` of the toolkit is made here), :class:`OnnxRuntimeModel` and
+:class:`TorchScriptModel`, drop-ins for the PyTorch network inside :class:`retinaface.Detector`,
 and :func:`load_exported`, a plain function running any exported file (ONNX or TorchScript, used by
 the parity check). :class:`OnnxRuntimeModel` opens an ``.onnx`` file written by
 :mod:`retinaface.export` (raw outputs, i.e. exported without ``with_postprocess``), rebuilds the
@@ -12,6 +15,9 @@ the Detector's, so both backends share one pipeline.
 from __future__ import annotations
 
 import json
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -19,11 +25,11 @@ import torch
 
 from .checkpoint import load_model
 from .config import ModelConfig
-from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, ExportError, first_line, quiet_torchscript,
-                              read_metadata)
-from .export.writers import export_onnx, load_for_export
-from .openvino_backend import load_openvino_model
-from .runtime_interface import export_format
+from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportedModel, ExportError,
+                              first_line, is_torchscript_file, quiet_torchscript, read_metadata)
+from .export.writers import export_onnx
+from .openvino_backend import OpenVinoModel
+from .runtime_interface import RUNTIMES, RuntimeModel, export_format
 from .zoo import file_digest, resolve_weights
 
 PathLike = Union[str, Path]
@@ -70,15 +76,7 @@ class OnnxRuntimeModel(ExportedModel):
         self.path = Path(path)
         self.session = open_session(self.path, providers, session_options)
         self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        if self.metadata.get("format") != EXPORT_FORMAT:
-            raise ExportError(f"{self.path}: no retinaface metadata (export it with tools/export.py)")
-        if json.loads(self.metadata.get("with_postprocess", "false")):
-            raise ExportError(f"{self.path}: exported with --with-postprocess (boxes/scores/landmarks); "
-                              f"the Detector needs the raw outputs, export without it")
-        try:
-            self.config = ModelConfig.from_dict(json.loads(self.metadata["config"]))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ExportError(f"{self.path}: unusable config metadata ({exc})") from None
+        self.config = _export_config(self.path, self.metadata)
         self.input_name = self.session.get_inputs()[0].name
         names = [out.name for out in self.session.get_outputs()]
         if tuple(names) != RAW_OUTPUTS:
@@ -103,14 +101,71 @@ class OnnxRuntimeModel(ExportedModel):
                 f"providers={self.session.get_providers()})")
 
 
-def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
-                    providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
-    """:class:`OnnxRuntimeModel` of ``path``; a given ``backbone`` must be the one the file holds
-    (as :func:`retinaface.load_model` insists for this toolkit's checkpoints)."""
-    model = OnnxRuntimeModel(path, providers=providers)
-    if backbone is not None and backbone != model.config.backbone:
-        raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
-    return model
+def _export_config(path: Path, metadata: Dict[str, str]) -> ModelConfig:
+    """The :class:`ModelConfig` an exported file of raw outputs records; ``ExportError`` naming the
+    file when it is not this toolkit's or holds decoded outputs."""
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path}: no retinaface metadata (export it with `retinaface export`)")
+    if json.loads(metadata.get("with_postprocess", "false")):
+        raise ExportError(f"{path}: exported with --with-postprocess (boxes/scores/landmarks); "
+                          f"the Detector needs the raw outputs, export without it")
+    try:
+        return ModelConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ExportError(f"{path}: unusable config metadata ({exc})") from None
+
+
+class TorchScriptModel(ExportedModel):
+    """A TorchScript file written by :mod:`retinaface.export` (raw outputs), run by PyTorch wherever
+    the Detector expects the model. Traced exports take any batch and size (``fixed_input`` is
+    None); ``device`` is where the module runs (outputs come back on the input's device)."""
+
+    runtime_name = "TorchScript"
+
+    def __init__(self, path: PathLike, device: Union[str, torch.device] = "cpu") -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"{self.path}: TorchScript file not found")
+        self.device = torch.device(device)
+        extra = {TORCHSCRIPT_METADATA_FILE: ""}
+        try:
+            with quiet_torchscript():
+                self.module = torch.jit.load(str(self.path), map_location=self.device, _extra_files=extra)
+        except Exception as exc:  # torch's loader raises several types for a damaged or foreign file
+            raise ExportError(f"{self.path}: not a loadable TorchScript file ({first_line(exc)})") from None
+        try:
+            self.metadata: Dict[str, str] = json.loads(extra[TORCHSCRIPT_METADATA_FILE] or "{}")
+        except ValueError:
+            raise ExportError(f"{self.path}: unreadable {TORCHSCRIPT_METADATA_FILE}") from None
+        self.config = _export_config(self.path, self.metadata)
+        self.module.eval()
+
+    @property
+    def backbone(self) -> str:
+        return self.config.backbone
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._check_shape(tuple(images.shape))
+        with torch.no_grad():
+            outputs = self.module(images.to(self.device, torch.float32))
+        return tuple(out.to(images.device) for out in outputs)
+
+    def __repr__(self) -> str:
+        return f"TorchScriptModel({str(self.path)!r}, backbone={self.config.backbone!r}, device={str(self.device)!r})"
+
+
+def is_torchscript_export(path: PathLike) -> bool:
+    """Whether ``path`` is a TorchScript file carrying this toolkit's export metadata (a zip archive
+    holding ``extra/retinaface_metadata.json``; a ``torch.save`` checkpoint is a zip archive too,
+    without it). Reads the archive's index only."""
+    try:
+        if not is_torchscript_file(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"extra/{TORCHSCRIPT_METADATA_FILE}") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
 
 
 def load_exported(path: PathLike, threads: Optional[int] = None
@@ -152,7 +207,6 @@ def run_onnx_file(path: PathLike, threads: Optional[int] = None
 
 
 # -- runtime selection ---------------------------------------------------------------------------
-RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
 
 
 def resolve_runtime(weights: PathLike, runtime: str = "auto") -> str:
@@ -176,8 +230,6 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
     folder (or ``cache_dir``; a temporary folder when neither is writable), so a changed checkpoint
     gets a fresh export and an unchanged one is reused. Written atomically.
     """
-    import tempfile
-
     weights = Path(weights)
     if not weights.is_file():
         raise ExportError(f"{weights}: checkpoint file not found")
@@ -191,8 +243,7 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
             return target
         try:
             folder.mkdir(parents=True, exist_ok=True)
-
-            model = load_for_export(weights, backbone=backbone, width=width)
+            model = load_model(weights, backbone=backbone, width=width)
             export_onnx(model, target, dynamic=True, width=width)
             return target
         except PermissionError:
@@ -200,7 +251,7 @@ def cached_onnx_export(weights: PathLike, backbone: Optional[str] = None, width:
     raise ExportError(f"{weights}: cannot write an ONNX export beside it or in the temporary folder")
 
 
-def detector_onnx_model(path: PathLike, threads: Optional[int] = None,
+def _detector_onnx_model(path: PathLike, threads: Optional[int] = None,
                         providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
     """:class:`OnnxRuntimeModel` of an ``.onnx`` file set up for detection: ``threads`` intra-op
     threads, and workers that do not spin after a run (they would slow the post-processing that
@@ -214,32 +265,61 @@ def detector_onnx_model(path: PathLike, threads: Optional[int] = None,
     return OnnxRuntimeModel(path, providers=providers, session_options=options)
 
 
-def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
-                       width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
-                       providers: Optional[Sequence[str]] = None) -> Any:
-    """A Detector-ready model of ``weights`` (a file or a zoo name) on ``runtime`` (see
-    :func:`resolve_runtime`).
+def load_runtime(path: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
+                 width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
+                 providers: Optional[Sequence[str]] = None) -> RuntimeModel:
+    """A Detector-ready model of ``path`` (a checkpoint, an ``.onnx`` or TorchScript export, or a
+    zoo name) on ``runtime`` (see :func:`resolve_runtime`): the model :func:`retinaface.load_model`
+    loads, a :class:`TorchScriptModel`, an :class:`OnnxRuntimeModel` or an
+    :class:`~retinaface.openvino_backend.OpenVinoModel`. A given ``backbone`` must be the one an
+    exported file holds.
 
     A ``.pth`` checkpoint asked to run on ``onnxruntime`` or ``openvino`` is exported first
     (:func:`cached_onnx_export`); ``width`` then selects an adaptive checkpoint's width at export.
-    ``threads`` caps the runtime's intra-op threads.
+    ``threads`` caps the runtime's intra-op threads; ``providers`` are ONNX Runtime's.
     """
-    weights = resolve_weights(weights)  # a zoo name becomes its cached, verified file
+    weights = resolve_weights(path)  # a zoo name becomes its cached, verified file
     chosen = resolve_runtime(weights, runtime)
     is_onnx = Path(weights).suffix.lower() == ".onnx"
-    if chosen == "pytorch":
-        return load_model(weights, backbone=backbone, device=device, width=width)
-    if is_onnx and width is not None:
-        raise ValueError(f"{weights}: --width needs the PyTorch checkpoint; an ONNX file runs at the width "
+    exported = is_onnx or is_torchscript_export(weights)
+    if exported and width is not None:
+        raise ValueError(f"{weights}: --width needs the PyTorch checkpoint; an exported file runs at the width "
                          f"it was exported with")
-    path = Path(weights) if is_onnx else cached_onnx_export(weights, backbone=backbone, width=width)
-    if chosen == "openvino":
-        return load_openvino_model(path, backbone=backbone if is_onnx else None, threads=threads)
-    model = detector_onnx_model(path, threads=threads, providers=providers)
-    if is_onnx and backbone is not None and backbone != model.config.backbone:
-        raise ExportError(f"{path}: ONNX file holds backbone {model.config.backbone!r}, not {backbone!r}")
+    if not is_onnx and exported:
+        if chosen != "pytorch":
+            raise ValueError(f"{weights}: a TorchScript file runs on PyTorch only, not {chosen}")
+        model: Any = TorchScriptModel(weights, device=device)
+    elif chosen == "pytorch":
+        return load_model(weights, backbone=backbone, device=device, width=width)
+    else:
+        onnx_path = Path(weights) if is_onnx else cached_onnx_export(weights, backbone=backbone, width=width)
+        if chosen == "openvino":
+            model = OpenVinoModel(onnx_path, threads=threads)
+        else:
+            model = _detector_onnx_model(onnx_path, threads=threads, providers=providers)
+    if exported and backbone is not None and backbone != model.config.backbone:
+        raise ExportError(f"{weights}: exported file holds backbone {model.config.backbone!r}, not {backbone!r}")
     return model
 
 
-__all__ = ["OnnxRuntimeModel", "RUNTIMES", "cached_onnx_export", "detector_onnx_model", "load_exported",
-           "load_onnx_model", "load_runtime_model", "open_session", "resolve_runtime"]
+def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optional[str] = None,
+                       width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
+                       providers: Optional[Sequence[str]] = None) -> RuntimeModel:
+    """Deprecated alias of :func:`load_runtime`, kept for one release."""
+    warnings.warn("retinaface.runtime.load_runtime_model is deprecated; use retinaface.load_runtime",
+                  DeprecationWarning, stacklevel=2)
+    return load_runtime(weights, runtime, backbone=backbone, width=width, device=device, threads=threads,
+                        providers=providers)
+
+
+def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
+                    providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
+    """Deprecated: ``load_runtime(path, "onnxruntime", backbone=..., providers=...)``, kept for one
+    release."""
+    warnings.warn("retinaface.runtime.load_onnx_model is deprecated; use "
+                  "retinaface.load_runtime(path, 'onnxruntime')", DeprecationWarning, stacklevel=2)
+    return load_runtime(path, "onnxruntime", backbone=backbone, providers=providers)
+
+
+__all__ = ["OnnxRuntimeModel", "RUNTIMES", "TorchScriptModel", "cached_onnx_export", "is_torchscript_export",
+           "load_exported", "load_runtime", "open_session", "resolve_runtime"]

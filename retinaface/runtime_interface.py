@@ -27,6 +27,11 @@ INPUT_LAYOUT = "NCHW"
 INPUT_DTYPE = "float32"
 # raw outputs (loc, conf, landms); files exported with the decoding in the graph give DECODED ones
 RAW_OUTPUTS: Tuple[str, ...] = ("loc", "conf", "landms")
+# the runtimes a detector runs on (retinaface.runtime.resolve_runtime: "auto" picks by file type)
+RUNTIMES: Tuple[str, ...] = ("auto", "pytorch", "onnxruntime", "openvino")
+# the runtime columns of the deployment benchmark matrix (retinaface.benchmark_matrix)
+MATRIX_RUNTIMES: Tuple[str, ...] = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8", "openvino",
+                                    "openvino-int8")
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ report it in one line and carry on with the rest.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -191,9 +192,7 @@ def jpeg_incomplete(data: bytes) -> Optional[str]:
     decode's time."""
     if not data.startswith(b"\xff\xd8"):
         return None
-    import io
-
-    from PIL import Image, ImageFile
+    from PIL import Image, ImageFile  # Pillow only for a JPEG's completeness check: most runs read none
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # set process-wide by some other library: check ourselves
         return None if data.rstrip(b"\x00").endswith(b"\xff\xd9") else "JPEG data ends before the image does"

@@ -21,7 +21,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from .conventions import BGR_MEAN, DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS
+from .conventions import BGR_MEAN, DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS, NUM_LANDMARKS, TILE_OVERLAP
 
 
 def tile_origins(length: int, size: int, overlap: int) -> List[int]:
@@ -49,7 +49,7 @@ def shift_detections(dets: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """``(N, 15)`` detections of a tile whose top-left corner is at ``(dx, dy)``, in image pixels."""
     out = dets.copy()
     out[:, DET_BOX] += np.array([dx, dy, dx, dy], dtype=out.dtype)
-    out[:, DET_LANDMARKS] += np.tile(np.array([dx, dy], dtype=out.dtype), 5)
+    out[:, DET_LANDMARKS] += np.tile(np.array([dx, dy], dtype=out.dtype), NUM_LANDMARKS)
     return out
 
 
@@ -84,7 +84,7 @@ def pyramid_levels(height: int, width: int, size: int) -> List[Tuple[int, int]]:
     return levels
 
 
-def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int = 64,
+def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int = TILE_OVERLAP,
                  batch_size: int = 4, pyramid: bool = True) -> np.ndarray:
     """Detections ``(N, 15)`` of a BGR uint8 ``image`` found tile by tile and merged.
 
@@ -107,7 +107,7 @@ def detect_tiled(detector: Any, image: np.ndarray, size: int = 640, overlap: int
         return np.zeros((0, DETECTION_COLUMNS), dtype=np.float32)
     if len(tile_grid(height, width, size, overlap)) == 1:
         return detector.detect(image)
-    import cv2
+    import cv2  # only tiled images are resized: the tile geometry above needs no OpenCV
 
     # edge tiles are padded to the tile size with the mean colour (zero after mean subtraction),
     # as the detector's own batching pads
@@ -219,7 +219,7 @@ def _whole_in_tile(dets: np.ndarray, y0: int, x0: int, y1: int, x1: int, height:
     return keep
 
 
-def detect_tiled_batch(detector: Any, images: Sequence[np.ndarray], size: int = 640, overlap: int = 64,
+def detect_tiled_batch(detector: Any, images: Sequence[np.ndarray], size: int = 640, overlap: int = TILE_OVERLAP,
                        batch_size: int = 4, pyramid: bool = True) -> List[np.ndarray]:
     """:func:`detect_tiled` of each image."""
     return [detect_tiled(detector, img, size, overlap, batch_size, pyramid) for img in images]

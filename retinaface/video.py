@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Union
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .conventions import DISPLAY_THRESHOLD
 from .visualize import draw_detections
@@ -70,8 +72,6 @@ class VideoResult:
 
 def open_capture(source: Source):
     """An opened ``cv2.VideoCapture`` of a file or a webcam index; ``VideoError`` if it cannot open."""
-    import cv2
-
     capture = cv2.VideoCapture(int(source) if isinstance(source, int) else str(source))
     if not capture.isOpened():
         raise VideoError(f"{source}: cannot open this video")
@@ -98,8 +98,6 @@ class _Writer:
         self.queue.put((frame, dets))
 
     def _open(self, frame: np.ndarray) -> None:
-        import cv2
-
         assert self.output is not None
         self._temp = self.output.with_name(f".{self.output.stem}.{os.getpid()}.tmp{self.output.suffix}")
         fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.output.suffix.lower() in (".mp4", ".m4v", ".mov")
@@ -168,8 +166,6 @@ def process_video(detector: Any, source: Source, output: Optional[PathLike] = No
     (it may raise :class:`StopVideo`). ``max_frames`` stops after that many frames. The progress
     bar (tqdm, on stderr) shows frames per second.
     """
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     output = _check_output(output)
@@ -257,8 +253,6 @@ def process_video_sequential(detector: Any, source: Source, output: Optional[Pat
                              draw_threshold: float = DISPLAY_THRESHOLD,
                              max_frames: Optional[int] = None) -> VideoResult:
     """The frame-by-frame loop (read, detect, draw, write, one after the other): the baseline."""
-    import cv2
-
     output = _check_output(output)
     capture = open_capture(source)
     fps_in = capture.get(5) or 25.0

@@ -36,7 +36,7 @@ LAYERS: List[Set[str]] = [
     {"build", "checkpoint"},
     {"postprocess", "transform", "visualize", "sources", "matching", "loss", "align", "tiling"},
     {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "video", "environment",
-     "detect_files"},
+     "detect_files", "embed_files"},
     {"engine", "evaluation", "recognition", "landmarks", "quantize", "benchmark_matrix"},
     {"cli"},
     {"__main__"},
@@ -376,6 +376,40 @@ def test_library_never_imports_from_the_root_package():
             if target == "retinaface":
                 offenders.append(str(path.relative_to(PACKAGE.parent)))
     assert not offenders, f"modules importing names from the root package: {sorted(set(offenders))}"
+
+
+# interface values conventions states; every other module imports them by name
+INTERFACE_VALUES = {"BGR_MEAN": (104, 117, 123), "FEATURE_STRIDES": (8, 16, 32),
+                    "PRIOR_MIN_SIZES": ((16, 32), (64, 128), (256, 512)), "BOX_VARIANCES": (0.1, 0.2),
+                    "MIRROR_ORDER": (1, 0, 2, 4, 3)}
+
+
+def _literal(node: ast.AST):
+    """A tuple or list literal as nested tuples (None when it is not a constant literal)."""
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        return None
+
+    def nested(v):
+        return tuple(nested(x) for x in v) if isinstance(v, (list, tuple)) else v
+    return nested(value)
+
+
+def test_interface_values_are_stated_only_in_conventions():
+    from retinaface import conventions
+
+    assert {name: getattr(conventions, name) for name in INTERFACE_VALUES} == INTERFACE_VALUES
+    restated = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "conventions.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Tuple, ast.List)):
+                value = _literal(node)
+                restated += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {name}"
+                             for name, known in INTERFACE_VALUES.items() if value == known]
+    assert not restated, "import these from retinaface.conventions: " + "; ".join(restated)
 
 
 @pytest.mark.parametrize("module", ["retinaface", "retinaface.conventions", "retinaface.cli"])

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import retinaface  # noqa: E402
 from retinaface.export import export_onnx  # noqa: E402
 from retinaface.quantize import (AccuracyReport, QuantizationError, calibration_images,  # noqa: E402
-                                 load_backend_model, quantization_info, quantize_onnx, reproduced_share)
+                                 quantization_info, quantize_onnx, reproduced_share)
 
 SIZE = (96, 128)
 
@@ -34,7 +34,7 @@ def files(tmp_path_factory):
         img = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (SIZE[1], SIZE[0]))
         cv2.imwrite(str(calib / f"{i}.png"), img)
     images, source = calibration_images(calib, 4)
-    detector = retinaface.Detector(load_backend_model(float_path))
+    detector = retinaface.Detector(retinaface.load_runtime(float_path))
     int8_path = tmp / "m.int8.onnx"
     result = quantize_onnx(float_path, int8_path, detector, images, method="minmax", calibration_source=source)
     return dict(tmp=tmp, float=float_path, int8=int8_path, result=result, images=images,
@@ -87,8 +87,8 @@ def test_metadata_records_method_images_and_float_choices(files):
 
 
 def test_int8_outputs_follow_float(files):
-    float_model = load_backend_model(files["float"])
-    int8_model = load_backend_model(files["int8"])
+    float_model = retinaface.load_runtime(files["float"])
+    int8_model = retinaface.load_runtime(files["int8"])
     batch = torch.from_numpy(np.stack([files["detector"].transform([cv2.imread(str(p))])[0][0].numpy()
                                        for p in files["images"][:1]]))
     (loc_f, conf_f, lm_f), (loc_q, conf_q, lm_q) = float_model(batch), int8_model(batch)
@@ -164,7 +164,7 @@ def test_export_command_int8_writes_a_quantised_file(files, tmp_path, capsys):
 
 def test_runtime_selection_and_cached_export(tmp_path):
     from retinaface.checkpoint import save_model
-    from retinaface.runtime import OnnxRuntimeModel, cached_onnx_export, load_runtime_model, resolve_runtime
+    from retinaface.runtime import OnnxRuntimeModel, cached_onnx_export, resolve_runtime
 
     assert resolve_runtime("m.onnx") == "onnxruntime" and resolve_runtime("m.pth") == "pytorch"
     assert resolve_runtime("m.pth", "openvino") == "openvino"
@@ -175,7 +175,7 @@ def test_runtime_selection_and_cached_export(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "m.pth"
     save_model(retinaface.create_model("mobilenet0.25").eval(), weights)
-    model = load_runtime_model(weights, "onnxruntime")
+    model = retinaface.load_runtime(weights, "onnxruntime")
     assert isinstance(model, OnnxRuntimeModel) and model.path.parent == tmp_path
     first = model.path.stat().st_mtime_ns
     assert cached_onnx_export(weights).stat().st_mtime_ns == first  # reused, not re-exported

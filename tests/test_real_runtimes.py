@@ -65,11 +65,11 @@ def _matched(reference: np.ndarray, candidate: np.ndarray):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_float_runtimes_reproduce_pytorch_on_real_photos(files, runtime):
     import retinaface
-    from retinaface.quantize import load_backend_model
+    from retinaface.runtime import load_runtime
 
     if runtime == "openvino":
         pytest.importorskip("openvino")
-    detector = retinaface.Detector(load_backend_model(files["float"], runtime, threads=2), conf_threshold=0.3)
+    detector = retinaface.Detector(load_runtime(files["float"], runtime, threads=2), conf_threshold=0.3)
     faces = 0
     for name, image in files["photos"].items():
         ious, score_diffs = _matched(files["reference"][name], detector.detect(image))
@@ -81,16 +81,16 @@ def test_float_runtimes_reproduce_pytorch_on_real_photos(files, runtime):
 
 def test_int8_reproduces_most_float_detections_on_real_photos(files):
     import retinaface
-    from retinaface.quantize import (calibration_images, load_backend_model, quantization_info, quantize_onnx,
-                                     reproduced_share)
+    from retinaface.quantize import calibration_images, quantization_info, quantize_onnx, reproduced_share
+    from retinaface.runtime import load_runtime
 
     images, source = calibration_images(TRAIN, 8)
     int8 = files["tmp"] / "int8.onnx"
-    quantize_onnx(files["float"], int8, retinaface.Detector(load_backend_model(files["float"])), images,
+    quantize_onnx(files["float"], int8, retinaface.Detector(load_runtime(files["float"])), images,
                   calibration_source=source)
     info = quantization_info(int8)
     assert info["equalized_pairs"] > 0 and any("stage1" in n for n in info["float_nodes"])
-    detector = retinaface.Detector(load_backend_model(int8, threads=2), conf_threshold=0.3)
+    detector = retinaface.Detector(load_runtime(int8, threads=2), conf_threshold=0.3)
     candidate = {k: detector.detect(img) for k, img in files["photos"].items()}
     share = reproduced_share(files["reference"], candidate, iou=0.9)
     assert share >= INT8_MIN_SHARE, share

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinaface import Detector, create_model, load_model, save_model
+from retinaface import Detector, create_model, load_model, load_runtime, save_model
 from retinaface.export.metadata import build_metadata
 from retinaface.export.writers import export_onnx
 from retinaface.runtime import OnnxRuntimeModel
@@ -49,9 +49,7 @@ def test_onnx_runtime_and_openvino_models_declare_the_file_they_run(network, tmp
     with pytest.raises(NotImplementedError):
         ort.forward_uint8(np.zeros((1, *SIZE, 3), np.uint8), (104, 117, 123))
     pytest.importorskip("openvino")
-    from retinaface.openvino_backend import load_openvino_model
-
-    ov = load_openvino_model(path)
+    ov = load_runtime(path, "openvino")
     assert isinstance(ov, RuntimeModel)
     assert runtime_traits(ov).takes_uint8 and runtime_traits(ov).fixed_input == traits.fixed_input
 

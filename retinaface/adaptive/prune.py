@@ -12,7 +12,7 @@ absorbs it, as in network slimming).
 
 :func:`layer_shapes` records the pruned shapes as plain data (``ModelConfig.channels``) and
 :func:`apply_channels` re-creates them on a freshly built full-size model, which is how
-:func:`retinaface.build.build_model` and ``load_model`` rebuild a pruned checkpoint with no flags.
+:func:`retinaface.build.create_model` and ``load_model`` rebuild a pruned checkpoint with no flags.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from ..models import build_retinaface
+from ..models import _build_retinaface
 from .groups import ChannelGroup, find_channel_groups, is_batchnorm, is_depthwise, trace_graph
 
 DEFAULT_THRESHOLD = 0.1
@@ -126,7 +126,7 @@ def record_channels(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if config is None:
         return
-    reference = build_retinaface(dataclasses.replace(config, channels=None, adaptive=None))
+    reference = _build_retinaface(dataclasses.replace(config, channels=None, adaptive=None))
     model.config = dataclasses.replace(config, channels=layer_shapes(model, reference) or None)
 
 

@@ -17,7 +17,7 @@ training they are sliced on every forward so gradients reach the shared full-siz
 
 :class:`AdaptiveRetinaFace` is a RetinaFace with ``set_width(p)``; :func:`make_adaptive` converts a
 (pruned) plain RetinaFace into one, storing the slicing description in ``config.adaptive`` so that
-``build_model(config)`` and ``load_model(path, width=p)`` rebuild it from a checkpoint.
+``create_model(config)`` and ``load_model(path, width=p)`` rebuild it from a checkpoint.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..batch_norm import is_plain_batch_norm
-from ..models import RetinaFace, build_retinaface, create_body
+from ..models import RetinaFace, _build_retinaface, _create_body
 from ..models.wrappers import unwrap_model
 from .groups import find_channel_groups, is_depthwise, layer_segments
 from .prune import apply_channels, record_channels
@@ -240,7 +240,7 @@ def convert_to_switchable(model: nn.Module, layers: Dict[str, Dict[str, List[Lis
 class AdaptiveRetinaFace(RetinaFace):
     """A (pruned) RetinaFace whose prioritised channels can be switched off from the end.
 
-    Built by :func:`retinaface.build.build_model` from a config with ``adaptive`` set; call
+    Built by :func:`retinaface.build.create_model` from a config with ``adaptive`` set; call
     :meth:`set_width` to choose the utilisation level (1.0 by default).
     """
 
@@ -293,7 +293,7 @@ def make_adaptive(model: RetinaFace, widths: Sequence[float] = DEFAULT_WIDTHS) -
             "layers": layer_segments(model, groups)}
     config = dataclasses.replace(model.config, adaptive=spec)
     device = next(model.parameters()).device
-    body, config = create_body(config)
+    body, config = _create_body(config)
     adaptive = AdaptiveRetinaFace(body, config)
     adaptive.load_state_dict(model.state_dict())
     return adaptive.to(device).train(model.training)
@@ -343,7 +343,7 @@ def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
     finally:
         model.set_width(was)
     config = dataclasses.replace(model.config, adaptive=None, channels=channels)
-    plain = build_retinaface(config)
+    plain = _build_retinaface(config)
     apply_channels(plain, channels)
     plain.load_state_dict(state)
     device = next(model.parameters()).device

@@ -4,16 +4,16 @@ One backbone (``--backbone``, untrained), every built-in backbone (``--all``), o
 (``--weights``). With ``--widths 1.0 0.75 0.5`` it measures one adaptive (channel-prioritised)
 model at each width: the ``--weights`` checkpoint (see ``retinaface prioritize``) or an untrained
 width-switchable ``--backbone``; ``--data ROOT`` adds the WIDER AP of each width on ROOT's val split.
-Forward and detect are timed in alternation, so their ratio survives a busy machine.
+Forward and detect are timed in alternation, so their ratio survives a busy machine. The work is
+:mod:`retinaface.benchmark_matrix`'s; this command parses the flags and prints.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-from ..fileio import atomic_write
+from ..runtime_interface import MATRIX_RUNTIMES
 from .common import ArgumentParser, fail, number_in_range, positive_int, weights_available
 
 
@@ -50,30 +50,22 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-# spelled here so --help stays light (retinaface.benchmark_matrix.MATRIX_RUNTIMES)
-MATRIX_RUNTIMES = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
-
-
 def _size(text: str):
     """``HxW`` -> ``(H, W)``, both >= 32."""
-    import argparse as _argparse
-
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 32:
-        raise _argparse.ArgumentTypeError(f"expected HxW with both >= 32 (e.g. 480x640), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HxW with both >= 32 (e.g. 480x640), got {text!r}")
     return (int(parts[0]), int(parts[1]))
 
 
 def _matrix(args: argparse.Namespace, prog: str) -> int:
     # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch, OpenCV and timm
-    from ..benchmark_matrix import plot, run_matrix, to_csv, to_markdown
+    from ..benchmark_matrix import matrix_files, run_matrix, to_markdown, write_matrix
     from ..models import BackboneError
 
     sizes = [s if isinstance(s, tuple) else _size(s) for s in args.matrix_sizes]
-    targets = []
     if args.matrix_output:
-        targets = [Path(f"{args.matrix_output}{ext}") for ext in (".md", ".csv", ".png")]
-        existing = [str(t) for t in targets if t.exists()]
+        existing = [str(t) for t in matrix_files(args.matrix_output) if t.exists()]
         if existing:
             return fail(prog, f"--matrix-output {args.matrix_output}: {', '.join(existing)} already exist(s); "
                               f"choose another prefix")
@@ -83,15 +75,10 @@ def _matrix(args: argparse.Namespace, prog: str) -> int:
                            log=lambda line: print(line, file=sys.stderr))
     except (BackboneError, ValueError) as exc:
         return fail(prog, str(exc).strip().splitlines()[0])
-    text = to_markdown(cells)
-    print(text)
-    if targets:
-        with atomic_write(targets[0]) as handle:
-            handle.write(text)
-        with atomic_write(targets[1]) as handle:
-            handle.write(to_csv(cells))
-        written = plot(cells, targets[2])
-        print(f"wrote {targets[0]}, {targets[1]}" + (f", {targets[2]}" if written else " (no plot: matplotlib missing)"),
+    print(to_markdown(cells))
+    if args.matrix_output:
+        written = write_matrix(cells, args.matrix_output)
+        print(f"wrote {', '.join(map(str, written))}" + ("" if len(written) == 3 else " (no plot: matplotlib missing)"),
               file=sys.stderr)
     return 0
 
@@ -100,49 +87,20 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
     """One row per model (or per width); each width loads the model afresh (timing recalibrates the
     class heads: scaled and shifted when untrained, shifted only for ``--weights``)."""
     # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch and OpenCV
-    from ..build import create_model
-    from ..checkpoint import CheckpointError, load_model
+    from ..benchmark_matrix import benchmark_jobs, measure_models
+    from ..checkpoint import CheckpointError
     from ..models import BackboneError, list_backbones
-    from ..profiling import TRAINED_MARGIN_SPREAD, benchmark_model, markdown_table
+    from ..profiling import markdown_table
 
     height, width = args.size
-    if args.widths:
-        # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch
-        from ..adaptive import make_adaptive
-        from ..adaptive.slim import active_parameters
-
-        def build(w: float):
-            if args.weights:
-                return load_model(args.weights, device=args.device, width=w)
-            return make_adaptive(create_model(args.backbone)).set_width(w)
-
-        label = Path(args.weights).stem if args.weights else args.backbone
-        jobs = [(f"{label} @{w:g}", lambda w=w: build(w), w) for w in args.widths]
-    elif args.weights:
-        jobs = [(Path(args.weights).stem, lambda: load_model(args.weights, device=args.device), None)]
-    else:
-        names = list_backbones() if args.all else [args.backbone]
-        jobs = [(name, lambda name=name: create_model(name), None) for name in names]
-    rows = []
-    for name, build_model, w in jobs:
-        try:
-            model = build_model()
-        except (CheckpointError, BackboneError, ValueError, RuntimeError, OSError) as exc:
-            return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        extra = {}
-        if args.data and w is not None:
-            # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch and OpenCV
-            from ..evaluation.predict import evaluate_model
-
-            ap = evaluate_model(model.eval(), args.data, progress=False).as_dict()
-            extra = {f"AP {k}": v for k, v in ap.items()}
-        row = benchmark_model(model, height, width, name, args.device, args.repeats, detect=not args.no_detect,
-                              spread=None if args.weights else TRAINED_MARGIN_SPREAD)
-        if w is not None:
-            row.params_m = active_parameters(model) / 1e6  # the weights this width computes with
-        row.extra.update(extra)
-        rows.append(row)
-        print(f"measured {name}", file=sys.stderr)
+    jobs = benchmark_jobs(list_backbones() if args.all else [args.backbone], weights=args.weights,
+                          widths=args.widths, device=args.device)
+    try:
+        rows = measure_models(jobs, height, width, args.device, args.repeats, detect=not args.no_detect,
+                              data_root=args.data if args.widths else None, trained=bool(args.weights),
+                              log=lambda line: print(line, file=sys.stderr))
+    except (CheckpointError, BackboneError, ValueError, RuntimeError, OSError) as exc:
+        return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     print(markdown_table(rows, height, width))
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Optional
 
 from ..zoo import is_zoo_name
@@ -58,8 +59,6 @@ probability = number_in_range(float, 0.0, 1.0)
 
 def weights_available(value: str) -> bool:
     """Whether ``--weights VALUE`` names an existing file or a zoo entry (fetched when loaded)."""
-    from pathlib import Path
-
     return Path(value).is_file() or is_zoo_name(value)
 
 

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..conventions import (ALIGNED_FACE_SIZE, CONF_THRESHOLD, DEFAULT_MAX_PIXELS, NMS_THRESHOLD, TILE_OVERLAP,
+                           VIS_THRESHOLD)
 from ..fileio import CLAIM_FILE, release_claim
+from ..runtime_interface import RUNTIMES
 from ..zoo import announce_default_detector
 from .common import ArgumentParser, UserError, fail, number_in_range, positive_int, probability
-
-# the runtimes --runtime accepts (retinaface.runtime.RUNTIMES; spelled here so --help stays light)
-RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino")
 
 EPILOG = """\
 output folder policy: a run never writes into a folder that already holds files or that another
@@ -54,15 +54,15 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         help="backbone of a Pytorch_Retinaface checkpoint, if it cannot be inferred")
     parser.add_argument("--output", default="detections",
                         help="output folder (default: %(default)s; see the policy below)")
-    parser.add_argument("--conf", type=number_in_range(float, 0.0, 1.0, high_open=True), default=0.02,
+    parser.add_argument("--conf", type=number_in_range(float, 0.0, 1.0, high_open=True), default=CONF_THRESHOLD,
                         help="score threshold in [0, 1) (default: %(default)s)")
-    parser.add_argument("--nms", type=number_in_range(float, 0.0, 1.0, low_open=True), default=0.4,
+    parser.add_argument("--nms", type=number_in_range(float, 0.0, 1.0, low_open=True), default=NMS_THRESHOLD,
                         help="NMS IoU threshold in (0, 1] (default: %(default)s)")
     parser.add_argument("--target-size", type=number_in_range(int, MIN_SIDE), default=None,
                         help=f"resize so the short side is this (>= {MIN_SIDE}; default: original size)")
     parser.add_argument("--max-size", type=number_in_range(int, MIN_SIDE), default=None,
                         help=f"downscale so the long side is at most this (>= {MIN_SIDE})")
-    parser.add_argument("--vis-threshold", type=probability, default=0.6,
+    parser.add_argument("--vis-threshold", type=probability, default=VIS_THRESHOLD,
                         help="score needed to draw a face (default: %(default)s)")
     parser.add_argument("--width", type=number_in_range(float, 0.0, 1.0, low_open=True), default=None,
                         help="run an adaptive-width checkpoint at this width in (0, 1]")
@@ -72,7 +72,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--crops", default=None, metavar="DIR",
                         help="also write one aligned 112x112 crop per face at score >= --vis-threshold "
                              "(ArcFace five-point template) to DIR, named <image>_<k>.jpg; images only")
-    parser.add_argument("--crop-size", type=number_in_range(int, 16, 1024), default=112,
+    parser.add_argument("--crop-size", type=number_in_range(int, 16, 1024), default=ALIGNED_FACE_SIZE,
                         help="side of the aligned crops (default: %(default)s)")
     speed = parser.add_argument_group("runtime and speed (docs/edge.md)")
     speed.add_argument("--runtime", choices=RUNTIMES, default="auto",
@@ -84,11 +84,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                             "threads either way)")
     speed.add_argument("--tile", type=number_in_range(int, MIN_SIDE), default=None,
                        help=f"detect in SIZE x SIZE tiles merged by NMS (>= {MIN_SIDE}): large photos with small faces")
-    speed.add_argument("--overlap", type=number_in_range(int, 0), default=64,
+    speed.add_argument("--overlap", type=number_in_range(int, 0), default=TILE_OVERLAP,
                        help="pixels shared by neighbouring tiles (default: %(default)s); faces up to this size are "
                             "whole in a full-resolution tile, larger ones are found in the half, quarter, ... "
                             "resolution levels tiled too")
-    speed.add_argument("--max-pixels", type=number_in_range(int, 1024), default=24_000_000,
+    speed.add_argument("--max-pixels", type=number_in_range(int, 1024), default=DEFAULT_MAX_PIXELS,
                        help="largest forward pass in input pixels (default: %(default)s, about 1.2 GiB for "
                             "mobilenet0.25 on CPU); a larger image is tiled (or, with --target-size / "
                             "--max-size, downscaled) and a line says so")
@@ -161,28 +161,25 @@ def _load_detector(args: argparse.Namespace):
     """The detector ``--weights`` / ``--runtime`` name (checkpoint errors are ``ValueError`` /
     ``RuntimeError`` / ``OSError`` subclasses naming the file)."""
     # lazy: torch and OpenCV only once a run starts (detect --help stays instant)
+    import torch
+
     from ..detector import Detector
-    from ..runtime import load_runtime_model, resolve_runtime
+    from ..runtime import resolve_runtime
 
     if args.weights is None:  # no --weights: the zoo's default detector, named once
         args.weights = announce_default_detector()
-    settings = dict(conf_threshold=args.conf, nms_threshold=args.nms, target_size=args.target_size,
-                    max_size=args.max_size)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    if resolve_runtime(args.weights, args.runtime) == "pytorch":
-        return Detector.from_checkpoint(args.weights, backbone=args.backbone, device=args.device,
-                                        width=args.width, **settings)
-    model = load_runtime_model(args.weights, args.runtime, backbone=args.backbone, width=args.width,
-                               threads=args.threads)
-    detector = Detector(model, **settings)
-    import torch
-
-    # the runtime runs the network on its own threads; torch only post-processes, and its
-    # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
-    torch.set_num_threads(1)
+    on_pytorch = resolve_runtime(args.weights, args.runtime) == "pytorch"
+    # an external runtime runs on the CPU, where the Detector then builds its batches
+    device = args.device if on_pytorch else "cpu"
+    detector = Detector.from_checkpoint(args.weights, backbone=args.backbone, device=device, backend=args.runtime,
+                                        width=args.width, threads=args.threads, conf_threshold=args.conf,
+                                        nms_threshold=args.nms, target_size=args.target_size, max_size=args.max_size)
+    if not on_pytorch:
+        # the runtime runs the network on its own threads; torch only post-processes, and its
+        # idle workers would compete with the runtime's (detect overhead: docs/edge.md)
+        torch.set_num_threads(1)
     return detector
 
 

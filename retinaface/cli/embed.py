@@ -4,20 +4,17 @@ Writes into ``--output`` (a folder that already holds files gets a numbered sibl
 overwritten): ``embeddings.jsonl``, one line per image or video frame with its faces (box, score,
 landmarks, and the rows of their embeddings), and ``<input stem>.npy`` per input, the ``(N, D)``
 float32 L2-normalized embeddings of its faces in the order of the JSON lines. ``--crops`` also
-writes the aligned crops. Every file is written atomically.
+writes the aligned crops. Every file is written atomically. The loop is
+:func:`retinaface.embed_files.embed_inputs`; this command parses the flags and reports.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..fileio import atomic_write
 from .common import fail, number_in_range, positive_int
-
-OUTPUT_FILE = "embeddings.jsonl"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,19 +59,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _save_npy(array, path: Path) -> None:
-    import numpy as np
-
-    with atomic_write(path, "wb") as handle:
-        np.save(handle, array)
-
-
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface embed --help' and flag errors answer without loading OpenCV
-    import cv2
-    import numpy as np
-
-    from ..sources import OutputNames, SourceError, fresh_output_folder, iter_frames, iter_sources
+    from ..embed_files import embed_inputs
+    from ..sources import fresh_output_folder, iter_sources
 
     prog = prog or "retinaface embed"
     args = build_parser(prog).parse_args(argv)
@@ -88,39 +76,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     sources = iter_sources(args.inputs, skip=[folder])
     if not sources:
         return fail(prog, f"no images or videos found in {' '.join(args.inputs)}")
-    names = OutputNames(folder)
-    lines: List[str] = []
-    errors = 0
-    total_faces = 0
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        npy_path = names(source, ".npy")
-        embeddings = []
-        rows = 0
-        try:
-            for frame, image in iter_frames(source):
-                faces = analyzer.analyze(image)
-                record = {"source": source.location, "frame": frame, "embeddings": npy_path.name,
-                          "rows": [rows, rows + len(faces)], "faces": [f.to_dict() for f in faces]}
-                lines.append(json.dumps(record))
-                for i, face in enumerate(faces):
-                    embeddings.append(face.embedding)
-                    if args.crops:
-                        crop_path = folder / f"{npy_path.stem}_f{frame}_{i}.jpg"
-                        ok, buffer = cv2.imencode(".jpg", face.crop)
-                        with atomic_write(crop_path, "wb") as handle:
-                            handle.write(buffer.tobytes())
-                rows += len(faces)
-        except SourceError as exc:
-            print(f"{prog}: warning: {exc}", file=sys.stderr)
-            errors += 1
-            if not embeddings:
-                continue
-        dim = analyzer.embedding_size
-        array = np.stack(embeddings).astype(np.float32) if embeddings else np.zeros((0, dim), np.float32)
-        _save_npy(array, npy_path)
-        total_faces += rows
-    with atomic_write(folder / OUTPUT_FILE) as handle:
-        handle.write("\n".join(lines) + ("\n" if lines else ""))
-    print(f"{total_faces} faces from {len(sources) - errors} inputs -> {folder}")
+    summary = embed_inputs(analyzer, sources, folder, crops=args.crops,
+                           warn=lambda message: print(f"{prog}: warning: {message}", file=sys.stderr))
+    errors = len(summary.failures)
+    print(f"{summary.faces} faces from {summary.inputs - errors} inputs -> {folder}")
     return 0 if errors == 0 else 1

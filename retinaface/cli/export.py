@@ -85,8 +85,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     import torch
 
-    from ..checkpoint import CheckpointError
-    from ..export.writers import export_model, load_for_export
+    from ..checkpoint import CheckpointError, load_model
+    from ..export.writers import export_model
     from ..models import BackboneError
 
     if args.threads:
@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if args.int8:
         return _export_int8(args, prog)
     try:
-        model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
+        model = load_model(args.weights, backbone=args.backbone, width=args.width)
         started = time.perf_counter()
         # each format's writer takes the options it registers (EXPORT_FORMATS); the others are dropped
         meta = export_model(model, args.output, args.format, with_postprocess=args.with_postprocess,
@@ -122,40 +122,33 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
 
 def _export_int8(args: argparse.Namespace, prog: str) -> int:
-    """``--int8``: float export to a temporary file, quantisation to ``--output``, accuracy report."""
+    """``--int8``: :func:`retinaface.quantize.export_int8` (float export, quantisation to
+    ``--output``, accuracy report), reported."""
     # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
-    import tempfile
-
-    from ..checkpoint import CheckpointError
-    from ..detector import Detector
-    from ..export.writers import export_onnx, load_for_export
+    from ..checkpoint import CheckpointError, load_model
     from ..models import BackboneError
-    from ..quantize import QuantizationError, accuracy_report, calibration_images, load_backend_model, quantize_onnx
+    from ..quantize import QuantizationError, calibration_images, export_int8
+
+    def report_written(done) -> None:
+        info = json.loads(done.result.metadata["quantization"])
+        print(f"wrote {args.output} (INT8 QDQ, {done.result.metadata['backbone']}, method {args.method}, "
+              f"calibration {source}; kept float: {', '.join(info['float_op_types'])} and "
+              f"{len(done.result.float_nodes)} node(s)) in {done.seconds:.1f} s")
 
     try:
         images, source = calibration_images(args.calibration, args.calibration_images)
-        model = load_for_export(args.weights, backbone=args.backbone, width=args.width)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="retinaface-export-") as tmp:
-            float_path = Path(tmp) / "float.onnx"
-            export_onnx(model, float_path, dynamic=args.dynamic, size=tuple(args.size), opset=args.opset,
-                        dynamo=args.dynamo, width=args.width)
-            # calibration batches come from the Detector's own pre-processing of the float file
-            detector = Detector(load_backend_model(float_path, threads=args.threads))
-            result = quantize_onnx(float_path, args.output, detector, images, method=args.method,
-                                   calibration_source=source, overwrite=True)
-            info = json.loads(result.metadata["quantization"])
-            print(f"wrote {args.output} (INT8 QDQ, {result.metadata['backbone']}, method {args.method}, "
-                  f"calibration {source}; kept float: {', '.join(info['float_op_types'])} and "
-                  f"{len(result.float_nodes)} node(s)) in {time.perf_counter() - started:.1f} s")
-            if not args.check:
-                return 0
-            report = accuracy_report(float_path, args.output, args.accuracy_data, backend=args.report_runtime,
-                                     threads=args.threads)
+        model = load_model(args.weights, backbone=args.backbone, width=args.width)
+        report = export_int8(model, args.output, images, calibration_source=source, method=args.method,
+                             dynamic=args.dynamic, size=args.size, opset=args.opset, dynamo=args.dynamo,
+                             width=args.width, threads=args.threads,
+                             accuracy_data=args.accuracy_data if args.check else None,
+                             report_runtime=args.report_runtime, written=report_written).report
     except (QuantizationError, ExportError, CheckpointError, BackboneError, ValueError, OSError) as exc:
         return fail(prog, first_line(exc))
     except RuntimeError as exc:
         return fail(prog, f"INT8 export of {args.weights} failed: {first_line(exc)}")
+    if report is None:
+        return 0
     print("\n".join(line for line in report.lines() if not line.lstrip().startswith("warning:")))
     for warning in report.warnings:
         print(f"{prog}: warning: {warning}", file=sys.stderr)

@@ -4,7 +4,8 @@ The gallery is a folder with one sub-folder per person holding photos of them (t
 face is used; ``--aligned-gallery`` for folders of aligned 112 x 112 crops), or a ``.npz`` written
 by ``--save-gallery``. Each face found in a query is compared with every person's mean embedding by
 cosine similarity; the top-k people are printed with their scores, and the face is "unknown" when
-the best score is below ``--unknown-threshold``.
+the best score is below ``--unknown-threshold``. The search loop is
+:func:`retinaface.embed_files.identify_inputs`; this command parses the flags and prints.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface identify --help' and flag errors answer without loading OpenCV
-    from ..sources import SourceError, iter_frames, iter_sources
+    from ..embed_files import identify_inputs
+    from ..sources import iter_sources
 
     prog = prog or "retinaface identify"
     args = build_parser(prog).parse_args(argv)
@@ -58,27 +60,19 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         gallery.save(args.save_gallery)
     if not args.json:
         print(f"gallery: {len(gallery)} people")
-    errors = 0
-    for source in iter_sources(args.query):
-        try:
-            for frame, image in iter_frames(source):
-                faces = analyzer.analyze(image)
-                if not faces:
-                    continue
-                import numpy as np
+    failures: List[str] = []
 
-                results = gallery.search(np.stack([f.embedding for f in faces]), top_k=args.top_k,
-                                         unknown_threshold=args.unknown_threshold)
-                for i, (face, result) in enumerate(zip(faces, results)):
-                    if args.json:
-                        print(json.dumps({"source": source.location, "frame": frame, "face": i, **face.to_dict(),
-                                          **result.to_dict()}))
-                    else:
-                        where = source.location + (f" frame {frame}" if source.kind != "image" else "")
-                        box = " ".join(f"{v:.0f}" for v in face.box)
-                        ranked = ", ".join(f"{m.name} {m.score:.3f}" for m in result.matches)
-                        print(f"{where} face {i} [{box}]: {result.identity} ({ranked})")
-        except SourceError as exc:
-            print(f"{prog}: warning: {exc}", file=sys.stderr)
-            errors += 1
-    return 0 if errors == 0 else 1
+    def warn(message: str) -> None:
+        failures.append(message)
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    for found in identify_inputs(analyzer, gallery, iter_sources(args.query), top_k=args.top_k,
+                                 unknown_threshold=args.unknown_threshold, warn=warn):
+        if args.json:
+            print(json.dumps(found.to_dict()))
+        else:
+            where = found.source.location + (f" frame {found.frame}" if found.source.kind != "image" else "")
+            box = " ".join(f"{v:.0f}" for v in found.face.box)
+            ranked = ", ".join(f"{m.name} {m.score:.3f}" for m in found.result.matches)
+            print(f"{where} face {found.index} [{box}]: {found.result.identity} ({ranked})")
+    return 0 if not failures else 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import List, Optional
 
 from ..checkpoint import CheckpointError
@@ -101,8 +102,6 @@ def main_recognition(argv: List[str], prog: str) -> int:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    import sys
-
     prog = prog or "retinaface prioritize"
     argv = list(sys.argv[1:] if argv is None else argv)
     task = argparse.ArgumentParser(add_help=False)

@@ -21,21 +21,22 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..conventions import (BGR_MEAN, MIRROR_ORDER, NUM_LANDMARKS, TARGET_BOX, TARGET_COLUMNS, TARGET_LABEL,
+                           TARGET_LANDMARKS, TRAIN_IMAGE_SIZE, mirror_x)
 from .fast_decode import decode_full, decode_reduced, image_size, read_bytes, reduction_factor
-
-TARGET_COLUMNS = 15
-LABEL_COLUMN = 14
 
 CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250
 _FIRST_TRIES = 16   # draw_square_crop tests these tries before the others
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST,
                   cv2.INTER_LANCZOS4)
-DEFAULT_RGB_MEAN = (104, 117, 123)  # BGR order, as the images are read by OpenCV
+# the earlier, misleading name of the mean subtracted from the BGR images: these are BGR values
+DEFAULT_RGB_MEAN = BGR_MEAN
+LABEL_COLUMN = TARGET_LABEL  # the earlier name of the label column
 
-# Mirroring swaps left/right landmarks: left eye <-> right eye, left mouth <-> right mouth.
-_MIRROR_ORDER = np.array([1, 0, 2, 4, 3])
-_MIRROR_COLUMNS = np.stack([2 * _MIRROR_ORDER, 2 * _MIRROR_ORDER + 1], axis=1).ravel()
+# Mirroring swaps left/right landmarks (left eye <-> right eye, left mouth <-> right mouth): the
+# landmark columns x, y of each point's partner.
+_MIRROR_COLUMNS = np.stack([2 * np.array(MIRROR_ORDER), 2 * np.array(MIRROR_ORDER) + 1], axis=1).ravel()
 
 
 @dataclass
@@ -235,9 +236,9 @@ def mirror_targets(boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.n
     """Step 4's geometry: x -> width - x for boxes (x1 and x2 swap roles) and present landmarks,
     then left/right landmarks swap. Absent landmarks stay -1."""
     boxes = boxes.copy()
-    boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    boxes[:, [0, 2]] = mirror_x(boxes[:, [2, 0]], width)
     flipped = landmarks.copy()
-    flipped[:, 0::2] = width - flipped[:, 0::2]
+    flipped[:, 0::2] = mirror_x(flipped[:, 0::2], width)
     flipped = flipped[:, _MIRROR_COLUMNS]
     return boxes, np.where(has_landmarks[:, None], flipped, landmarks)
 
@@ -280,10 +281,10 @@ def make_targets(boxes: np.ndarray, landmarks: np.ndarray, has_landmarks: np.nda
     k = len(boxes)
     targets = np.empty((k, TARGET_COLUMNS), dtype=np.float32)
     scale = np.array([width, height], dtype=np.float64)
-    targets[:, 0:4] = (boxes.reshape(k, 2, 2) / scale).reshape(k, 4)
-    norm = (landmarks.reshape(k, 5, 2) / scale).reshape(k, 10)
-    targets[:, 4:14] = np.where(has_landmarks[:, None], norm, -1.0)
-    targets[:, LABEL_COLUMN] = np.where(has_landmarks, 1.0, -1.0)
+    targets[:, TARGET_BOX] = (boxes.reshape(k, 2, 2) / scale).reshape(k, 4)
+    norm = (landmarks.reshape(k, NUM_LANDMARKS, 2) / scale).reshape(k, 2 * NUM_LANDMARKS)
+    targets[:, TARGET_LANDMARKS] = np.where(has_landmarks[:, None], norm, -1.0)
+    targets[:, TARGET_LABEL] = np.where(has_landmarks, 1.0, -1.0)
     return targets
 
 
@@ -335,7 +336,7 @@ class TrainTransform:
     experiments; the defaults are the reference's.
     """
 
-    def __init__(self, image_size: int = 640, rgb_mean: Sequence[float] = DEFAULT_RGB_MEAN,
+    def __init__(self, image_size: int = TRAIN_IMAGE_SIZE, rgb_mean: Sequence[float] = BGR_MEAN,
                  distort: bool = True, mirror_prob: float = 0.5,
                  interpolations: Sequence[int] = INTERPOLATIONS, crop: bool = True,
                  reduced_decode: bool = False, normalize: bool = True) -> None:
@@ -496,7 +497,7 @@ class ValTransform:
     bilinearly to ``image_size``, subtract the mean. Same call signature and outputs as
     :class:`TrainTransform` (``rng`` is ignored)."""
 
-    def __init__(self, image_size: int = 640, rgb_mean: Sequence[float] = DEFAULT_RGB_MEAN) -> None:
+    def __init__(self, image_size: int = TRAIN_IMAGE_SIZE, rgb_mean: Sequence[float] = BGR_MEAN) -> None:
         self.image_size = int(image_size)
         self.rgb_mean = tuple(float(m) for m in rgb_mean)
 

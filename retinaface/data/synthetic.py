@@ -23,6 +23,7 @@ own generator seeded by ``(seed, split, index)``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -500,8 +501,6 @@ def generate_synthetic_widerface(root: PathLike, num_train: int = 400, num_val: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Generate the synthetic WIDER FACE data set.")
     parser.add_argument("--root", default="data/synthetic")
     parser.add_argument("--num-train", type=int, default=400)

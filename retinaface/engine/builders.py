@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..batch_norm import batch_norms_all_convertible, convert_channels_last_batch_norm
-from ..build import build_model
+from ..build import create_model
 from ..checkpoint import split_checkpoint
 from ..config import ModelConfig
 from ..data import MeanSubtractingLoader, TrainTransform, WiderFaceTrainDataset, detection_collate, worker_init_fn
@@ -94,12 +94,12 @@ def initial_model(cfg: TrainConfig, resume_state: Optional[Dict[str, Any]]) -> n
     """A fresh model from the config, or the resumed run's architecture with its weights."""
     if resume_state is not None:
         config, _ = split_checkpoint(resume_state)
-        model = build_model(config)
+        model = create_model(config)
         model.load_state_dict(resume_state["model"])
         return model
     overrides = {} if cfg.fpn_width is None else {"fpn_width": cfg.fpn_width}
-    return build_model(ModelConfig(backbone=cfg.backbone, **overrides), pretrained=cfg.pretrained,
-                       backbone_weights=cfg.backbone_weights)
+    return create_model(ModelConfig(backbone=cfg.backbone, **overrides), pretrained=cfg.pretrained,
+                        backbone_weights=cfg.backbone_weights)
 
 
 def uses_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module) -> bool:

@@ -16,8 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from ..conventions import DEFAULT_EVAL_PROTOCOL, VAL_GROUND_TRUTH
+from ..conventions import (DEFAULT_EVAL_PROTOCOL, VAL_GROUND_TRUTH, WIDER_TEST_CONF_THRESHOLD, WIDER_TEST_MAX_SIZE,
+                           WIDER_TEST_NMS_THRESHOLD)
 from ..data.dataset import WiderFaceValDataset, worker_init_fn
 from ..data.labels import check_images
 from ..detector import Detector
@@ -68,8 +70,6 @@ def predict_widerface(detector: Union[Detector, TestTimeAugmentation], dataset: 
     named in an :class:`ImageReadWarning` and counts as no detections (no file is written for it);
     with ``strict`` it stops the run with ``OSError`` instead (files already written stay).
     """
-    from tqdm import tqdm
-
     loader = DataLoader(_Guarded(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=_collate_images, worker_init_fn=worker_init_fn)
     predictions: Predictions = {}
@@ -115,11 +115,12 @@ def widerface_detector(model, target_size: Optional[int] = None, max_size: Optio
     if isinstance(model, Detector):
         detector = model
     else:
-        settings = dict(conf_threshold=0.02, nms_threshold=0.4, pre_nms_topk=None, post_nms_topk=None)
+        settings = dict(conf_threshold=WIDER_TEST_CONF_THRESHOLD, nms_threshold=WIDER_TEST_NMS_THRESHOLD,
+                        pre_nms_topk=None, post_nms_topk=None)
         settings.update(detector_kwargs)
         detector = Detector(model, device=device, target_size=target_size, max_size=max_size, **settings)
     if flip or multiscale:
-        cap = max_size if max_size is not None else 2150
+        cap = max_size if max_size is not None else WIDER_TEST_MAX_SIZE
         return TestTimeAugmentation(detector, sizes=multiscale or None, flip=flip, max_size=cap)
     return detector
 

@@ -3,7 +3,7 @@
 * :mod:`retinaface.export.metadata`: the file contract (input/output names, recorded metadata,
   :class:`ExportError`), shared with :mod:`retinaface.runtime` and :mod:`retinaface.parity`;
 * :mod:`retinaface.export.writers`: :func:`export_onnx`, :func:`export_torchscript`,
-  :func:`export_model`, :func:`load_for_export`.
+  :func:`export_model` (the model comes from :func:`retinaface.load_model`).
 
 The in-graph decoding (``with_postprocess``) is :class:`retinaface.postprocess.DecodedRetinaFace`;
 its priors are :func:`retinaface.priors.pixel_priors`; running a written file is
@@ -19,15 +19,17 @@ from typing import Any
 # argument checks, the runtime) does not pull in torch's exporters
 _LAZY = {name: "metadata" for name in ("DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "ExportError",
                                        "MIN_OPSET", "RAW_OUTPUTS", "build_metadata", "read_metadata")}
-_LAZY.update({name: "writers" for name in ("export_model", "export_onnx", "export_torchscript",
-                                           "load_for_export")})
+_LAZY.update({name: "writers" for name in ("export_model", "export_onnx", "export_torchscript")})
+# deprecated names, importable for one release (they warn when called)
+_DEPRECATED = {"load_for_export": "writers"}
 
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    module = _LAZY.get(name) or _DEPRECATED.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

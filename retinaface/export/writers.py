@@ -13,7 +13,6 @@ reaching 17 through a version converter. ``dynamo=True`` selects it.
 """
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import warnings
@@ -38,15 +37,11 @@ PathLike = Union[str, Path]
 # -- loading ------------------------------------------------------------------------------------
 def load_for_export(weights: PathLike, backbone: Optional[str] = None,
                     width: Optional[float] = None) -> nn.Module:
-    """:func:`retinaface.load_model` on CPU in eval mode; ``width`` is passed only when given."""
-    kwargs = {}
-    if width is not None:
-        params = inspect.signature(load_model).parameters
-        takes_width = "width" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-        if not takes_width:
-            raise ExportError(f"--width {width}: this checkpoint/toolkit has no adaptive widths")
-        kwargs["width"] = width
-    return load_model(weights, backbone=backbone, device="cpu", **kwargs).eval()
+    """Deprecated alias of :func:`retinaface.load_model` (which loads on CPU in eval mode by
+    default), kept for one release."""
+    warnings.warn("retinaface.export.writers.load_for_export is deprecated; use retinaface.load_model",
+                  DeprecationWarning, stacklevel=2)
+    return load_model(weights, backbone=backbone, device="cpu", width=width)
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -62,7 +57,7 @@ def _validate_size(size: Sequence[int], dynamic: bool) -> Tuple[int, int]:
 def _export_width(model: nn.Module, width: Optional[float]) -> Optional[float]:
     """The width to record: the model's own for an adaptive model, else ``width`` (1.0 only).
 
-    ``width`` is not applied here (:func:`load_for_export` does that); a value the model does not
+    ``width`` is not applied here (:func:`retinaface.load_model` does that); a value the model does not
     run at would make the metadata lie, so it is refused.
     """
     actual = getattr(model, "width", None) if hasattr(model, "set_width") else None
@@ -70,7 +65,7 @@ def _export_width(model: nn.Module, width: Optional[float]) -> Optional[float]:
         return None if actual is None else float(actual)
     if float(width) != float(1.0 if actual is None else actual):
         raise ExportError(f"--width {width}: the model runs at width {1.0 if actual is None else actual}; "
-                          f"load it at that width (load_for_export(..., width={width}))")
+                          f"load it at that width (load_model(..., width={width}))")
     return float(width)
 
 
@@ -207,4 +202,4 @@ def export_model(model: nn.Module, path: PathLike, fmt: str, **kwargs) -> Dict[s
     return registered.write(model, path, **kwargs)
 
 
-__all__ = ["export_model", "export_onnx", "export_torchscript", "exportable", "load_for_export"]
+__all__ = ["export_model", "export_onnx", "export_torchscript", "exportable"]

@@ -15,6 +15,7 @@ The contract is ``shared/specs/widerface_eval.md``.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -291,8 +292,6 @@ def open_ground_truth(path: PathLike) -> WiderGroundTruth:
         beside = path.parent
         if all((beside / name).is_file() for name in (MAIN_MAT, *SETTING_MATS.values())):
             return load_text_ground_truth(path, settings_from=beside)
-        import warnings
-
         warnings.warn(f"{path}: no {MAIN_MAT} and setting .mat files beside it; every face counts as "
                       f"easy, medium and hard", stacklevel=2)
         return load_text_ground_truth(path)

@@ -2,8 +2,8 @@
 
 Importing this package registers every built-in backbone: each is registered by the module that
 defines it (``mobilenet``, ``mobiface``, the timm aliases in ``backbones``), and all of them are
-imported here. Pruned and width-switchable models are built one layer up, by
-:func:`retinaface.build.build_model`.
+imported here. Models are built one layer up, by :func:`retinaface.build.create_model` (which also
+applies pruned shapes and width switching); the two builders here are its private parts.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def resolve_config(config: ModelConfig) -> ModelConfig:
     return config
 
 
-def create_body(config: ModelConfig, pretrained: bool = False,
+def _create_body(config: ModelConfig, pretrained: bool = False,
                 backbone_weights: Optional[str] = None) -> Tuple[nn.Module, ModelConfig]:
     """The backbone ``config`` names, and the resolved config (see :func:`resolve_config`).
 
@@ -46,17 +46,17 @@ def create_body(config: ModelConfig, pretrained: bool = False,
     return body, config
 
 
-def build_retinaface(config: ModelConfig, pretrained: bool = False,
+def _build_retinaface(config: ModelConfig, pretrained: bool = False,
                      backbone_weights: Optional[str] = None) -> RetinaFace:
     """The full-size plain RetinaFace architecture of ``config``.
 
     ``config.channels`` (pruned shapes) and ``config.adaptive`` (width switching) are recorded in
-    the model's config but not applied here: :func:`retinaface.build.build_model` applies them.
+    the model's config but not applied here: :func:`retinaface.build.create_model` applies them.
     """
-    body, config = create_body(config, pretrained, backbone_weights)
+    body, config = _create_body(config, pretrained, backbone_weights)
     return RetinaFace(body, config)
 
 
 __all__ = ["BackboneError", "FEATURE_STRIDES", "FPN", "MobiFace", "MobileNetV1", "ModelConfig", "RetinaFace",
-           "SSH", "backbone_spec", "build_retinaface", "create_backbone", "create_body", "list_backbones",
+           "SSH", "backbone_spec", "create_backbone", "list_backbones",
            "register_backbone", "resolve_config", "timm_backbone"]

@@ -14,6 +14,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..conventions import FEATURE_STRIDES
 from .backbones import BackboneError, register_backbone
 from .layers import conv_bn, conv_dw
 
@@ -91,7 +92,7 @@ class MobiFace(nn.Module):
             in_channels = channels
         self.stage1, self.stage2, self.stage3 = built
         self.out_channels: List[int] = out_channels
-        self.strides: List[int] = [8, 16, 32]
+        self.strides: List[int] = list(FEATURE_STRIDES)  # its three stages halve the size 3, 4 and 5 times
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         c3 = self.stage1(self.stem(x))

@@ -7,6 +7,7 @@ from typing import List
 import torch
 from torch import nn
 
+from ..conventions import FEATURE_STRIDES
 from .backbones import load_backbone_weights, register_backbone
 from .layers import conv_bn, conv_dw
 
@@ -27,7 +28,7 @@ class MobileNetV1(nn.Module):
         self.stage2 = nn.Sequential(conv_dw(64, 128, 2), *[conv_dw(128, 128, 1) for _ in range(5)])
         self.stage3 = nn.Sequential(conv_dw(128, 256, 2), conv_dw(256, 256, 1))
         self.out_channels: List[int] = [64, 128, 256]
-        self.strides: List[int] = [8, 16, 32]
+        self.strides: List[int] = list(FEATURE_STRIDES)  # its three stages halve the size 3, 4 and 5 times
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         c3 = self.stage1(x)
