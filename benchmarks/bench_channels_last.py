@@ -5,7 +5,7 @@
 
 Prints the median training-step time (forward + backward of a simple loss, train-mode batch norm)
 for NCHW input, NHWC input with PyTorch's BatchNorm2d and NHWC input with the trainer's
-``ChannelsLastBatchNorm2d`` (retinaface/batch_norm.py), timed in alternation, and for each
+``ChannelsLastBatchNorm2d`` (retinaface/deploy/batch_norm.py), timed in alternation, and for each
 the worst relative gradient error ``||g32 - g64|| / ||g64||`` over the parameters whose float64
 gradient norm exceeds 1e-3, and the worst batch-norm running-statistics error after the step. A
 table of BatchNorm2d alone, float32 against float64, shows where PyTorch's NHWC error comes from.
@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from retinaface import create_model  # noqa: E402
-from retinaface.batch_norm import ChannelsLastBatchNorm2d, convert_channels_last_batch_norm  # noqa: E402
-from retinaface.profiling import paired_latency  # noqa: E402
+from retinaface.deploy.batch_norm import ChannelsLastBatchNorm2d, convert_channels_last_batch_norm  # noqa: E402
+from retinaface.inference.profiling import paired_latency  # noqa: E402
 
 
 def gradients(model: nn.Module, images: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -24,9 +24,9 @@ from typing import Callable, Dict, List
 import torch
 
 from retinaface.build import create_model
-from retinaface.export import export_onnx
-from retinaface.fusion import count_batchnorm, fuse_conv_bn
-from retinaface.runtime import OnnxRuntimeModel
+from retinaface.deploy.export import export_onnx
+from retinaface.deploy.fusion import count_batchnorm, fuse_conv_bn
+from retinaface.deploy.runtime import OnnxRuntimeModel
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from retinaface.build import create_model
-from retinaface.detector import Detector
-from retinaface.profiling import calibrate_score_bias, paired_latency
+from retinaface.inference.detector import Detector
+from retinaface.inference.profiling import calibrate_score_bias, paired_latency
 
 
 def main() -> None:
@@ -85,8 +85,8 @@ def stages(model, image: np.ndarray, runtimes, threads: int, repeats: int) -> No
     import time
     from pathlib import Path
 
-    from retinaface.export import export_onnx
-    from retinaface.runtime import load_runtime
+    from retinaface.deploy.export import export_onnx
+    from retinaface.deploy.runtime import load_runtime
 
     def median_ms(fn) -> float:
         for _ in range(3):

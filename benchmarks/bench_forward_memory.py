@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Peak memory of a detect call per input megapixel: the figure behind ``retinaface detect``'s
-``--max-pixels`` default (retinaface.detect_files.DEFAULT_MAX_PIXELS).
+``--max-pixels`` default (retinaface.inference.detect_files.DEFAULT_MAX_PIXELS).
 
 Each size runs in a fresh process (peak RSS is per process and never goes down): load the model,
 note the RSS at rest, run ``Detector.detect`` once on a random image of that size, note the peak
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     (_, mp0, mib0), (_, mp1, mib1) = rows[0], rows[-1]
     if mp1 > mp0:
         slope = (mib1 - mib0) / (mp1 - mp0)
-        from retinaface.detect_files import DEFAULT_MAX_PIXELS
+        from retinaface.inference.detect_files import DEFAULT_MAX_PIXELS
 
         print(f"slope {slope:.1f} MiB/MP: the default --max-pixels ({DEFAULT_MAX_PIXELS / 1e6:g} MP) needs about "
               f"{slope * DEFAULT_MAX_PIXELS / 1e6 / 1024:.2f} GiB")

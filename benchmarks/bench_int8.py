@@ -4,7 +4,7 @@
 For each backbone: export a static float ONNX file at ``--size``, quantise it (QDQ, per-channel
 int8 weights, uint8 activations, calibration on ``--calibration-images`` synthetic training images)
 once per float-layer policy, then time every file on ONNX Runtime and OpenVINO in rotating blocks
-(:func:`retinaface.quantize.median_latency_ms`). Ratios are against the float file on the same
+(:func:`retinaface.deploy.quantize.median_latency_ms`). Ratios are against the float file on the same
 runtime and against the fastest float runtime, all measured in this run. ``--weights`` gives a
 trained checkpoint for a backbone (``name=path``) so that the accuracy report (AP of float and
 INT8 on the synthetic val split) means something; untrained backbones are timed only.
@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     import torch
 
     import retinaface
-    from retinaface.export import export_onnx
-    from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import accuracy_report, calibration_images, median_latency_ms, quantize_onnx
-    from retinaface.runtime import load_runtime
+    from retinaface.deploy.export import export_onnx
+    from retinaface.deploy.openvino_backend import openvino_available
+    from retinaface.deploy.quantize import accuracy_report, calibration_images, median_latency_ms, quantize_onnx
+    from retinaface.deploy.runtime import load_runtime
 
     torch.set_num_threads(args.threads)
     weights = dict(item.split("=", 1) for item in args.weights)

@@ -1,4 +1,4 @@
-"""Times batched prior matching (retinaface.matching) against the reference's per-image loop
+"""Times batched prior matching (retinaface.engine.matching) against the reference's per-image loop
 (tests/matching_reference.py) on a realistic training batch, and checks they agree.
 
     python benchmarks/bench_matching.py [--batch 32] [--size 640] [--min-faces 1] [--max-faces 50]
@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: retinaface/ and tests/
 
-from retinaface.matching import match_priors  # noqa: E402
+from retinaface.engine.matching import match_priors  # noqa: E402
 from retinaface.priors import generate_priors  # noqa: E402
 from tests.matching_reference import match_reference  # noqa: E402
 

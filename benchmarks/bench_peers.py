@@ -25,7 +25,7 @@ models, also at ``--small`` px on the long side, the input size BlazeFace itself
 
 A peer that is not installed, or whose file cannot be found or downloaded, is skipped with a
 one-line reason; the others still run. All detectors see the same frames (synthetic val images,
-640x480) in the same run, timed in rotating blocks (:func:`retinaface.quantize.median_latency_ms`),
+640x480) in the same run, timed in rotating blocks (:func:`retinaface.deploy.quantize.median_latency_ms`),
 and the ratio to this toolkit's mobilenet0.25 on its fastest runtime is printed. Accuracy is not
 compared: the peers are trained on real photographs and our model on the synthetic set, so neither
 would be measured fairly on the other's data.
@@ -246,9 +246,9 @@ def main(argv=None) -> int:
 
     from retinaface import Detector
     from retinaface.data.synthetic import generate_synthetic_widerface
-    from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import calibration_images, median_latency_ms, quantize_onnx
-    from retinaface.runtime import cached_onnx_export, load_runtime
+    from retinaface.deploy.openvino_backend import openvino_available
+    from retinaface.deploy.quantize import calibration_images, median_latency_ms, quantize_onnx
+    from retinaface.deploy.runtime import cached_onnx_export, load_runtime
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)  # Haar's pyramid and everyone's colour conversions alike

@@ -22,7 +22,7 @@ stay as they are):
   through its own pipeline, and MTCNN / Haar / BlazeFace where their packages are installed.
 
 Latency: median of ``--runs`` detect calls on one real val photo resized to 640x480, all entries
-of a section timed in rotating blocks (:func:`retinaface.quantize.median_latency_ms`) with
+of a section timed in rotating blocks (:func:`retinaface.deploy.quantize.median_latency_ms`) with
 ``--threads`` threads (torch, ONNX Runtime, OpenVINO and OpenCV alike).
 Example: python benchmarks/bench_real.py --only runtimes int8
 """
@@ -125,13 +125,13 @@ def wider_detector(model, **kwargs):
 
 
 class Tiled:
-    """``detect`` through :func:`retinaface.tiling.detect_tiled` (640 px tiles, 64 px overlap)."""
+    """``detect`` through :func:`retinaface.inference.tiling.detect_tiled` (640 px tiles, 64 px overlap)."""
 
     def __init__(self, detector, size: int = 640, overlap: int = 64) -> None:
         self.detector, self.size, self.overlap = detector, size, overlap
 
     def detect(self, image: np.ndarray) -> np.ndarray:
-        from retinaface.tiling import detect_tiled
+        from retinaface.inference.tiling import detect_tiled
 
         return detect_tiled(self.detector, image, self.size, self.overlap)
 
@@ -162,8 +162,8 @@ def section_official(args, scorer: Scorer, real: Path) -> List[str]:
 def make_int8(float_path: Path, out: Path, real: Path, count: int, **options) -> Path:
     """The INT8 file of ``float_path`` calibrated on ``count`` real train photos."""
     from retinaface import Detector
-    from retinaface.quantize import calibration_images, quantize_onnx
-    from retinaface.runtime import load_runtime
+    from retinaface.deploy.quantize import calibration_images, quantize_onnx
+    from retinaface.deploy.runtime import load_runtime
 
     images, source = calibration_images(real / "widerface" / "train" / "images", count)
     detector = Detector(load_runtime(float_path), **options.pop("calibration_size", {}))
@@ -172,17 +172,17 @@ def make_int8(float_path: Path, out: Path, real: Path, count: int, **options) ->
 
 
 def latency(detectors: Dict[str, Any], image: np.ndarray, runs: int) -> Dict[str, float]:
-    from retinaface.quantize import median_latency_ms
+    from retinaface.deploy.quantize import median_latency_ms
 
     return median_latency_ms({name: (lambda d=d: d.detect(image)) for name, d in detectors.items()}, repeats=runs)
 
 
 def section_runtimes(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     import retinaface
-    from retinaface.fusion import fuse_conv_bn
-    from retinaface.openvino_backend import openvino_available
-    from retinaface.runtime import load_runtime
-    from retinaface.runtime import cached_onnx_export
+    from retinaface.deploy.fusion import fuse_conv_bn
+    from retinaface.deploy.openvino_backend import openvino_available
+    from retinaface.deploy.runtime import load_runtime
+    from retinaface.deploy.runtime import cached_onnx_export
 
     weights = official_weights(real)
     float_path = cached_onnx_export(weights, cache_dir=tmp)
@@ -233,10 +233,10 @@ INT8_OPTIONS: List[Tuple[str, Dict[str, Any]]] = [
 
 
 def section_int8(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
-    from retinaface.openvino_backend import openvino_available
-    from retinaface.quantize import reproduced_share
-    from retinaface.runtime import load_runtime
-    from retinaface.runtime import cached_onnx_export
+    from retinaface.deploy.openvino_backend import openvino_available
+    from retinaface.deploy.quantize import reproduced_share
+    from retinaface.deploy.runtime import load_runtime
+    from retinaface.deploy.runtime import cached_onnx_export
 
     float_path = cached_onnx_export(official_weights(real), cache_dir=tmp)
     float_model = load_runtime(float_path, "onnxruntime", threads=args.threads)
@@ -440,8 +440,8 @@ def optional_peers(threads: int) -> Tuple[Dict[str, Any], List[str]]:
 
 def section_peers(args, scorer: Scorer, real: Path, tmp: Path) -> List[str]:
     import retinaface
-    from retinaface.runtime import load_runtime
-    from retinaface.runtime import cached_onnx_export
+    from retinaface.deploy.runtime import load_runtime
+    from retinaface.deploy.runtime import cached_onnx_export
 
     peers_dir = real / "peers"
     float_path = cached_onnx_export(official_weights(real), cache_dir=tmp)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retinaface.align import align_faces
+from retinaface.inference.align import align_faces
 from retinaface.conventions import ARCFACE_TEMPLATE_112
 from retinaface.recognition.analyzer import FaceAnalyzer
 from retinaface.recognition.models import create_embedder
@@ -37,7 +37,7 @@ REFERENCE_DETECTOR = Path("runs/ref_synthetic/best.pth")
 
 
 def detector():
-    from retinaface.detector import Detector
+    from retinaface.inference.detector import Detector
 
     if REFERENCE_DETECTOR.is_file():
         return Detector.from_checkpoint(REFERENCE_DETECTOR, conf_threshold=0.5), str(REFERENCE_DETECTOR)

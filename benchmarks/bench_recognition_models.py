@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from retinaface.profiling import count_flops, count_parameters, paired_latency
+from retinaface.inference.profiling import count_flops, count_parameters, paired_latency
 from retinaface.recognition.models import create_embedder
 
 MODELS: Tuple[Tuple[str, str, Dict], ...] = (

@@ -13,7 +13,7 @@ The comparison runs, step by step in alternation from the same initial weights:
 
 * straightforward: benchmarks/recipe_reference.py augmentation, per-image matching and the loss as
   written in tests/matching_reference.py, NCHW;
-* library, NCHW: retinaface.data.augment + batched matching + retinaface.loss.MultiBoxLoss, NCHW
+* library, NCHW: retinaface.data.augment + batched matching + retinaface.engine.loss.MultiBoxLoss, NCHW
   (the trainer's ``--no-channels-last``);
 * library, channels_last: the same with NHWC batches and, on CPU, ChannelsLastBatchNorm2d: the
   trainer's CPU default.
@@ -40,7 +40,7 @@ import bench_data  # noqa: E402
 import recipe_reference  # noqa: E402
 from retinaface import create_model  # noqa: E402
 from retinaface.data.augment import TrainTransform  # noqa: E402
-from retinaface.loss import MultiBoxLoss  # noqa: E402
+from retinaface.engine.loss import MultiBoxLoss  # noqa: E402
 from retinaface.engine.builders import to_channels_last  # noqa: E402
 from retinaface.priors import generate_priors  # noqa: E402
 from tests.matching_reference import multibox_loss_reference  # noqa: E402

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))  # retinaface/ and tests/
 from bench_matching import make_targets, timed  # noqa: E402
 
 from retinaface.engine.trainer import TrainConfig, Trainer  # noqa: E402
-from retinaface.matching import match_priors  # noqa: E402
+from retinaface.engine.matching import match_priors  # noqa: E402
 from retinaface.priors import generate_priors  # noqa: E402
 from tests.matching_reference import match_reference  # noqa: E402
 

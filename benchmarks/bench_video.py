@@ -3,8 +3,8 @@
 
 Writes a ``--frames`` long 1280x720 clip of synthetic faces (val images tiled and moved), then runs
 decode -> detect -> draw -> encode on it with mobilenet0.25 (``--weights``, the README model when
-present) on each ``--runtimes`` entry, both as :func:`retinaface.video.process_video_sequential`
-(one frame after the other) and :func:`retinaface.video.process_video` (decoder and encoder
+present) on each ``--runtimes`` entry, both as :func:`retinaface.inference.video.process_video_sequential`
+(one frame after the other) and :func:`retinaface.inference.video.process_video` (decoder and encoder
 threads, ``--batch`` frames per forward), alternating the two per runtime and repeating
 ``--rounds`` times; prints the median FPS of each and the ratio, measured in the same run.
 The 20 FPS target of docs/edge.md is for the best line.
@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     import torch
 
     from retinaface import Detector
-    from retinaface.openvino_backend import openvino_available
-    from retinaface.runtime import load_runtime
-    from retinaface.video import process_video, process_video_sequential
+    from retinaface.deploy.openvino_backend import openvino_available
+    from retinaface.deploy.runtime import load_runtime
+    from retinaface.inference.video import process_video, process_video_sequential
 
     weights = Path(args.weights)
     if not weights.is_file():
@@ -78,14 +78,14 @@ def main(argv=None) -> int:
         jobs = [(runtime, lambda r=runtime: load_runtime(weights, r, threads=args.threads))
                 for runtime in runtimes]
         if args.bf16 and openvino_available():
-            from retinaface.openvino_backend import OpenVinoModel
-            from retinaface.runtime import cached_onnx_export
+            from retinaface.deploy.openvino_backend import OpenVinoModel
+            from retinaface.deploy.runtime import cached_onnx_export
 
             jobs.append(("openvino bf16", lambda: OpenVinoModel(cached_onnx_export(weights), threads=args.threads,
                                                                 precision="bf16")))
         if args.int8:
-            from retinaface.quantize import calibration_images, quantize_onnx
-            from retinaface.runtime import cached_onnx_export
+            from retinaface.deploy.quantize import calibration_images, quantize_onnx
+            from retinaface.deploy.runtime import cached_onnx_export
 
             int8 = Path(tmp) / "int8.onnx"
             float_file = cached_onnx_export(weights)

@@ -29,7 +29,7 @@ from retinaface.engine.prioritize import PrioritizeConfig, run_prioritization  #
 from retinaface.adaptive.slim import active_parameters  # noqa: E402
 from retinaface.engine.builders import SYNTHETIC_ROOT  # noqa: E402
 from retinaface.engine.trainer import TrainConfig, Trainer  # noqa: E402
-from retinaface.profiling import count_flops, median_latency  # noqa: E402
+from retinaface.inference.profiling import count_flops, median_latency  # noqa: E402
 
 BASELINES = ("mobilenet0.25", "mobilenetv3_small", "mobiface")
 

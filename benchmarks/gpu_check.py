@@ -131,7 +131,7 @@ def train_steps(model: torch.nn.Module, batches, device: torch.device, dtype: Op
                 channels_last: bool = False) -> Tuple[List[float], float]:
     """SGD steps over ``batches`` under autocast ``dtype`` (None: fp32), with a loss scaler for
     fp16. Returns the per-step losses and the images/s of all but the first step."""
-    from retinaface.loss import MultiBoxLoss
+    from retinaface.engine.loss import MultiBoxLoss
     from retinaface.priors import generate_priors
 
     size = batches[0][0].shape[-1]

@@ -15,7 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Dict, List
 
+from . import _moved
 from .version import __version__
+
+_moved.install()  # old import paths (retinaface.detector, ...) keep working for one release, with a warning
 
 # public name -> module that defines it
 _LAZY: Dict[str, str] = {
@@ -24,10 +27,10 @@ _LAZY: Dict[str, str] = {
     "load_model": "retinaface.checkpoint",
     "save_model": "retinaface.checkpoint",
     "ModelConfig": "retinaface.config",
-    "Detector": "retinaface.detector",
+    "Detector": "retinaface.inference.detector",
     "FaceAnalyzer": "retinaface.recognition.analyzer",
     "create_model": "retinaface.build",
-    "load_runtime": "retinaface.runtime",
+    "load_runtime": "retinaface.deploy.runtime",
     "BackboneError": "retinaface.models",
     "RetinaFace": "retinaface.models",
     "list_backbones": "retinaface.models",
@@ -62,8 +65,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .build import create_model
     from .checkpoint import CheckpointError, load_model, save_model
     from .config import ModelConfig
-    from .detector import Detector
+    from .inference.detector import Detector
     from .recognition.analyzer import FaceAnalyzer
     from .models import BackboneError, RetinaFace, list_backbones, register_backbone
     from .priors import PriorGenerator, generate_priors
-    from .runtime import load_runtime
+    from .deploy.runtime import load_runtime

@@ -4,18 +4,18 @@ kind) and the per-model table (one backbone, ``--all``, a checkpoint, adaptive `
 Used by :mod:`retinaface.cli.benchmark` (which only parses flags and prints) and by
 ``benchmarks/bench_detect_overhead.py``; the runtime tables of docs/edge.md and README come from
 :func:`run_matrix`. The per-model rows are :func:`measure_models` over :func:`benchmark_jobs`
-(:func:`retinaface.profiling.benchmark_model` per model, plus the WIDER AP of each width with
+(:func:`retinaface.inference.profiling.benchmark_model` per model, plus the WIDER AP of each width with
 ``data_root``).
 
 The matrix, backbones x widths x input sizes x runtimes x thread counts: the median forward time
 (ms) and FPS of each cell, plus the full detect path (pre-processing, forward, decoding, NMS) and
 its overhead over the bare forward. Runtimes: PyTorch eager (NHWC input, the Detector's CPU default),
 PyTorch with BatchNorm folded into the convolutions, ONNX Runtime float and INT8, OpenVINO float
-and INT8 (INT8: :func:`retinaface.quantize.quantize_onnx`, default float layers, calibrated on
+and INT8 (INT8: :func:`retinaface.deploy.quantize.quantize_onnx`, default float layers, calibrated on
 synthetic training images). ONNX files are exported at each cell's fixed size, as deployed.
 
 Within one (backbone, width, size, threads) group every runtime is timed in rotating blocks
-(:func:`retinaface.quantize.median_latency_ms`), so load on a shared machine falls on all of them
+(:func:`retinaface.deploy.quantize.median_latency_ms`), so load on a shared machine falls on all of them
 alike and the ratios between runtimes are the reliable part of the table. Weights are untrained
 (latency does not depend on their values), with about 300 candidates above the 0.02 threshold
 once the class heads are recalibrated as ``retinaface benchmark`` does (face-logit margins scaled
@@ -39,15 +39,15 @@ from .adaptive import make_adaptive
 from .adaptive.slim import active_parameters
 from .build import create_model
 from .checkpoint import load_model
-from .detector import Detector
+from .inference.detector import Detector
 from .evaluation.predict import evaluate_model
-from .export.writers import export_onnx
+from .deploy.export.writers import export_onnx
 from .fileio import atomic_write
-from .fusion import fuse_conv_bn
-from .openvino_backend import openvino_available
-from .profiling import TRAINED_MARGIN_SPREAD, BenchmarkRow, benchmark_model, calibrate_score_bias
-from .quantize import calibration_images as pick_images, median_latency_ms, quantize_onnx
-from .runtime import load_runtime
+from .deploy.fusion import fuse_conv_bn
+from .deploy.openvino_backend import openvino_available
+from .inference.profiling import TRAINED_MARGIN_SPREAD, BenchmarkRow, benchmark_model, calibrate_score_bias
+from .deploy.quantize import calibration_images as pick_images, median_latency_ms, quantize_onnx
+from .deploy.runtime import load_runtime
 from .runtime_interface import MATRIX_RUNTIMES
 
 PathLike = Union[str, Path]
@@ -123,7 +123,7 @@ def run_matrix(backbones: Sequence[str] = MATRIX_BACKBONES, widths: Sequence[flo
     """Measure every cell; ``log`` receives a line per finished group. Runtimes whose package is
     missing (openvino) are skipped with a note through ``log``. The class heads are recalibrated
     so that about ``candidates`` priors pass the score threshold, with a trained model's spread
-    of scores (:func:`retinaface.profiling.calibrate_score_bias`)."""
+    of scores (:func:`retinaface.inference.profiling.calibrate_score_bias`)."""
     unknown = [r for r in runtimes if r not in MATRIX_RUNTIMES]
     if unknown:
         raise ValueError(f"unknown runtime(s) {unknown}; choose from {', '.join(MATRIX_RUNTIMES)}")
@@ -247,7 +247,7 @@ def benchmark_jobs(backbones: Sequence[str] = ("mobilenet0.25",), weights: Optio
 def measure_models(jobs: Sequence[ModelJob], height: int, width: int, device: str = "cpu", repeats: int = 20,
                    detect: bool = True, data_root: Optional[PathLike] = None, trained: bool = False,
                    log: Optional[Callable[[str], None]] = None) -> List[BenchmarkRow]:
-    """One :func:`retinaface.profiling.benchmark_model` row per job at ``height x width``, in
+    """One :func:`retinaface.inference.profiling.benchmark_model` row per job at ``height x width``, in
     order; an adaptive row counts the parameters its width computes with, and with ``data_root``
     also gets the WIDER AP of that width on the root's val split. Untrained models get their class
     heads recalibrated to a trained model's spread of scores (``trained``: shifted only).

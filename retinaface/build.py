@@ -3,7 +3,7 @@
 The doors: :func:`create_model` builds a network from a backbone name or a :class:`ModelConfig`
 (applying pruned channel counts, ``config.channels``, and then width switching,
 ``config.adaptive``); :func:`retinaface.checkpoint.load_model` loads a checkpoint of this toolkit or
-of Pytorch_Retinaface (through this function); :func:`retinaface.runtime.load_runtime` and
+of Pytorch_Retinaface (through this function); :func:`retinaface.deploy.runtime.load_runtime` and
 :meth:`retinaface.Detector.from_checkpoint` open exported files and checkpoints for inference.
 Everything else that makes a model (the adaptive helpers, the trainers) goes through them.
 """

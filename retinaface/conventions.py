@@ -72,7 +72,7 @@ NMS_THRESHOLD = 0.4
 PRE_NMS_TOPK = 5000
 POST_NMS_TOPK = 750
 VIS_THRESHOLD = 0.6              # what `retinaface detect` draws and crops (the reference demo's)
-# Pixels neighbouring tiles share (retinaface.tiling, `detect --tile` and the automatic tiling).
+# Pixels neighbouring tiles share (retinaface.inference.tiling, `detect --tile` and the automatic tiling).
 TILE_OVERLAP = 64
 # Default cap on a detect forward pass's input pixels: mobilenet0.25's CPU detect takes about 47-50 MiB
 # per megapixel (peak RSS over the model at rest, 2-12 MP: benchmarks/bench_forward_memory.py), so

@@ -17,7 +17,7 @@ from typing import List, Optional
 import cv2
 import torch
 
-from . import postprocess, transform
+from .inference import postprocess, transform
 from .version import __version__
 
 

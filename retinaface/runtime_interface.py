@@ -1,16 +1,16 @@
-"""What a detector network offers the :class:`~retinaface.detector.Detector`, whoever runs it, and
+"""What a detector network offers the :class:`~retinaface.inference.detector.Detector`, whoever runs it, and
 the one table of export formats.
 
 :class:`RuntimeModel` is the declared interface: the PyTorch network
 (:class:`~retinaface.models.retinaface.RetinaFace`), an ONNX file under ONNX Runtime
-(:class:`~retinaface.runtime.OnnxRuntimeModel`) and an ONNX / IR file under OpenVINO
-(:class:`~retinaface.openvino_backend.OpenVinoModel`) implement it. Any other ``nn.Module`` (a
+(:class:`~retinaface.deploy.runtime.OnnxRuntimeModel`) and an ONNX / IR file under OpenVINO
+(:class:`~retinaface.deploy.openvino_backend.OpenVinoModel`) implement it. Any other ``nn.Module`` (a
 width-switchable or fused wrapper, a ``torch.compile`` result) runs as PyTorch does:
 :func:`runtime_traits` gives it :data:`PYTORCH_TRAITS`.
 
 :data:`EXPORT_FORMATS` is the one place an export format is registered: its writer, the loader that
 runs a written file and the parity check that compares it with PyTorch. ``retinaface export
---format``, :func:`retinaface.export.writers.export_model` and :func:`retinaface.runtime.load_exported`
+--format``, :func:`retinaface.deploy.export.writers.export_model` and :func:`retinaface.deploy.runtime.load_exported`
 all look formats up here. Entries name their functions as ``"module:function"`` so this module (and
 ``retinaface export --help``) imports nothing heavy.
 
@@ -27,7 +27,7 @@ INPUT_LAYOUT = "NCHW"
 INPUT_DTYPE = "float32"
 # raw outputs (loc, conf, landms); files exported with the decoding in the graph give DECODED ones
 RAW_OUTPUTS: Tuple[str, ...] = ("loc", "conf", "landms")
-# the runtimes a detector runs on (retinaface.runtime.resolve_runtime: "auto" picks by file type)
+# the runtimes a detector runs on (retinaface.deploy.runtime.resolve_runtime: "auto" picks by file type)
 RUNTIMES: Tuple[str, ...] = ("auto", "pytorch", "onnxruntime", "openvino")
 # the runtime columns of the deployment benchmark matrix (retinaface.benchmark_matrix)
 MATRIX_RUNTIMES: Tuple[str, ...] = ("pytorch", "pytorch-fused", "onnxruntime", "onnxruntime-int8", "openvino",
@@ -103,7 +103,7 @@ class ExportFormat:
     """One export format: what writes it, what runs a written file, what compares it with PyTorch.
 
     * ``writer(model, path, **options) -> metadata dict``: writes atomically and records the
-      metadata of :func:`retinaface.export.metadata.build_metadata` (``options``: ``size``,
+      metadata of :func:`retinaface.deploy.export.metadata.build_metadata` (``options``: ``size``,
       ``with_postprocess``, ``width`` and the format's own ``options``);
     * ``loader(path, threads=None) -> run``: ``run((B, 3, H, W) float tensor)`` gives the file's
       outputs as CPU tensors;
@@ -152,9 +152,9 @@ def export_format(name: str) -> ExportFormat:
 
 register_export_format(ExportFormat(
     "onnx", ".onnx", "ONNX (ONNX Runtime, OpenVINO, TensorRT ...)",
-    writer="retinaface.export.writers:export_onnx", loader="retinaface.runtime:run_onnx_file",
-    parity="retinaface.parity:check_parity", options=("dynamic", "opset", "dynamo")))
+    writer="retinaface.deploy.export.writers:export_onnx", loader="retinaface.deploy.runtime:run_onnx_file",
+    parity="retinaface.deploy.parity:check_parity", options=("dynamic", "opset", "dynamo")))
 register_export_format(ExportFormat(
     "torchscript", ".pt", "TorchScript (libtorch, size-generic)",
-    writer="retinaface.export.writers:export_torchscript", loader="retinaface.runtime:run_torchscript_file",
-    parity="retinaface.parity:check_parity"))
+    writer="retinaface.deploy.export.writers:export_torchscript", loader="retinaface.deploy.runtime:run_torchscript_file",
+    parity="retinaface.deploy.parity:check_parity"))

@@ -1,6 +1,6 @@
 """Straightforward per-image matching and loss, written step by step after the reference
 (Pytorch_Retinaface's ``match`` and ``MultiBoxLoss``), as the oracle for the batched versions in
-``retinaface.matching`` and ``retinaface.loss``. Test and benchmark code only: one Python loop per image,
+``retinaface.engine.matching`` and ``retinaface.engine.loss``. Test and benchmark code only: one Python loop per image,
 the forcing loop per face, exactly as the reference runs them.
 """
 from __future__ import annotations

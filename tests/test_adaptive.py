@@ -11,7 +11,7 @@ from retinaface.adaptive import (AdaptiveRetinaFace, SlimConv2d, find_channel_gr
                                  prune_by_threshold, set_width, sparsity_penalty)
 from retinaface.adaptive.slim import active_parameters, kept_selection
 from retinaface.models import RetinaFace
-from retinaface.profiling import count_flops
+from retinaface.inference.profiling import count_flops
 
 
 def outputs(model, x):

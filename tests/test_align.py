@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.align import (align_faces, estimate_norm, estimate_norm_batch, norm_crop, norm_crop_batch,
+from retinaface.inference.align import (align_faces, estimate_norm, estimate_norm_batch, norm_crop, norm_crop_batch,
                               template)
 from retinaface.conventions import ARCFACE_TEMPLATE_112, MIRROR_ORDER
 

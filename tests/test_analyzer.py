@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinaface.align import norm_crop
+from retinaface.inference.align import norm_crop
 from retinaface.cli import run_command
 from retinaface.recognition.analyzer import FaceAnalyzer
 from retinaface.recognition.gallery import UNKNOWN, Gallery

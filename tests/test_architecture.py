@@ -2,7 +2,7 @@
 import points down the layers, and an import inside a function exists only to keep a command light.
 
 Imports inside functions count as edges too: they are how cycles used to be hidden. A *part* is a
-sub-package (``retinaface.data``) or a top-level module (``retinaface.detector``). An import of the
+sub-package (``retinaface.data``) or a top-level module (``retinaface.config``; each module of ``inference/`` and ``deploy/`` counts as one). An import of the
 package's own modules inside a function carries a ``# lazy: <the command it keeps light>`` comment
 on the line above its block and must defer a heavy dependency (torch, OpenCV, ...) that its module
 does not load already; any other belongs at the top of the module.
@@ -25,19 +25,24 @@ HEAVY = ("torch", "torchvision", "timm", "cv2", "scipy", "onnx", "onnxruntime", 
 LAZY_MARK = "# lazy:"
 
 # Bottom to top; a part may import parts of its own layer or of layers below, never above.
-# (Parts in one layer must not form cycles either: the cycle test checks that.)
+# (Parts in one layer must not form cycles either: the cycle test checks that.) A part is a
+# sub-package ("data") or a top-level module ("config"); the folders that group modules of several
+# layers (GROUPING_FOLDERS) are not parts: each module in them is one ("inference.detector").
+GROUPING_FOLDERS = ("inference", "deploy")
 LAYERS: List[Set[str]] = [
-    {"conventions", "version", "fileio", "formats", "zoo", "runtime_interface"},
-    {"box_coder", "priors", "fusion", "batch_norm"},
+    {"conventions", "version", "fileio", "formats", "zoo", "runtime_interface", "_moved", "inference", "deploy"},
+    {"box_coder", "priors", "deploy.fusion", "deploy.batch_norm"},
     {"config"},
     {"data"},
     {"models"},
     {"adaptive"},
     {"build", "checkpoint"},
-    {"postprocess", "transform", "visualize", "sources", "matching", "loss", "align", "tiling"},
-    {"detector", "tta", "profiling", "parity", "export", "runtime", "openvino_backend", "video", "environment",
-     "detect_files", "embed_files"},
-    {"engine", "evaluation", "recognition", "landmarks", "quantize", "benchmark_matrix"},
+    {"inference.postprocess", "inference.transform", "inference.visualize", "inference.sources", "inference.align",
+     "inference.tiling"},
+    {"inference.detector", "inference.tta", "inference.profiling", "deploy.parity", "deploy.export", "deploy.runtime",
+     "deploy.openvino_backend", "inference.video", "environment", "inference.detect_files",
+     "inference.embed_files"},
+    {"engine", "evaluation", "recognition", "landmarks", "deploy.quantize", "benchmark_matrix"},
     {"cli"},
     {"__main__"},
 ]
@@ -45,6 +50,8 @@ LAYERS: List[Set[str]] = [
 
 def part_of(module: str) -> str:
     parts = module.split(".")
+    if len(parts) > 2 and parts[1] in GROUPING_FOLDERS:
+        return f"{parts[1]}.{parts[2]}"
     return parts[1] if len(parts) > 1 else ""
 
 

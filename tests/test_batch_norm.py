@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from retinaface.batch_norm import (CHUNK_BYTES, ChannelsLastBatchNorm2d, batch_norms_all_convertible,
+from retinaface.deploy.batch_norm import (CHUNK_BYTES, ChannelsLastBatchNorm2d, batch_norms_all_convertible,
                                    convert_channels_last_batch_norm, restore_batch_norm)
 
 NHWC = torch.channels_last
@@ -122,7 +122,7 @@ def test_converted_models_fold_and_group_like_plain_ones():
     """BN folding and channel grouping (pruning, width slicing) see converted batch norms as plain."""
     from retinaface import create_model
     from retinaface.adaptive.groups import find_channel_groups
-    from retinaface.fusion import count_batchnorm, fuse_conv_bn
+    from retinaface.deploy.fusion import count_batchnorm, fuse_conv_bn
 
     plain = create_model("mobilenet0.25").eval()
     converted = copy.deepcopy(plain)

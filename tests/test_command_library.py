@@ -14,8 +14,8 @@ import torch
 
 from retinaface.benchmark_matrix import (MatrixCell, benchmark_jobs, matrix_files, measure_models, to_csv,
                                          write_matrix)
-from retinaface.embed_files import OUTPUT_FILE, embed_inputs, identify_inputs
-from retinaface.sources import iter_sources
+from retinaface.inference.embed_files import OUTPUT_FILE, embed_inputs, identify_inputs
+from retinaface.inference.sources import iter_sources
 
 
 @dataclasses.dataclass
@@ -122,7 +122,7 @@ def test_measure_models_one_row_per_job_with_the_width_parameters():
 def test_export_int8_writes_the_quantised_file_and_reports_it_written(tmp_path):
     pytest.importorskip("onnxruntime")
     import retinaface
-    from retinaface.quantize import export_int8, quantization_info
+    from retinaface.deploy.quantize import export_int8, quantization_info
 
     images = []
     rng = np.random.default_rng(0)

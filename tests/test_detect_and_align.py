@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from retinaface.align import estimate_norm, norm_crop
+from retinaface.inference.align import estimate_norm, norm_crop
 from retinaface.build import create_model
 from retinaface.checkpoint import save_model
 from retinaface.conventions import DET_LANDMARKS
-from retinaface.detector import Detector
+from retinaface.inference.detector import Detector
 
 
 @pytest.fixture(scope="module")

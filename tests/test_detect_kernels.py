@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from retinaface import postprocess, transform
-from retinaface.postprocess import PostProcessor, nms_in_order, nms_keep, top_candidates
-from retinaface.transform import InferenceTransform
+from retinaface.inference import postprocess, transform
+from retinaface.inference.postprocess import PostProcessor, nms_in_order, nms_keep, top_candidates
+from retinaface.inference.transform import InferenceTransform
 
 KERNELS = postprocess._kernels
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="the post-processing kernels are not built here")

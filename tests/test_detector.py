@@ -4,7 +4,7 @@ import torch
 from torchvision.ops import box_iou
 
 from retinaface import Detector, create_model, load_model
-from retinaface.transform import resize_scale
+from retinaface.inference.transform import resize_scale
 
 
 def match_fraction(ours, reference, tol=1e-3):
@@ -44,7 +44,7 @@ def test_batch_of_equal_sizes_equals_one_by_one(detector, fixture_io):
 
 
 def test_padded_batch_of_mixed_sizes_agrees(legacy_checkpoint, fixture_io):
-    from retinaface.profiling import calibrate_score_bias
+    from retinaface.inference.profiling import calibrate_score_bias
 
     image = fixture_io["image_bgr"]
     small = np.ascontiguousarray(image[:200, :260])
@@ -88,7 +88,7 @@ def test_bad_image_is_rejected(detector):
 
 
 def test_plus_one_nms_differs_from_plain_nms():
-    from retinaface.postprocess import nms_keep
+    from retinaface.inference.postprocess import nms_keep
 
     # IoU is 50/150 = 0.333 with +1 widths (suppressed at 0.3) and 36/126 = 0.286 without (kept)
     boxes = torch.tensor([[0.0, 0.0, 9.0, 9.0], [0.0, 5.0, 9.0, 14.0]])
@@ -164,7 +164,7 @@ def test_postprocessing_the_fixtures_raw_outputs_gives_its_detections(detector, 
 def test_score_calibration_gives_untrained_heads_a_trained_spread_and_candidate_count():
     """Benchmarks time post-processing on untrained weights made to score like a trained model:
     ~N candidates, margins spread as a trained model's (otherwise INT8 keeps all or none)."""
-    from retinaface.profiling import TRAINED_MARGIN_SPREAD, face_margins, calibrate_score_bias
+    from retinaface.inference.profiling import TRAINED_MARGIN_SPREAD, face_margins, calibrate_score_bias
 
     image = np.random.default_rng(1).integers(0, 256, (160, 224, 3), dtype=np.uint8)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from retinaface import postprocess, transform
+from retinaface.inference import postprocess, transform
 from retinaface.cli import main
 from retinaface.environment import collect_environment
 

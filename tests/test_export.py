@@ -15,12 +15,12 @@ from torch import nn
 
 import retinaface
 from retinaface import BoxCoder, Detector, ModelConfig, generate_priors, load_model
-from retinaface.export import (DECODED_OUTPUTS, RAW_OUTPUTS, ExportError, export_onnx, export_torchscript,
+from retinaface.deploy.export import (DECODED_OUTPUTS, RAW_OUTPUTS, ExportError, export_onnx, export_torchscript,
                                read_metadata)
-from retinaface.fusion import count_batchnorm, fuse_conv_bn
-from retinaface.parity import check_parity
+from retinaface.deploy.fusion import count_batchnorm, fuse_conv_bn
+from retinaface.deploy.parity import check_parity
 from retinaface.priors import pixel_priors
-from retinaface.runtime import OnnxRuntimeModel, load_exported
+from retinaface.deploy.runtime import OnnxRuntimeModel, load_exported
 from conftest import FIXTURES
 
 ort = pytest.importorskip("onnxruntime")
@@ -396,7 +396,7 @@ def test_cli_torchscript_with_postprocess_in_process(model, tmp_path, capsys):
 
 
 def test_cli_parity_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
-    import retinaface.parity as library
+    import retinaface.deploy.parity as library
 
     def failing_check(model, path, **kwargs):
         case = library.ParityCase((1, 3, 96, 128), {"loc": 0.5}, {"loc": 1e-4})

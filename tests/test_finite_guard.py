@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from retinaface.engine.trainer import NonFiniteLossGuard
-from retinaface.loss import LossOutput
+from retinaface.engine.loss import LossOutput
 
 
 def _loss(total: float, box: float = 1.0, cls: float = 2.0, landmark: float = 3.0) -> LossOutput:

@@ -9,9 +9,9 @@ import torch
 
 from retinaface import Detector, load_model
 from retinaface.conventions import BGR_MEAN, MIRROR_ORDER, mirror_x
-from retinaface.postprocess import PostProcessor
-from retinaface.transform import InferenceTransform
-from retinaface.tta import TestTimeAugmentation, unflip_detections
+from retinaface.inference.postprocess import PostProcessor
+from retinaface.inference.transform import InferenceTransform
+from retinaface.inference.tta import TestTimeAugmentation, unflip_detections
 
 
 @pytest.fixture(scope="module")

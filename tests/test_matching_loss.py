@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from retinaface.loss import LossOutput, MultiBoxLoss
+from retinaface.engine.loss import LossOutput, MultiBoxLoss
 from torchvision.ops import box_iou
 
-from retinaface.matching import PriorMatcher, batched_box_iou, match_priors, pad_targets
+from retinaface.engine.matching import PriorMatcher, batched_box_iou, match_priors, pad_targets
 from retinaface.priors import generate_priors
 from tests.matching_reference import match_reference, multibox_loss_reference
 

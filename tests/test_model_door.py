@@ -16,15 +16,15 @@ from torch import nn
 
 import retinaface
 from retinaface import Detector, ModelConfig, create_model, load_model, load_runtime, save_model
-from retinaface.export.metadata import ExportedModel, ExportError
-from retinaface.export.writers import export_torchscript
-from retinaface.runtime import TorchScriptModel, is_torchscript_export
+from retinaface.deploy.export.metadata import ExportedModel, ExportError
+from retinaface.deploy.export.writers import export_torchscript
+from retinaface.deploy.runtime import TorchScriptModel, is_torchscript_export
 from retinaface.runtime_interface import RuntimeModel
 
-DOORS = {"retinaface.build.create_model", "retinaface.checkpoint.load_model", "retinaface.runtime.load_runtime"}
-DEPRECATED = {"retinaface.build.build_model", "retinaface.export.writers.load_for_export",
-              "retinaface.runtime.load_runtime_model", "retinaface.runtime.load_onnx_model",
-              "retinaface.openvino_backend.load_openvino_model", "retinaface.quantize.load_backend_model"}
+DOORS = {"retinaface.build.create_model", "retinaface.checkpoint.load_model", "retinaface.deploy.runtime.load_runtime"}
+DEPRECATED = {"retinaface.build.build_model", "retinaface.deploy.export.writers.load_for_export",
+              "retinaface.deploy.runtime.load_runtime_model", "retinaface.deploy.runtime.load_onnx_model",
+              "retinaface.deploy.openvino_backend.load_openvino_model", "retinaface.deploy.quantize.load_backend_model"}
 # public functions that return a module without being a door to a detection model
 NOT_DOORS = {
     "retinaface.models.backbones.create_backbone": "a backbone: the feature maps one RetinaFace part reads",
@@ -118,8 +118,8 @@ def checkpoint(tmp_path_factory):
 
 
 def test_deprecated_checkpoint_loaders_warn_and_load_the_same_model(checkpoint):
-    from retinaface.export import load_for_export
-    from retinaface.runtime import load_runtime_model
+    from retinaface.deploy.export import load_for_export
+    from retinaface.deploy.runtime import load_runtime_model
 
     expected = load_model(checkpoint)
     with pytest.warns(DeprecationWarning, match="load_model"):
@@ -132,9 +132,9 @@ def test_deprecated_checkpoint_loaders_warn_and_load_the_same_model(checkpoint):
 
 def test_deprecated_onnx_loaders_warn_and_run_like_load_runtime(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime")
-    from retinaface.export.writers import export_onnx
-    from retinaface.quantize import load_backend_model
-    from retinaface.runtime import OnnxRuntimeModel, load_onnx_model
+    from retinaface.deploy.export.writers import export_onnx
+    from retinaface.deploy.quantize import load_backend_model
+    from retinaface.deploy.runtime import OnnxRuntimeModel, load_onnx_model
 
     path = tmp_path / "m.onnx"
     export_onnx(load_model(checkpoint), path, size=SIZE)

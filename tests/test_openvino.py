@@ -9,9 +9,9 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
 import retinaface  # noqa: E402
-from retinaface.export import export_onnx  # noqa: E402
-from retinaface.openvino_backend import OpenVinoError, OpenVinoModel  # noqa: E402
-from retinaface.runtime import OnnxRuntimeModel  # noqa: E402
+from retinaface.deploy.export import export_onnx  # noqa: E402
+from retinaface.deploy.openvino_backend import OpenVinoError, OpenVinoModel  # noqa: E402
+from retinaface.deploy.runtime import OnnxRuntimeModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_one_detector_shared_by_threads_gives_each_thread_its_own_answer(exporte
 
 def test_uint8_input_path_gives_the_float_path_outputs(exported):
     """The conversion and mean subtraction compiled into OpenVINO equal the Detector's float batch."""
-    from retinaface.transform import InferenceTransform
+    from retinaface.inference.transform import InferenceTransform
 
     model = OpenVinoModel(exported["dynamic"], threads=1)
     transform = InferenceTransform()
@@ -169,6 +169,6 @@ def test_detector_takes_the_uint8_path_only_where_it_is_exact(exported, monkeypa
     resized = retinaface.Detector(model, conf_threshold=0.3, target_size=64)  # resizing is float work
     resized.detect(image)
     assert len(calls) == 1
-    from retinaface.transform import InferenceTransform
+    from retinaface.inference.transform import InferenceTransform
 
     assert InferenceTransform(mean=(104.5, 117.0, 123.0)).uint8_batch([image]) is None  # padding could not carry it

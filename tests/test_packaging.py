@@ -106,7 +106,7 @@ def _compiled_state(site: Path, cwd: Path) -> str:
 
 
 def test_installed_package_carries_the_compiled_parts_where_they_build(installed, tmp_path):
-    from retinaface import postprocess
+    from retinaface.inference import postprocess
 
     if postprocess._kernels is None:
         pytest.skip("the compiled part does not build on this machine (no C compiler)")

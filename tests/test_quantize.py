@@ -12,8 +12,8 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 import retinaface  # noqa: E402
-from retinaface.export import export_onnx  # noqa: E402
-from retinaface.quantize import (AccuracyReport, QuantizationError, calibration_images,  # noqa: E402
+from retinaface.deploy.export import export_onnx  # noqa: E402
+from retinaface.deploy.quantize import (AccuracyReport, QuantizationError, calibration_images,  # noqa: E402
                                  quantization_info, quantize_onnx, reproduced_share)
 
 SIZE = (96, 128)
@@ -164,7 +164,7 @@ def test_export_command_int8_writes_a_quantised_file(files, tmp_path, capsys):
 
 def test_runtime_selection_and_cached_export(tmp_path):
     from retinaface.checkpoint import save_model
-    from retinaface.runtime import OnnxRuntimeModel, cached_onnx_export, resolve_runtime
+    from retinaface.deploy.runtime import OnnxRuntimeModel, cached_onnx_export, resolve_runtime
 
     assert resolve_runtime("m.onnx") == "onnxruntime" and resolve_runtime("m.pth") == "pytorch"
     assert resolve_runtime("m.pth", "openvino") == "openvino"

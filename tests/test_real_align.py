@@ -24,7 +24,7 @@ MEDIAN_EYE_ERROR, P95_EYE_ERROR = 5.0, 10.0
 def test_detect_and_align_puts_annotated_eyes_on_the_template():
     import cv2
     import retinaface
-    from retinaface.align import estimate_norm, template
+    from retinaface.inference.align import estimate_norm, template
     from retinaface.data.labels import read_retinaface_labels
     from torchvision.ops import box_iou
 

@@ -238,7 +238,7 @@ def test_tiling_a_real_photo_upscaled_4x_finds_every_face_the_whole_photo_finds(
 
     import retinaface
     from retinaface.formats.ground_truth import open_ground_truth
-    from retinaface.tiling import detect_tiled
+    from retinaface.inference.tiling import detect_tiled
 
     weights = require_real("weights", "mobilenet0.25_Final.pth")
     val = require_real("widerface", "val")
@@ -274,7 +274,7 @@ def test_image_over_max_pixels_is_tiled_and_said_so(tmp_path, photo, legacy_chec
 
 def test_max_pixels_under_a_resize_policy_downscales(legacy_checkpoint, photo):
     from retinaface import Detector
-    from retinaface.detect_files import DetectOptions, ImageDetector, forward_pixels
+    from retinaface.inference.detect_files import DetectOptions, ImageDetector, forward_pixels
 
     detector = Detector.from_checkpoint(legacy_checkpoint, target_size=600, conf_threshold=0.5)
     notes = []

@@ -38,7 +38,7 @@ def _photos(count: int = 8):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     import retinaface
-    from retinaface.runtime import cached_onnx_export
+    from retinaface.deploy.runtime import cached_onnx_export
 
     tmp = tmp_path_factory.mktemp("real")
     model = retinaface.load_model(WEIGHTS)
@@ -65,7 +65,7 @@ def _matched(reference: np.ndarray, candidate: np.ndarray):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_float_runtimes_reproduce_pytorch_on_real_photos(files, runtime):
     import retinaface
-    from retinaface.runtime import load_runtime
+    from retinaface.deploy.runtime import load_runtime
 
     if runtime == "openvino":
         pytest.importorskip("openvino")
@@ -81,8 +81,8 @@ def test_float_runtimes_reproduce_pytorch_on_real_photos(files, runtime):
 
 def test_int8_reproduces_most_float_detections_on_real_photos(files):
     import retinaface
-    from retinaface.quantize import calibration_images, quantization_info, quantize_onnx, reproduced_share
-    from retinaface.runtime import load_runtime
+    from retinaface.deploy.quantize import calibration_images, quantization_info, quantize_onnx, reproduced_share
+    from retinaface.deploy.runtime import load_runtime
 
     images, source = calibration_images(TRAIN, 8)
     int8 = files["tmp"] / "int8.onnx"
@@ -102,7 +102,7 @@ def test_equalization_keeps_the_float_network(files):
     import onnx
     import onnxruntime as ort
     import retinaface
-    from retinaface.quantize import DetectorCalibrationReader, equalizable_pairs, equalize_activations, network_input
+    from retinaface.deploy.quantize import DetectorCalibrationReader, equalizable_pairs, equalize_activations, network_input
 
     proto = onnx.load(str(files["float"]))
     detector = retinaface.Detector(files["model"])

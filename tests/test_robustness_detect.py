@@ -144,7 +144,7 @@ def test_ctrl_c_keeps_every_detection_written_so_far(tmp_path, photos, legacy_ch
 def test_fixed_size_onnx_runs_on_other_sizes_and_maps_boxes_back(tmp_path, fixture_io, legacy_checkpoint, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from retinaface.export import export_onnx
+    from retinaface.deploy.export import export_onnx
 
     model = load_model(legacy_checkpoint)
     image = fixture_io["image_bgr"]  # 240 x 320, the file's fixed size

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from retinaface import Detector, create_model, load_model, load_runtime, save_model
-from retinaface.export.metadata import build_metadata
-from retinaface.export.writers import export_onnx
-from retinaface.runtime import OnnxRuntimeModel
+from retinaface.deploy.export.metadata import build_metadata
+from retinaface.deploy.export.writers import export_onnx
+from retinaface.deploy.runtime import OnnxRuntimeModel
 from retinaface.runtime_interface import (EXPORT_FORMATS, PYTORCH_TRAITS, ExportFormat, RuntimeModel,
                                           runtime_traits)
 

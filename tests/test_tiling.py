@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.tiling import detect_tiled, merge_detections, shift_detections, tile_grid, tile_origins
+from retinaface.inference.tiling import detect_tiled, merge_detections, shift_detections, tile_grid, tile_origins
 
 
 class BlobDetector:

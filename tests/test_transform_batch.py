@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from retinaface import create_model
-from retinaface.detector import Detector
-from retinaface.transform import InferenceTransform
+from retinaface.inference.detector import Detector
+from retinaface.inference.transform import InferenceTransform
 
 
 def _reference(images, mean=(104.0, 117.0, 123.0)):

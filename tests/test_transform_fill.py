@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface import transform
-from retinaface.transform import InferenceTransform
+from retinaface.inference import transform
+from retinaface.inference.transform import InferenceTransform
 
 SIZES = [(1, 1), (1, 7), (7, 1), (1, 2), (2, 1), (3, 5), (37, 53), (61, 17)]
 MEANS = [(104.0, 117.0, 123.0), (104.3, 116.779, 123.675)]

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.video import StopVideo, VideoError, process_video, process_video_sequential
+from retinaface.inference.video import StopVideo, VideoError, process_video, process_video_sequential
 
 
 def _write_video(path, frames=20, size=(64, 96)):

@@ -15,7 +15,7 @@ from torchvision.ops import box_iou
 
 from retinaface import Detector, create_model, save_model
 from retinaface.evaluation import evaluate, read_predictions
-from retinaface.tta import TestTimeAugmentation, unflip_detections
+from retinaface.inference.tta import TestTimeAugmentation, unflip_detections
 from tests.conftest import ROOT
 
 TOOL = str(ROOT / "tools" / "widerface_eval.py")

@@ -25,7 +25,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..batch_norm import is_plain_batch_norm
+from ..deploy.batch_norm import is_plain_batch_norm
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..batch_norm import is_plain_batch_norm
+from ..deploy.batch_norm import is_plain_batch_norm
 from ..models import RetinaFace, _build_retinaface, _create_body
 from ..models.wrappers import unwrap_model
 from .groups import find_channel_groups, is_depthwise, layer_segments

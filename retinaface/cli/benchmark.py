@@ -90,7 +90,7 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
     from ..benchmark_matrix import benchmark_jobs, measure_models
     from ..checkpoint import CheckpointError
     from ..models import BackboneError, list_backbones
-    from ..profiling import markdown_table
+    from ..inference.profiling import markdown_table
 
     height, width = args.size
     jobs = benchmark_jobs(list_backbones() if args.all else [args.backbone], weights=args.weights,

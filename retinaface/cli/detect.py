@@ -102,7 +102,7 @@ def _output_folder(requested: str, flag: str = "--output") -> Path:
     """The folder this run writes to, claimed for it alone (created), following the policy of the
     module docstring."""
     # lazy: OpenCV only once a run starts (detect --help stays instant)
-    from ..sources import claim_output_folder
+    from ..inference.sources import claim_output_folder
 
     if Path(requested).exists() and not Path(requested).is_dir():
         raise UserError(f"{flag} {requested}: is an existing file; name a folder")
@@ -163,8 +163,8 @@ def _load_detector(args: argparse.Namespace):
     # lazy: torch and OpenCV only once a run starts (detect --help stays instant)
     import torch
 
-    from ..detector import Detector
-    from ..runtime import resolve_runtime
+    from ..inference.detector import Detector
+    from ..deploy.runtime import resolve_runtime
 
     if args.weights is None:  # no --weights: the zoo's default detector, named once
         args.weights = announce_default_detector()
@@ -185,7 +185,7 @@ def _load_detector(args: argparse.Namespace):
 
 def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optional[Path], prog: str) -> int:
     # lazy: OpenCV only once a run starts (detect --help stays instant)
-    from ..detect_files import DetectOptions, detect_inputs
+    from ..inference.detect_files import DetectOptions, detect_inputs
 
     if output != Path(args.output):
         print(f"{args.output} already holds files or another run is writing there; writing this run to {output}",

@@ -5,7 +5,7 @@ overwritten): ``embeddings.jsonl``, one line per image or video frame with its f
 landmarks, and the rows of their embeddings), and ``<input stem>.npy`` per input, the ``(N, D)``
 float32 L2-normalized embeddings of its faces in the order of the JSON lines. ``--crops`` also
 writes the aligned crops. Every file is written atomically. The loop is
-:func:`retinaface.embed_files.embed_inputs`; this command parses the flags and reports.
+:func:`retinaface.inference.embed_files.embed_inputs`; this command parses the flags and reports.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def build_analyzer(args, prog: str):
     """A FaceAnalyzer from the shared flags, or an exit code after a one-line error."""
     # lazy: 'retinaface embed --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError
-    from ..detector import Detector
+    from ..inference.detector import Detector
     from ..recognition.analyzer import FaceAnalyzer
     from ..recognition.training import load_embedder
 
@@ -61,8 +61,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface embed --help' and flag errors answer without loading OpenCV
-    from ..embed_files import embed_inputs
-    from ..sources import fresh_output_folder, iter_sources
+    from ..inference.embed_files import embed_inputs
+    from ..inference.sources import fresh_output_folder, iter_sources
 
     prog = prog or "retinaface embed"
     args = build_parser(prog).parse_args(argv)

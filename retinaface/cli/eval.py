@@ -174,7 +174,7 @@ def _evaluate_claimed(args: argparse.Namespace, gt, prog: str):
 
 def _evaluate_checkpoint(args: argparse.Namespace, gt):
     # lazy: torch and OpenCV only where a model runs (eval --preds stays light)
-    from ..detector import Detector
+    from ..inference.detector import Detector
     from ..evaluation.predict import check_val_split, evaluate_model
 
     check_val_split(args.data, gt)  # every listed image and the ground truth, before the model loads

@@ -1,7 +1,7 @@
 """``retinaface export``: a checkpoint to ONNX or TorchScript, then the file checked against PyTorch.
 
 Example: retinaface export --weights mobilenet0.25_Final.pth --format onnx --output mnet.onnx --dynamic
-The work is done by :mod:`retinaface.export` and :mod:`retinaface.parity`; see docs/deployment.md.
+The work is done by :mod:`retinaface.deploy.export` and :mod:`retinaface.deploy.parity`; see docs/deployment.md.
 The file is written atomically. Exit status: 0 written and parity passed (or --no-check), 1 parity
 failed (the file is kept for inspection), 2 bad input or export error.
 """
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..export.metadata import DEFAULT_SIZE, ExportError, MIN_OPSET, first_line
+from ..deploy.export.metadata import DEFAULT_SIZE, ExportError, MIN_OPSET, first_line
 from ..runtime_interface import EXPORT_FORMATS, export_format
 from .common import ArgumentParser, fail, number_in_range, positive_float, positive_int, weights_available
 
@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     import torch
 
     from ..checkpoint import CheckpointError, load_model
-    from ..export.writers import export_model
+    from ..deploy.export.writers import export_model
     from ..models import BackboneError
 
     if args.threads:
@@ -122,12 +122,12 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
 
 def _export_int8(args: argparse.Namespace, prog: str) -> int:
-    """``--int8``: :func:`retinaface.quantize.export_int8` (float export, quantisation to
+    """``--int8``: :func:`retinaface.deploy.quantize.export_int8` (float export, quantisation to
     ``--output``, accuracy report), reported."""
     # lazy: 'retinaface export --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError, load_model
     from ..models import BackboneError
-    from ..quantize import QuantizationError, calibration_images, export_int8
+    from ..deploy.quantize import QuantizationError, calibration_images, export_int8
 
     def report_written(done) -> None:
         info = json.loads(done.result.metadata["quantization"])

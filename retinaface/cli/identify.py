@@ -5,7 +5,7 @@ face is used; ``--aligned-gallery`` for folders of aligned 112 x 112 crops), or 
 by ``--save-gallery``. Each face found in a query is compared with every person's mean embedding by
 cosine similarity; the top-k people are printed with their scores, and the face is "unknown" when
 the best score is below ``--unknown-threshold``. The search loop is
-:func:`retinaface.embed_files.identify_inputs`; this command parses the flags and prints.
+:func:`retinaface.inference.embed_files.identify_inputs`; this command parses the flags and prints.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface identify --help' and flag errors answer without loading OpenCV
-    from ..embed_files import identify_inputs
-    from ..sources import iter_sources
+    from ..inference.embed_files import identify_inputs
+    from ..inference.sources import iter_sources
 
     prog = prog or "retinaface identify"
     args = build_parser(prog).parse_args(argv)

@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface verify --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError
     from ..recognition.training import load_embedder, load_pairs
-    from ..sources import fresh_output_folder
+    from ..inference.sources import fresh_output_folder
 
     prog = prog or "retinaface verify"
     args = build_parser(prog).parse_args(argv)

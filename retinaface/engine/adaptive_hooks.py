@@ -22,7 +22,7 @@ from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, Prioritiz
                                    prioritized_bns)
 from ..adaptive.prune import DEFAULT_THRESHOLD
 from ..adaptive.slim import DEFAULT_WIDTHS, set_width
-from ..loss import LossOutput
+from .loss import LossOutput
 from ..models.wrappers import unwrap_model
 from .trainer import TrainHook
 

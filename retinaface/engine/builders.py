@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..batch_norm import batch_norms_all_convertible, convert_channels_last_batch_norm
+from ..deploy.batch_norm import batch_norms_all_convertible, convert_channels_last_batch_norm
 from ..build import create_model
 from ..checkpoint import split_checkpoint
 from ..config import ModelConfig
@@ -104,7 +104,7 @@ def initial_model(cfg: TrainConfig, resume_state: Optional[Dict[str, Any]]) -> n
 
 def uses_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module) -> bool:
     """NHWC batches: as asked, else on CPU for models whose batch norms are all plain BatchNorm2d
-    (those become :class:`~retinaface.batch_norm.ChannelsLastBatchNorm2d`). There NHWC
+    (those become :class:`~retinaface.deploy.batch_norm.ChannelsLastBatchNorm2d`). There NHWC
     steps are 1.5x faster at batch 32, 640 px, and trained to the same AP as NCHW over 8 seeds
     (benchmarks/bench_channels_last.py); on CUDA it is unmeasured, so opt-in."""
     if cfg.channels_last is not None:
@@ -114,7 +114,7 @@ def uses_channels_last(cfg: TrainConfig, device: torch.device, model: nn.Module)
 
 def to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` (in place) as NHWC training runs it: channels-last weights (no layout change per
-    conv) and, on CPU, :class:`~retinaface.batch_norm.ChannelsLastBatchNorm2d` for every plain
+    conv) and, on CPU, :class:`~retinaface.deploy.batch_norm.ChannelsLastBatchNorm2d` for every plain
     batch norm: PyTorch's CPU kernel sums NHWC statistics carelessly (at batch 32, 640 px running
     statistics end 0.1 off float64), this one as exactly as NCHW."""
     model.to(memory_format=torch.channels_last)

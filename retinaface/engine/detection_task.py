@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..batch_norm import restore_batch_norm
+from ..deploy.batch_norm import restore_batch_norm
 from ..checkpoint import save_model
 from ..conventions import VAL_GROUND_TRUTH
 from ..evaluation.predict import evaluate_model
-from ..loss import LossOutput, MultiBoxLoss
+from .loss import LossOutput, MultiBoxLoss
 from ..priors import generate_priors
 from .builders import build_data, prepare_model, uses_channels_last
 from .config import DEFAULT_OUTPUT, TrainConfig

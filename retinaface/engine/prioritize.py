@@ -23,7 +23,7 @@ from ..adaptive.slim import DEFAULT_WIDTHS, AdaptiveRetinaFace, active_parameter
 from ..checkpoint import save_model
 from ..evaluation.predict import evaluate_model
 from ..fileio import atomic_write
-from ..profiling import count_flops
+from ..inference.profiling import count_flops
 from .adaptive_hooks import MultiWidthHook, PrioritizationHook
 from .config import TrainConfig, check_field, option
 from .state import RunFolderError

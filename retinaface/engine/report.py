@@ -8,10 +8,10 @@ from typing import Optional, Union
 import cv2
 
 from ..data.dataset import WiderFaceValDataset
-from ..detector import Detector
+from ..inference.detector import Detector
 from ..evaluation.plot import plot_pr_curves
 from ..fileio import atomic_write
-from ..visualize import draw_detections
+from ..inference.visualize import draw_detections
 
 PathLike = Union[str, Path]
 

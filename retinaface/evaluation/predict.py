@@ -22,10 +22,10 @@ from ..conventions import (DEFAULT_EVAL_PROTOCOL, VAL_GROUND_TRUTH, WIDER_TEST_C
                            WIDER_TEST_NMS_THRESHOLD)
 from ..data.dataset import WiderFaceValDataset, worker_init_fn
 from ..data.labels import check_images
-from ..detector import Detector
+from ..inference.detector import Detector
 from ..formats.ground_truth import WiderGroundTruth, open_ground_truth
 from ..formats.predictions import check_protocol, prediction_path, to_wider_rows, write_prediction_file
-from ..tta import TestTimeAugmentation
+from ..inference.tta import TestTimeAugmentation
 from .widerface import WiderEvalResult, evaluate
 
 PathLike = Union[str, Path]

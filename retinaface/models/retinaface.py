@@ -133,11 +133,11 @@ class RetinaFace(nn.Module):
         """Fold every BatchNorm into its preceding conv, in place, for inference; returns ``self``.
 
         Eval mode only (uses the running statistics); the fused model cannot be trained or loaded
-        back into an unfused one. See :func:`retinaface.fusion.fuse_conv_bn`.
+        back into an unfused one. See :func:`retinaface.deploy.fusion.fuse_conv_bn`.
         """
         if self.training:
             raise RuntimeError("RetinaFace.fuse() needs eval mode: call model.eval() first")
         # lazy: fusion imports timm, which a detector with a built-in backbone never loads
-        from ..fusion import fuse_conv_bn
+        from ..deploy.fusion import fuse_conv_bn
 
         return fuse_conv_bn(self)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..align import align_faces
+from ..inference.align import align_faces
 from ..conventions import ALIGNED_FACE_SIZE, DET_BOX, DET_LANDMARKS, DET_SCORE, DISPLAY_THRESHOLD, NUM_LANDMARKS
-from ..detector import Detector
+from ..inference.detector import Detector
 from .checkpoint import load_embedder
 from .transforms import preprocess
 

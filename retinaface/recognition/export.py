@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_write
-from ..runtime import open_session
+from ..deploy.runtime import open_session
 from .models import EmbedderConfig
 
 INPUT_NAME = "input"

@@ -45,7 +45,7 @@ from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, fraction_
                                    monotonicity_violations, prioritization_penalty, prioritized_bns)
 from ..adaptive.prune import DEFAULT_THRESHOLD
 from ..adaptive.slim import DEFAULT_WIDTHS, active_parameters
-from ..profiling import count_flops
+from ..inference.profiling import count_flops
 from .adaptive_embedder import (ADAPTIVE_EMBEDDER_FORMAT, AdaptiveEmbedder, EmbedderPruneReport,  # noqa: F401 (re-exported)
                                 _input_size, build_adaptive_embedder, embedder_groups, make_adaptive_embedder,
                                 prune_embedder)

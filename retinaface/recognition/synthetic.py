@@ -6,7 +6,7 @@ and tilt, nose length and width, mouth width, height and lip colour, optional be
 moles at fixed places. Each image varies what a photo varies: pose (in-plane rotation, a small yaw
 that shifts the features sideways), scale and position, expression (smile, open mouth, squint),
 background, lighting (gain, tint, a gradient), blur, noise and an occluding patch. The face is drawn
-on a larger canvas with its true five landmarks, which go through :func:`retinaface.align.norm_crop`
+on a larger canvas with its true five landmarks, which go through :func:`retinaface.inference.align.norm_crop`
 (with a little landmark noise, as from a detector) exactly like a detected face would.
 
 Layout (folder per identity, LFW file names, so :class:`~retinaface.recognition.data.FaceFolderDataset`
@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
-from ..align import norm_crop
+from ..inference.align import norm_crop
 from ..conventions import ALIGNED_FACE_SIZE
 
 PathLike = Union[str, "os.PathLike[str]"]

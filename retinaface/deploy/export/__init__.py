@@ -1,14 +1,14 @@
 """Deployment export: ONNX and TorchScript files of a RetinaFace model.
 
-* :mod:`retinaface.export.metadata`: the file contract (input/output names, recorded metadata,
-  :class:`ExportError`), shared with :mod:`retinaface.runtime` and :mod:`retinaface.parity`;
-* :mod:`retinaface.export.writers`: :func:`export_onnx`, :func:`export_torchscript`,
+* :mod:`retinaface.deploy.export.metadata`: the file contract (input/output names, recorded metadata,
+  :class:`ExportError`), shared with :mod:`retinaface.deploy.runtime` and :mod:`retinaface.deploy.parity`;
+* :mod:`retinaface.deploy.export.writers`: :func:`export_onnx`, :func:`export_torchscript`,
   :func:`export_model` (the model comes from :func:`retinaface.load_model`).
 
-The in-graph decoding (``with_postprocess``) is :class:`retinaface.postprocess.DecodedRetinaFace`;
+The in-graph decoding (``with_postprocess``) is :class:`retinaface.inference.postprocess.DecodedRetinaFace`;
 its priors are :func:`retinaface.priors.pixel_priors`; running a written file is
-:func:`retinaface.runtime.load_exported`; comparing it with PyTorch is
-:func:`retinaface.parity.check_parity`.
+:func:`retinaface.deploy.runtime.load_exported`; comparing it with PyTorch is
+:func:`retinaface.deploy.parity.check_parity`.
 """
 from __future__ import annotations
 

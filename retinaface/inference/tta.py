@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .conventions import (DET_BOX, DET_LANDMARKS, MIRROR_ORDER, MULTISCALE_SIZES, NUM_LANDMARKS,
+from ..conventions import (DET_BOX, DET_LANDMARKS, MIRROR_ORDER, MULTISCALE_SIZES, NUM_LANDMARKS,
                           WIDER_TEST_MAX_SIZE, mirror_x)
 from .detector import Detector
 from .postprocess import PostProcessor

@@ -1,8 +1,8 @@
 """``Detector``: images in, face boxes with scores and five landmarks out.
 
 A detector is three parts handed to its constructor, as torchvision's detection models are: the
-network, an :class:`~retinaface.transform.InferenceTransform` (resize policy, mean, batching) and a
-:class:`~retinaface.postprocess.PostProcessor` (threshold, top-k, decoding, NMS). The detector adds
+network, an :class:`~retinaface.inference.transform.InferenceTransform` (resize policy, mean, batching) and a
+:class:`~retinaface.inference.postprocess.PostProcessor` (threshold, top-k, decoding, NMS). The detector adds
 the cached priors and the loop over batches. None of the parts changes while detecting, so one
 detector may be shared by threads; :meth:`Detector.run` detects with other parts (test-time
 augmentation builds one transform per view) without touching the detector.
@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from .align import align_faces
-from .checkpoint import load_model
-from .conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLAY_THRESHOLD
+from ..checkpoint import load_model
+from ..conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPLAY_THRESHOLD
 from .postprocess import PostProcessor
-from .priors import PriorGenerator
-from .runtime import RUNTIMES, load_runtime
-from .runtime_interface import runtime_traits
+from ..priors import PriorGenerator
+from ..deploy.runtime import RUNTIMES, load_runtime
+from ..runtime_interface import runtime_traits
 from .transform import InferenceTransform, check_image
-from .zoo import announce_default_detector
+from ..zoo import announce_default_detector
 
 _UNSET: Any = object()  # "not given", as None is a meaningful value for sizes and top-k
 
@@ -62,7 +62,7 @@ class Detector:
             # first use), named once per process
             model = load_model(announce_default_detector(), device=device or "cpu")
         if device is None:
-            # an ONNX Runtime model (retinaface.runtime) has no parameters; it states its device
+            # an ONNX Runtime model (retinaface.deploy.runtime) has no parameters; it states its device
             device = getattr(model, "device", None) or next(model.parameters()).device
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -117,12 +117,12 @@ class Detector:
                         threads: Optional[int] = None, **kwargs: Any) -> "Detector":
         """A detector over checkpoint or exported file ``path`` (``.pth``, ``.onnx``, TorchScript),
         or a zoo name (``"retinaface_mnet025"``); ``None`` is the zoo's default detector, named once.
-        The model is :func:`retinaface.runtime.load_runtime`'s.
+        The model is :func:`retinaface.deploy.runtime.load_runtime`'s.
 
-        ``backend`` is one of :data:`retinaface.runtime.RUNTIMES` (``"torch"`` is accepted for
+        ``backend`` is one of :data:`retinaface.deploy.runtime.RUNTIMES` (``"torch"`` is accepted for
         ``"pytorch"``); the default ``auto`` runs an ``.onnx`` file on ONNX Runtime and a ``.pth`` or
         TorchScript file on PyTorch. A ``.pth`` asked to run on ``onnxruntime`` or ``openvino`` is exported once, to a
-        cache beside it (:func:`retinaface.runtime.cached_onnx_export`). ``width`` selects an
+        cache beside it (:func:`retinaface.deploy.runtime.cached_onnx_export`). ``width`` selects an
         adaptive checkpoint's width; ``providers`` are ONNX Runtime's, ``threads`` caps an external
         runtime's threads. ``kwargs`` go to the constructor.
         """
@@ -153,7 +153,7 @@ class Detector:
 
         Returns ``(detections (N, 15), crops uint8 (N, size, size, 3))``: each crop is the face
         warped by a similarity transform onto the five-point ArcFace template
-        (:func:`retinaface.align.align_faces`), ready for an embedding network.
+        (:func:`retinaface.inference.align.align_faces`), ready for an embedding network.
         """
         dets = self.detect(image)
         dets = dets[dets[:, DET_SCORE] >= min_score]

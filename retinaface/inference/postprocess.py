@@ -20,15 +20,15 @@ import torch
 from torch import nn
 from torchvision.ops import nms
 
-from .box_coder import BoxCoder, torch_exp
-from .conventions import (BOX_VARIANCES, CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD,
+from ..box_coder import BoxCoder, torch_exp
+from ..conventions import (BOX_VARIANCES, CONF_THRESHOLD, DET_BOX, DET_SCORE, DETECTION_COLUMNS, NMS_THRESHOLD,
                           POST_NMS_TOPK, PRE_NMS_TOPK)
-from .priors import pixel_priors
+from ..priors import pixel_priors
 from .transform import Scale, scale_factors, to_original_pixels
 
 
 try:  # compiled by setup.py where a C compiler is found; otherwise the NumPy / torchvision paths below
-    from . import _detect_kernels as _kernels
+    from .. import _detect_kernels as _kernels
 except ImportError:  # pragma: no cover - exercised by tests that set it to None
     _kernels = None
 

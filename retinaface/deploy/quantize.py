@@ -40,17 +40,17 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
-from .data.dataset import WiderFaceValDataset
-from .data.synthetic import generate_synthetic_widerface
-from .detector import Detector
-from .evaluation import evaluate, open_ground_truth, to_wider_rows
-from .evaluation.predict import predict_widerface, widerface_detector
+from ..conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
+from ..data.dataset import WiderFaceValDataset
+from ..data.synthetic import generate_synthetic_widerface
+from ..inference.detector import Detector
+from ..evaluation import evaluate, open_ground_truth, to_wider_rows
+from ..evaluation.predict import predict_widerface, widerface_detector
 from .export.metadata import DEFAULT_SIZE, MIN_OPSET
 from .export.writers import export_onnx
-from .fileio import atomic_write
+from ..fileio import atomic_write
 from .runtime import load_runtime
-from .runtime_interface import RuntimeModel
+from ..runtime_interface import RuntimeModel
 
 PathLike = Union[str, Path]
 
@@ -622,7 +622,7 @@ def export_int8(model: Any, output: PathLike, images: Sequence[PathLike], calibr
                 report_runtime: str = "onnxruntime",
                 written: Optional[Callable[[Int8Export], None]] = None) -> Int8Export:
     """Write ``model`` (eval mode, CPU) as an INT8 ONNX file to ``output``: a float export
-    (:func:`retinaface.export.writers.export_onnx`) to a temporary file, then :func:`quantize_onnx`
+    (:func:`retinaface.deploy.export.writers.export_onnx`) to a temporary file, then :func:`quantize_onnx`
     calibrated on ``images`` through the Detector's own pre-processing of the float file
     (``output`` is replaced). With ``accuracy_data`` (a WIDER-layout root or ``"synthetic"``) the
     float and INT8 files are compared on it by :func:`accuracy_report` on ``report_runtime``;
@@ -644,7 +644,7 @@ def export_int8(model: Any, output: PathLike, images: Sequence[PathLike], calibr
 
 def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None) -> RuntimeModel:
     """Deprecated: ``retinaface.load_runtime(path, backend, threads=...)``, kept for one release."""
-    warnings.warn("retinaface.quantize.load_backend_model is deprecated; use "
+    warnings.warn("retinaface.deploy.quantize.load_backend_model is deprecated; use "
                   "retinaface.load_runtime(path, backend, threads=...)", DeprecationWarning, stacklevel=2)
     if backend not in ("onnxruntime", "openvino"):
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")

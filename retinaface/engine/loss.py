@@ -11,7 +11,7 @@ This module owns how matched targets and head outputs become the three loss term
 - total = box_weight * box + class + landmark.
 
 Every divisor is ``max(count, 1)`` so a batch without positives gives finite zeros, not NaN. Matching
-is delegated to :mod:`retinaface.matching`. Masked sums (rather than boolean indexing) keep the loss
+is delegated to :mod:`retinaface.engine.matching`. Masked sums (rather than boolean indexing) keep the loss
 free of host-device synchronisation.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD
+from ..conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD
 from .matching import MatchResult, PriorMatcher, Targets
 
 

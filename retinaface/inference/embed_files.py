@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 from .sources import OutputNames, Source, SourceError, iter_frames
 
 OUTPUT_FILE = "embeddings.jsonl"

@@ -3,7 +3,7 @@ folder of annotated copies, optional aligned crops and ``detections.jsonl``.
 
 Owns :func:`detect_inputs` (the loop ``retinaface detect`` runs; the command only parses flags and
 reports), :class:`DetectOptions` and :class:`DetectSummary`. Every input is taken once by its real
-path (:func:`retinaface.sources.collect_sources`); every JSON line names its source and the
+path (:func:`retinaface.inference.sources.collect_sources`); every JSON line names its source and the
 annotated copy (and crops) written for it; a JPEG that decodes only partly counts as unreadable
 unless ``allow_partial``; an image whose forward pass would exceed ``max_pixels`` input pixels is
 tiled (or, under a resize policy, downscaled) and said so; a progress bar runs when asked.
@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .align import align_faces
-from .conventions import ALIGNED_FACE_SIZE, DEFAULT_MAX_PIXELS, DET_SCORE, TILE_OVERLAP, VIS_THRESHOLD
-from .fileio import atomic_write
+from ..conventions import ALIGNED_FACE_SIZE, DEFAULT_MAX_PIXELS, DET_SCORE, TILE_OVERLAP, VIS_THRESHOLD
+from ..fileio import atomic_write
 from .sources import OUTPUT_MARKER, OutputNames, Source, SourceError, collect_sources, detections_record, \
     iter_frames
 from .tiling import detect_tiled
@@ -30,7 +30,7 @@ from .visualize import draw_detections
 
 # DEFAULT_MAX_PIXELS, the default cap on a forward pass's input pixels, is the conventions' (and why
 # 24 MP: there). Tile side used when an image over the cap is tiled automatically (with the pyramid
-# of retinaface.tiling, so large faces are kept).
+# of retinaface.inference.tiling, so large faces are kept).
 AUTO_TILE = 1024
 AUTO_OVERLAP = TILE_OVERLAP
 
@@ -194,7 +194,7 @@ def _write_crops(image: np.ndarray, dets: np.ndarray, source: Source, names: Out
 
 def _detect_video(detector: Any, per_image: ImageDetector, source: Source, target: Path, options: DetectOptions,
                   log, summary: DetectSummary) -> None:
-    """One video or webcam through the threaded pipeline (retinaface.video): decode, detect, annotate
+    """One video or webcam through the threaded pipeline (retinaface.inference.video): decode, detect, annotate
     and encode overlap; every detected frame is logged as it comes. Re-raises Ctrl-C after the
     frames detected so far are logged and the video is closed."""
     if source.kind == "video" and not Path(source.location).is_file():

@@ -2,9 +2,9 @@
 
 :func:`export_onnx` / :func:`export_torchscript` (and :func:`export_model` choosing by format) take
 a loaded model in eval mode on CPU, optionally wrapped in the in-graph decoding of
-:class:`retinaface.postprocess.DecodedRetinaFace`, and record the input contract of
-:mod:`retinaface.export.metadata` in the file. Checking a written file against PyTorch is
-:mod:`retinaface.parity`'s job.
+:class:`retinaface.inference.postprocess.DecodedRetinaFace`, and record the input contract of
+:mod:`retinaface.deploy.export.metadata` in the file. Checking a written file against PyTorch is
+:mod:`retinaface.deploy.parity`'s job.
 
 ONNX goes through the TorchScript-based exporter (``dynamo=False``) by default: on torch 2.14 both
 exporters give correct size-generic graphs here, but the torch.export-based one (torch's default)
@@ -22,11 +22,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..checkpoint import load_model
-from ..conventions import BGR_MEAN
-from ..fileio import atomic_write
-from ..postprocess import DecodedRetinaFace
-from ..runtime_interface import export_format
+from ...checkpoint import load_model
+from ...conventions import BGR_MEAN
+from ...fileio import atomic_write
+from ...inference.postprocess import DecodedRetinaFace
+from ...runtime_interface import export_format
 from .metadata import (DECODED_OUTPUTS, DEFAULT_SIZE, INPUT_NAME, MAX_DYNAMIC_SIDE, MIN_DYNAMIC_SIDE,
                        MIN_OPSET, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportError, build_metadata,
                        quiet_torchscript)
@@ -39,7 +39,7 @@ def load_for_export(weights: PathLike, backbone: Optional[str] = None,
                     width: Optional[float] = None) -> nn.Module:
     """Deprecated alias of :func:`retinaface.load_model` (which loads on CPU in eval mode by
     default), kept for one release."""
-    warnings.warn("retinaface.export.writers.load_for_export is deprecated; use retinaface.load_model",
+    warnings.warn("retinaface.deploy.export.writers.load_for_export is deprecated; use retinaface.load_model",
                   DeprecationWarning, stacklevel=2)
     return load_model(weights, backbone=backbone, device="cpu", width=width)
 

@@ -7,7 +7,7 @@ checkpoint exported to ONNX once for those runtimes), :func:`open_session` (ever
 :class:`TorchScriptModel`, drop-ins for the PyTorch network inside :class:`retinaface.Detector`,
 and :func:`load_exported`, a plain function running any exported file (ONNX or TorchScript, used by
 the parity check). :class:`OnnxRuntimeModel` opens an ``.onnx`` file written by
-:mod:`retinaface.export` (raw outputs, i.e. exported without ``with_postprocess``), rebuilds the
+:mod:`retinaface.deploy.export` (raw outputs, i.e. exported without ``with_postprocess``), rebuilds the
 :class:`ModelConfig` from the file's metadata, and is called like the torch model: a
 ``(B, 3, H, W)`` float tensor in, ``(loc, conf, landms)`` tensors out. Pre- and post-processing stay
 the Detector's, so both backends share one pipeline.
@@ -23,14 +23,14 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .checkpoint import load_model
-from .config import ModelConfig
+from ..checkpoint import load_model
+from ..config import ModelConfig
 from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportedModel, ExportError,
                               first_line, is_torchscript_file, quiet_torchscript, read_metadata)
 from .export.writers import export_onnx
 from .openvino_backend import OpenVinoModel
-from .runtime_interface import RUNTIMES, RuntimeModel, export_format
-from .zoo import file_digest, resolve_weights
+from ..runtime_interface import RUNTIMES, RuntimeModel, export_format
+from ..zoo import file_digest, resolve_weights
 
 PathLike = Union[str, Path]
 
@@ -116,7 +116,7 @@ def _export_config(path: Path, metadata: Dict[str, str]) -> ModelConfig:
 
 
 class TorchScriptModel(ExportedModel):
-    """A TorchScript file written by :mod:`retinaface.export` (raw outputs), run by PyTorch wherever
+    """A TorchScript file written by :mod:`retinaface.deploy.export` (raw outputs), run by PyTorch wherever
     the Detector expects the model. Traced exports take any batch and size (``fixed_input`` is
     None); ``device`` is where the module runs (outputs come back on the input's device)."""
 
@@ -271,7 +271,7 @@ def load_runtime(path: PathLike, runtime: str = "auto", backbone: Optional[str] 
     """A Detector-ready model of ``path`` (a checkpoint, an ``.onnx`` or TorchScript export, or a
     zoo name) on ``runtime`` (see :func:`resolve_runtime`): the model :func:`retinaface.load_model`
     loads, a :class:`TorchScriptModel`, an :class:`OnnxRuntimeModel` or an
-    :class:`~retinaface.openvino_backend.OpenVinoModel`. A given ``backbone`` must be the one an
+    :class:`~retinaface.deploy.openvino_backend.OpenVinoModel`. A given ``backbone`` must be the one an
     exported file holds.
 
     A ``.pth`` checkpoint asked to run on ``onnxruntime`` or ``openvino`` is exported first
@@ -306,7 +306,7 @@ def load_runtime_model(weights: PathLike, runtime: str = "auto", backbone: Optio
                        width: Optional[float] = None, device: str = "cpu", threads: Optional[int] = None,
                        providers: Optional[Sequence[str]] = None) -> RuntimeModel:
     """Deprecated alias of :func:`load_runtime`, kept for one release."""
-    warnings.warn("retinaface.runtime.load_runtime_model is deprecated; use retinaface.load_runtime",
+    warnings.warn("retinaface.deploy.runtime.load_runtime_model is deprecated; use retinaface.load_runtime",
                   DeprecationWarning, stacklevel=2)
     return load_runtime(weights, runtime, backbone=backbone, width=width, device=device, threads=threads,
                         providers=providers)
@@ -316,7 +316,7 @@ def load_onnx_model(path: PathLike, backbone: Optional[str] = None,
                     providers: Optional[Sequence[str]] = None) -> OnnxRuntimeModel:
     """Deprecated: ``load_runtime(path, "onnxruntime", backbone=..., providers=...)``, kept for one
     release."""
-    warnings.warn("retinaface.runtime.load_onnx_model is deprecated; use "
+    warnings.warn("retinaface.deploy.runtime.load_onnx_model is deprecated; use "
                   "retinaface.load_runtime(path, 'onnxruntime')", DeprecationWarning, stacklevel=2)
     return load_runtime(path, "onnxruntime", backbone=backbone, providers=providers)
 

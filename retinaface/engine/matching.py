@@ -33,8 +33,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .box_coder import BoxCoder
-from .conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD, TARGET_COLUMNS, TARGET_LABEL
+from ..box_coder import BoxCoder
+from ..conventions import BOX_VARIANCES, MATCH_IGNORE_THRESHOLD, MATCH_IOU_THRESHOLD, TARGET_COLUMNS, TARGET_LABEL
 
 Targets = Union[Sequence[Tensor], Tensor]
 

@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
-from ..conventions import BGR_MEAN
-from ..runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
-from ..version import __version__
+from ...conventions import BGR_MEAN
+from ...runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
+from ...version import __version__
 
 PathLike = Union[str, Path]
 

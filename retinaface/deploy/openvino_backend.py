@@ -1,9 +1,9 @@
 """OpenVINO as a third runtime inside :class:`retinaface.Detector`, beside PyTorch and ONNX Runtime.
 
 Owns :class:`OpenVinoModel`: it reads an ``.onnx`` file written by this toolkit's exporter (float,
-or INT8 from :mod:`retinaface.quantize`; raw outputs only), rebuilds the :class:`ModelConfig` from
+or INT8 from :mod:`retinaface.deploy.quantize`; raw outputs only), rebuilds the :class:`ModelConfig` from
 the file's metadata, and is called like the torch model and like
-:class:`retinaface.runtime.OnnxRuntimeModel`: a ``(B, 3, H, W)`` float tensor in, ``(loc, conf,
+:class:`retinaface.deploy.runtime.OnnxRuntimeModel`: a ``(B, 3, H, W)`` float tensor in, ``(loc, conf,
 landms)`` tensors out. Pre- and post-processing stay the Detector's, so all runtimes share one
 pipeline and give the same detections up to float rounding.
 
@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .export.metadata import EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel
 
 PathLike = Union[str, Path]
@@ -197,7 +197,7 @@ def load_openvino_model(path: PathLike, backbone: Optional[str] = None, device: 
                         threads: Optional[int] = None, precision: str = "f32") -> OpenVinoModel:
     """Deprecated: ``retinaface.load_runtime(path, "openvino", backbone=..., threads=...)`` (or
     :class:`OpenVinoModel` for another ``device`` / ``precision``), kept for one release."""
-    warnings.warn("retinaface.openvino_backend.load_openvino_model is deprecated; use "
+    warnings.warn("retinaface.deploy.openvino_backend.load_openvino_model is deprecated; use "
                   "retinaface.load_runtime(path, 'openvino')", DeprecationWarning, stacklevel=2)
     model = OpenVinoModel(path, device=device, threads=threads, precision=precision)
     if backbone is not None and backbone != model.config.backbone:

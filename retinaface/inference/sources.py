@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .fileio import claim_fresh_folder
+from ..fileio import claim_fresh_folder
 
 # every output folder of a detect run holds this file; walking a folder skips such sub-folders, so a
 # second run inside a photo folder does not detect faces in the first run's annotated copies

@@ -1,8 +1,8 @@
 """Parity of an exported file with PyTorch: same random inputs, every output compared.
 
 Owns :func:`check_parity` and its report (:class:`ParityReport`, one :class:`ParityCase` per input
-shape). The file is run through :func:`retinaface.runtime.load_exported`, the reference through
-the same module the writer exported (:func:`retinaface.export.writers.exportable`).
+shape). The file is run through :func:`retinaface.deploy.runtime.load_exported`, the reference through
+the same module the writer exported (:func:`retinaface.deploy.export.writers.exportable`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .conventions import BGR_MEAN
+from ..conventions import BGR_MEAN
 from .export.metadata import (DECODED_OUTPUTS, EXPORT_FORMAT, RAW_OUTPUTS, ExportError, first_line,
                               read_metadata)
 from .export.writers import exportable

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import torch
 
-from .conventions import BGR_MEAN
+from ..conventions import BGR_MEAN
 
 try:  # compiled by setup.py where a C compiler is found; otherwise OpenCV fills the batch
-    from . import _detect_kernels as _kernels
+    from .. import _detect_kernels as _kernels
 except ImportError:  # pragma: no cover - exercised by tests that set it to None
     _kernels = None
 
@@ -180,7 +180,7 @@ class InferenceTransform:
 
     def uint8_batch(self, images: Sequence[np.ndarray]) -> Optional[np.ndarray]:
         """``(B, H, W, 3)`` uint8 BGR batch for a model that converts and subtracts the mean itself
-        (:meth:`retinaface.openvino_backend.OpenVinoModel.forward_uint8`): images padded
+        (:meth:`retinaface.deploy.openvino_backend.OpenVinoModel.forward_uint8`): images padded
         bottom-right with the mean colour, which that subtraction turns into the zeros
         :meth:`batch` pads with. ``None`` when the policy would resize an image (resizing works on
         float pixels) or the mean is not whole numbers in 0..255 (uint8 padding cannot carry it):

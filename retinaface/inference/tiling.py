@@ -21,7 +21,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from .conventions import BGR_MEAN, DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS, NUM_LANDMARKS, TILE_OVERLAP
+from ..conventions import BGR_MEAN, DET_BOX, DET_LANDMARKS, DETECTION_COLUMNS, NUM_LANDMARKS, TILE_OVERLAP
 
 
 def tile_origins(length: int, size: int, overlap: int) -> List[int]:

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .conventions import DISPLAY_THRESHOLD
+from ..conventions import DISPLAY_THRESHOLD
 from .visualize import draw_detections
 
 PathLike = Union[str, Path]

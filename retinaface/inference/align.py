@@ -19,7 +19,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from .conventions import ALIGNED_FACE_SIZE, ARCFACE_TEMPLATE_112, DET_LANDMARKS, MIRROR_ORDER, NUM_LANDMARKS
+from ..conventions import ALIGNED_FACE_SIZE, ARCFACE_TEMPLATE_112, DET_LANDMARKS, MIRROR_ORDER, NUM_LANDMARKS
 
 CropSize = Union[int, Tuple[int, int]]
 

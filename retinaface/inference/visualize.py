@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .conventions import DET_BOX, DET_LANDMARKS, DET_SCORE, VIS_THRESHOLD
+from ..conventions import DET_BOX, DET_LANDMARKS, DET_SCORE, VIS_THRESHOLD
 
 # left eye, right eye, nose, left mouth corner, right mouth corner
 LANDMARK_COLOURS = ((0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 0, 0))
