@@ -6,10 +6,19 @@ model at each width: the ``--weights`` checkpoint (see ``retinaface prioritize``
 width-switchable ``--backbone``; ``--data ROOT`` adds the WIDER AP of each width on ROOT's val split.
 Forward and detect are timed in alternation, so their ratio survives a busy machine. The work is
 :mod:`retinaface.benchmark_matrix`'s; this command parses the flags and prints.
+
+``--task landmarks`` measures the dense-landmark networks instead (``retinaface.landmarks``): per
+network params, FLOPs (thop's count x 2, the seed report's convention: its mobilenetv3_small with 21
+points at 224 is 1,560,906 params and 0.122993904 GFLOPs), and CPU latency per crop; with
+``--weights`` (a landmark checkpoint) and ``--data`` (a WFLW list or .pts folder) also NME, the mean
+pixel distance at the network's input size and the seed's ranking score
+``params (M) x FLOPs (G) x e^(pixel distance)``. ``--json`` prints the rows as JSON on the last line.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import List, Optional
 
@@ -21,6 +30,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface benchmark`` (no heavy imports)."""
     parser = ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("detection", "landmarks"), default="detection",
+                        help="what to measure: face detectors (default) or dense-landmark networks")
     parser.add_argument("--backbone", default="mobilenet0.25", help="backbone name (see --list)")
     parser.add_argument("--all", action="store_true", help="every built-in backbone, as a markdown table")
     parser.add_argument("--list", action="store_true", help="list the built-in backbones and exit")
@@ -34,7 +45,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         help="measure an adaptive model at these widths in (0, 1] (e.g. 1.0 0.75 0.5)")
     parser.add_argument("--weights", default=None,
                         help="checkpoint or zoo name to measure (with --widths: an adaptive one); not with --all")
-    parser.add_argument("--data", default=None, help="with --widths: also the val AP per width on this data root")
+    parser.add_argument("--data", default=None, help="with --widths: also the val AP per width on this data root; "
+                        "with --task landmarks --weights: NME and ranking score on this WFLW list / .pts folder")
+    parser.add_argument("--json", action="store_true", help="--task landmarks: the rows as JSON on the last line")
     matrix = parser.add_argument_group("deployment matrix (retinaface.benchmark_matrix; docs/edge.md)")
     matrix.add_argument("--matrix", action="store_true",
                         help="backbones x widths x sizes x runtimes x threads: median forward ms, FPS, detect overhead")
@@ -105,6 +118,37 @@ def _measure(args: argparse.Namespace, prog: str) -> int:
     return 0
 
 
+def _landmarks(args: argparse.Namespace, prog: str) -> int:
+    """One row per landmark network: params, FLOPs, latency; with --weights and --data the accuracy."""
+    if args.all or args.widths or args.matrix:
+        return fail(prog, "--task landmarks takes --weights / --data / --threads / --repeats / --json, not "
+                          "--all, --widths or --matrix")
+    if args.data and not args.weights:
+        return fail(prog, "--task landmarks: --data goes with --weights (the NME of that checkpoint)")
+    if args.weights and not os.path.isfile(args.weights):
+        return fail(prog, f"--weights {args.weights}: file not found")
+    # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch and OpenCV
+    import torch
+
+    from ..landmarks.benchmark import measure_landmark_models
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        rows = measure_landmark_models(args.weights, args.data, args.repeats)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    print("FLOPs: thop's count x 2 (the seed report's convention); latency: median ms per crop, batch 1, CPU")
+    header = ["model", "params", "gflops", "latency_ms"] + (["nme", "pixel_distance", "ranking_score"] if args.data else [])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{row[h]:,}" if h == "params" else str(row[h]) for h in header) + " |")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     """Run ``retinaface benchmark``; returns the exit status (0, 2 bad arguments)."""
     prog = prog or "retinaface benchmark"
@@ -112,6 +156,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed by argparse
         return int(exit_.code or 0)
+    if args.task == "landmarks":
+        return _landmarks(args, prog)
     if args.list:
         # lazy: 'retinaface benchmark --help' and flag errors answer without loading torch
         from ..models import list_backbones

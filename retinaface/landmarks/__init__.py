@@ -15,6 +15,9 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 * :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
   the ground truth's format.
+* :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
+  ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
+  ``load_landmark_model`` and ``predict_landmarks``.
 """
 from __future__ import annotations
 
@@ -57,6 +60,11 @@ _NAMES: Dict[str, str] = {
     "LandmarkEvaluation": "evaluate",
     "evaluate_landmarks": "evaluate",
     "write_predictions": "evaluate",
+    "LandmarkConfig": "config",
+    "LandmarkTask": "task",
+    "load_landmark_model": "task",
+    "predict_landmarks": "task",
+    "wing_loss": "task",
 }
 
 __all__ = sorted(_NAMES)

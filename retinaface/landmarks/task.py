@@ -1,0 +1,389 @@
+"""Dense-landmark training as a task of the one :class:`~retinaface.engine.trainer.Trainer`: face
+crops (:mod:`.crop`'s policy) with their points in, a regression loss on normalised crop
+coordinates, NME / FR@0.1 / AUC@0.1 on a held-out split, and checkpoints that rebuild the network
+(:func:`load_landmark_model`).
+
+Data: a WFLW list, a folder of 300W ``.pts`` files, or the built-in synthetic faces
+(:mod:`.synthetic`, generated once under ``data/synthetic_landmarks/<train>-<val>/``: a train split
+of seed 0 and a val split of seed 1, written in the WFLW layout).
+
+Reproducibility: the epoch's sample order is a function of (seed, epoch)
+(:class:`~retinaface.recognition.task.EpochSampler`) and every sample's augmentation of
+(seed, epoch, index) (:class:`LandmarkCrops`), independent of the worker count, so a run resumed
+from an epoch checkpoint repeats the uninterrupted run's losses.
+
+Losses (:func:`landmark_loss`), per coordinate, averaged over the marked points:
+
+* ``wing`` (Feng et al., "Wing Loss for Robust Facial Landmark Localisation with Convolutional
+  Neural Networks", CVPR 2018, eq. 5): ``w ln(1 + |x| / eps)`` for ``|x| < w``, else ``|x| - C``
+  with ``C = w - w ln(1 + w / eps)``; ``w = 10``, ``eps = 2`` as the paper, whose errors are in
+  pixels, so ``x`` here is the error in pixels of the network's input crop;
+* ``l1`` / ``mse``: the error in normalised crop coordinates (0 to 1 across the crop).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import read_checkpoint
+from ..engine.config import default_workers
+from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, steps_per_epoch
+from ..fileio import atomic_torch_save
+from ..recognition.task import EpochSampler
+from .config import DEFAULT_OUTPUT, DEFAULT_SCHEME, SYNTHETIC_DATA, LandmarkConfig, synthetic_root
+from .crop import AugmentConfig, CropTransform, augment_face, crop_transform
+from .evaluate import LandmarkEvaluation, evaluate_landmarks
+from .formats import LandmarkSample, read_landmarks, read_pts, read_wflw_list
+from .metrics import points_box
+from .models import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, LandmarkRegressor, landmark_model_from_config, \
+    create_landmark_model
+from .schemes import LandmarkScheme, get_scheme
+from .synthetic import write_synthetic_landmarks
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+LANDMARK_FORMAT = "retinaface-landmarks"
+WING_WIDTH = 10.0
+WING_EPSILON = 2.0
+FAILURE_THRESHOLD = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def wing_loss(error: torch.Tensor, width: float = WING_WIDTH, epsilon: float = WING_EPSILON) -> torch.Tensor:
+    """Elementwise wing loss of ``error`` (Feng et al. 2018, eq. 5; see the module docstring)."""
+    magnitude = error.abs()
+    offset = width - width * math.log(1.0 + width / epsilon)  # C: joins the two pieces at |x| = w
+    return torch.where(magnitude < width, width * torch.log1p(magnitude / epsilon), magnitude - offset)
+
+
+class LandmarkLoss(NamedTuple):
+    """A step's loss: ``total`` (backpropagated) and ``pixel_error``, the mean point error in pixels
+    of the input crop (logged only)."""
+
+    total: torch.Tensor
+    pixel_error: torch.Tensor
+
+
+def landmark_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                  input_size: int) -> LandmarkLoss:
+    """The ``kind`` loss (``wing``, ``l1``, ``mse``) of normalised predictions ``(B, K, 2)`` against
+    normalised targets, over the points ``mask`` ``(B, K)`` marks. No host read."""
+    pred = pred.float()
+    weights = mask.to(pred.dtype)
+    count = weights.sum().clamp_min(1.0)
+    error = pred - target
+    if kind == "wing":
+        per_coordinate = wing_loss(error * input_size)
+    elif kind == "l1":
+        per_coordinate = error.abs()
+    elif kind == "mse":
+        per_coordinate = error.square()
+    else:
+        raise ValueError(f"unknown landmark loss {kind!r}; choose wing, l1 or mse")
+    total = (per_coordinate.sum(dim=-1) * weights).sum() / (2.0 * count)
+    pixels = (error.detach().norm(dim=-1) * input_size * weights).sum() / count
+    return LandmarkLoss(total, pixels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def default_image_root(list_path: Path) -> Path:
+    """Where a WFLW list's image paths start: ``images/`` beside it when present, else its folder."""
+    beside = list_path.parent / "images"
+    return beside if beside.is_dir() else list_path.parent
+
+
+def load_samples(spec: PathLike, image_root: Optional[PathLike] = None) -> List[LandmarkSample]:
+    """The faces of a WFLW list, a folder of 300W ``.pts`` files (searched recursively, sorted) or
+    any file :func:`~retinaface.landmarks.formats.read_landmarks` reads. Malformed files raise
+    :class:`~retinaface.landmarks.formats.LandmarkFormatError` naming ``file:line``."""
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such landmark file or folder")
+    if path.is_dir():
+        files = sorted(path.rglob("*.pts"))
+        if not files:
+            raise FileNotFoundError(f"{path}: a folder without .pts files")
+        return [read_pts(f, num_points=None) for f in files]
+    if path.suffix.lower() == ".txt":
+        return read_wflw_list(path, image_root=image_root if image_root is not None else default_image_root(path))
+    return read_landmarks(path, image_root=image_root)
+
+
+def synthetic_lists(config: LandmarkConfig, scheme: LandmarkScheme) -> Tuple[Path, Path]:
+    """``(train list, val list)`` of the built-in synthetic faces for ``scheme`` (68 or 98 points),
+    generated once: written into a temporary folder and renamed, so an interrupted generation is
+    never taken for a finished one."""
+    if scheme.num_points not in (68, 98):
+        raise ValueError(f"--scheme: the synthetic faces have 68 (ibug68) or 98 (wflw98) points, not "
+                         f"{scheme.name}")
+    root = synthetic_root(config)
+    if not (root / "val" / "list_98pt_rect_attr_val.txt").is_file():
+        partial = root.with_name(root.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_synthetic_landmarks(partial / "train", config.synthetic_train, seed=0, split="train")
+        write_synthetic_landmarks(partial / "val", config.synthetic_val, seed=1, split="val")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(partial, root)
+        except OSError:  # another run generated it meanwhile (the same faces: a function of the seeds)
+            shutil.rmtree(partial, ignore_errors=True)
+    return (root / "train" / f"list_{scheme.num_points}pt_rect_attr_train.txt",
+            root / "val" / f"list_{scheme.num_points}pt_rect_attr_val.txt")
+
+
+def read_image(sample: LandmarkSample) -> np.ndarray:
+    """A sample's image as BGR uint8 (an embedded grey or RGB image, as COFW's, converted)."""
+    if sample.image is not None:
+        image = np.asarray(sample.image)
+        if image.ndim == 2:
+            return cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        return np.ascontiguousarray(image[..., ::-1]).astype(np.uint8)  # COFW stores RGB
+    if sample.image_path is None:
+        raise FileNotFoundError(f"{sample.source}: no image beside the annotation")
+    image = cv2.imread(sample.image_path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"{sample.source}: cannot read image {sample.image_path}")
+    return image
+
+
+def sample_box(sample: LandmarkSample) -> np.ndarray:
+    """The face box to crop by: the annotation's, else the marked points' bounding box."""
+    return sample.box if sample.box is not None else points_box(sample.points, sample.valid_mask())
+
+
+class LandmarkCrops(Dataset):
+    """``(crop uint8 (S, S, 3) BGR, points float32 (K, 2) normalised, mask bool (K,))`` per face:
+    with ``augment`` the crop of sample ``i`` in epoch ``e`` is :func:`~retinaface.landmarks.crop.augment_face`
+    under ``np.random.default_rng([seed, e, i])``; without, the plain crop of the policy."""
+
+    def __init__(self, samples: Sequence[LandmarkSample], scheme: LandmarkScheme, size: int, margin: float,
+                 augment: Optional[AugmentConfig], seed: int) -> None:
+        self.samples, self.scheme, self.size, self.margin = list(samples), scheme, int(size), float(margin)
+        self.augment, self.seed = augment, int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sample = self.samples[index]
+        image = read_image(sample)
+        mask = sample.valid_mask().copy()
+        points = np.where(mask[:, None], sample.points, 0.0)
+        box = sample_box(sample)
+        if self.augment is not None:
+            rng = np.random.default_rng([abs(self.seed), self.epoch, int(index)])
+            face = augment_face(image, points, box, self.size, self.scheme, rng, self.augment, self.margin)
+            crop, moved, transform = face.crop, face.points, face.transform
+            if face.flipped:
+                mask = mask[list(self.scheme.mirror)]
+        else:
+            transform = crop_transform(box, self.size, self.margin)
+            crop, moved = transform.warp(image), transform.to_crop(points)
+        normalised = transform.normalise(moved)
+        return np.ascontiguousarray(crop), normalised.astype(np.float32), mask
+
+
+def collate_landmarks(batch):
+    crops = torch.from_numpy(np.stack([b[0] for b in batch]))
+    points = torch.from_numpy(np.stack([b[1] for b in batch]))
+    masks = torch.from_numpy(np.stack([b[2] for b in batch]))
+    return crops, points, masks
+
+
+def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
+    """BGR uint8 ``(B, S, S, 3)`` on any device -> the networks' float input ``(B, 3, S, S)`` (RGB,
+    ImageNet mean / std, as :func:`~retinaface.landmarks.models.preprocess_crops`)."""
+    x = crops.permute(0, 3, 1, 2).flip(1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD_RGB, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction and checkpoints
+
+
+def face_crops(samples: Sequence[LandmarkSample], size: int, margin: float
+               ) -> Tuple[torch.Tensor, List[CropTransform]]:
+    """The policy's crops of ``samples`` (uint8 ``(N, S, S, 3)``) and their maps."""
+    crops, transforms = [], []
+    for sample in samples:
+        transform = crop_transform(sample_box(sample), size, margin)
+        crops.append(transform.warp(read_image(sample)))
+        transforms.append(transform)
+    array = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+    return torch.from_numpy(array), transforms
+
+
+@torch.no_grad()
+def predict_crops(model: nn.Module, crops: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Normalised predictions ``(N, K, 2)`` of a network on uint8 crops (evaluated in eval mode; the
+    model's mode is restored)."""
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()
+    try:
+        out = [model(normalise_crops(crops[i:i + batch_size].to(device))).float().cpu()
+               for i in range(0, len(crops), batch_size)]
+    finally:
+        model.train(training)
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def predict_landmarks(model: LandmarkRegressor, samples: Sequence[LandmarkSample], margin: float = 0.1,
+                      batch_size: int = 64) -> np.ndarray:
+    """``(N, K, 2)`` predicted points of ``samples`` in their images' pixel coordinates: each face
+    cropped by its box (the crop policy), predicted, mapped back with the crop's exact inverse."""
+    crops, transforms = face_crops(samples, int(model.config.input_size), margin)
+    normalised = predict_crops(model, crops, batch_size)
+    return np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
+
+
+def save_landmark_checkpoint(network: LandmarkRegressor, path: PathLike, scheme: str, crop_margin: float,
+                             **state: Any) -> None:
+    """``{"format": "retinaface-landmarks", "config": model config, "model": state dict, "scheme",
+    "crop_margin", **state}`` written atomically (tensors and plain values only)."""
+    atomic_torch_save({"format": LANDMARK_FORMAT, "config": network.config.to_dict(),
+                       "model": network.state_dict(), "scheme": scheme, "crop_margin": float(crop_margin),
+                       **state}, path)
+
+
+def read_landmark_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """A landmark checkpoint (``torch.load(weights_only=True)``), checked to be one."""
+    state = read_checkpoint(path)
+    if state.get("format") != LANDMARK_FORMAT or "config" not in state or "model" not in state:
+        raise ValueError(f"{path}: not a landmark checkpoint (format {state.get('format')!r}, expected "
+                         f"{LANDMARK_FORMAT!r})")
+    return state
+
+
+def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> LandmarkRegressor:
+    """The network of a landmark checkpoint, in eval mode on ``device``; ``model.scheme`` and
+    ``model.crop_margin`` say how it was trained (the crop policy to predict with)."""
+    state = read_landmark_checkpoint(path)
+    model = landmark_model_from_config(state["config"])
+    model.load_state_dict(state["model"])
+    model.scheme = str(state.get("scheme") or get_scheme(model.num_points).name)
+    model.crop_margin = float(state.get("crop_margin", 0.1))
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+
+
+class LandmarkTask(Task):
+    """Trains a landmark network (see the module docstring). After :meth:`build_data` the task holds
+    ``scheme``, ``train_set`` and ``val_samples``; after an evaluation ``last_evaluation``."""
+
+    default_output = DEFAULT_OUTPUT
+    best_metric = "nme"
+    higher_is_better = False
+    metric_prefix = "val_"
+
+    def __init__(self, config: LandmarkConfig) -> None:
+        super().__init__(config)
+        self.config: LandmarkConfig = config
+        self.scheme: Optional[LandmarkScheme] = None
+        self.train_set: Optional[LandmarkCrops] = None
+        self.val_samples: List[LandmarkSample] = []
+        self._val_crops: Optional[Tuple[torch.Tensor, List[CropTransform]]] = None
+        self.last_evaluation: Optional[LandmarkEvaluation] = None
+
+    def _sources(self) -> Tuple[List[LandmarkSample], List[LandmarkSample]]:
+        cfg = self.config
+        if cfg.data == SYNTHETIC_DATA:
+            train_list, val_list = synthetic_lists(cfg, get_scheme(cfg.scheme or DEFAULT_SCHEME))
+            train = load_samples(train_list)
+            val_spec: Optional[str] = cfg.val if cfg.val is not None else str(val_list)
+        else:
+            train = load_samples(cfg.data, cfg.image_root)
+            val_spec = cfg.val
+        val = load_samples(val_spec, cfg.image_root) if val_spec and val_spec != "none" and cfg.eval_every else []
+        return train, val
+
+    def build_data(self, trainer: RunningTrainer) -> TrainData:
+        cfg, dist, device = self.config, trainer.dist, trainer.device
+        train, val = self._sources()
+        counts = {s.num_points for s in train + val}
+        if len(counts) != 1:
+            raise ValueError(f"--data / --val: faces with {sorted(counts)} points; train one scheme at a time")
+        num_points = counts.pop()
+        self.scheme = get_scheme(cfg.scheme or num_points)
+        if self.scheme.num_points != num_points:
+            raise ValueError(f"--scheme {self.scheme.name} has {self.scheme.num_points} points, the data has "
+                             f"{num_points}")
+        augment = AugmentConfig(rotation=cfg.rotation, scale=cfg.aug_scale, shift=cfg.shift,
+                                flip=cfg.flip) if cfg.augment else None
+        self.train_set = LandmarkCrops(train, self.scheme, cfg.input_size, cfg.crop_margin, augment, cfg.seed)
+        self.val_samples = val
+        per_rank = cfg.batch_size // dist.world_size
+        if per_rank < 1:
+            raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {dist.world_size} processes")
+        if len(train) // dist.world_size < per_rank:
+            raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train)} faces)")
+        sampler = EpochSampler(len(train), per_rank, cfg.seed, dist.rank, dist.world_size)
+        workers = cfg.workers if cfg.workers is not None else min(4, default_workers())
+        loader = DataLoader(self.train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                            collate_fn=collate_landmarks, drop_last=True, pin_memory=device.type == "cuda")
+        return TrainData(None, self.train_set, sampler, loader, max(1, steps_per_epoch(loader, cfg.max_steps_per_epoch)))
+
+    def build_model(self, trainer: RunningTrainer, model: Optional[nn.Module],
+                    resume_state: Optional[Dict[str, Any]]) -> TaskModel:
+        cfg = self.config
+        if model is None:
+            model = create_landmark_model(cfg.model, self.scheme.num_points, cfg.input_size, **cfg.model_kwargs())
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+        return TaskModel(model.to(trainer.device))
+
+    def prepare_batch(self, batch: Sequence[Any], device: torch.device) -> Tuple[torch.Tensor, ...]:
+        crops, points, masks = batch
+        return (normalise_crops(crops.to(device, non_blocking=True)), points.to(device, non_blocking=True),
+                masks.to(device, non_blocking=True))
+
+    def compute_loss(self, model: nn.Module, batch: Tuple[torch.Tensor, ...]) -> LandmarkLoss:
+        images, points, masks = batch
+        return landmark_loss(self.config.loss, model(images), points, masks, self.config.input_size)
+
+    def evaluate(self, trainer: RunningTrainer) -> Dict[str, float]:
+        """NME (inter-ocular), FR@0.1 and AUC@0.1 on the val faces; empty when there are none."""
+        if not self.val_samples:
+            return {}
+        if self._val_crops is None:
+            self._val_crops = face_crops(self.val_samples, self.config.input_size, self.config.crop_margin)
+        crops, transforms = self._val_crops
+        normalised = predict_crops(trainer.raw_model, crops)
+        predictions = np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
+        result = evaluate_landmarks(predictions, self.val_samples, threshold=FAILURE_THRESHOLD)
+        self.last_evaluation = result
+        return {"nme": result.nme, f"fr@{FAILURE_THRESHOLD:g}": result.failure_rate,
+                f"auc@{FAILURE_THRESHOLD:g}": result.auc}
+
+    def save_checkpoint(self, network: nn.Module, path: Path, state: Dict[str, Any]) -> None:
+        save_landmark_checkpoint(network, path, self.scheme.name, self.config.crop_margin, **state)
+
+    def read_resume_state(self, path: str) -> Dict[str, Any]:
+        state = read_checkpoint(path)
+        if state.get("format") != LANDMARK_FORMAT or "optimizer" not in state:
+            raise ValueError(f"--resume: {path} is not a landmark training checkpoint")
+        return state
