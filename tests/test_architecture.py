@@ -30,7 +30,8 @@ LAZY_MARK = "# lazy:"
 # layers (GROUPING_FOLDERS) are not parts: each module in them is one ("inference.detector").
 GROUPING_FOLDERS = ("inference", "deploy")
 LAYERS: List[Set[str]] = [
-    {"conventions", "version", "fileio", "formats", "zoo", "runtime_interface", "_moved", "inference", "deploy"},
+    {"conventions", "version", "fileio", "formats", "zoo", "runtime_interface", "_moved", "_lazy", "inference",
+     "deploy"},
     {"box_coder", "priors", "deploy.fusion", "deploy.batch_norm"},
     {"config"},
     {"data"},

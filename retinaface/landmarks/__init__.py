@@ -21,8 +21,9 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, Dict
+from typing import Dict
+
+from .._lazy import lazy_names
 
 _NAMES: Dict[str, str] = {
     "LandmarkScheme": "schemes",
@@ -70,14 +71,4 @@ _NAMES: Dict[str, str] = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # cache: the next access does not come back here
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
