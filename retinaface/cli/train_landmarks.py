@@ -12,10 +12,11 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..checkpoint import CheckpointError, read_checkpoint
+from ..checkpoint import CheckpointError
 from ..engine.config import add_config_arguments, given_options
+from ..engine.task import task_config_from_options
 from ..engine.trainer import NonFiniteLossError, Trainer
-from ..landmarks.config import LandmarkConfig, merge_resume
+from ..landmarks.config import LandmarkConfig
 from ..landmarks.formats import LandmarkFormatError
 from ..landmarks.task import LANDMARK_FORMAT, LandmarkTask
 from .common import fail
@@ -41,13 +42,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
     given = given_options(args, LandmarkConfig)
     try:
-        if given.get("resume"):
-            saved = read_checkpoint(given["resume"])
-            if saved.get("format") != LANDMARK_FORMAT or not isinstance(saved.get("train_config"), dict):
-                return fail(prog, f"--resume: {given['resume']} is not a landmark training checkpoint")
-            given = merge_resume(given, saved["train_config"])
-        config = LandmarkConfig.from_dict(given)
-        config.validate()
+        config = task_config_from_options(LandmarkConfig, given, LANDMARK_FORMAT, "landmark")
     except (ValueError, CheckpointError) as exc:
         return fail(prog, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)

@@ -7,11 +7,12 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..checkpoint import CheckpointError, read_checkpoint
+from ..checkpoint import CheckpointError
 from ..engine.config import add_config_arguments, given_options
+from ..engine.task import task_config_from_options
 from ..engine.trainer import NonFiniteLossError
 from ..recognition.checkpoint import EMBEDDER_FORMAT
-from ..recognition.config import RecognitionConfig, merge_resume
+from ..recognition.config import RecognitionConfig
 from ..recognition.training import RecognitionTrainer
 from .common import fail
 
@@ -41,13 +42,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
     given = given_options(args, RecognitionConfig)
     try:
-        if given.get("resume"):
-            saved = read_checkpoint(given["resume"])
-            if saved.get("format") != EMBEDDER_FORMAT or not isinstance(saved.get("train_config"), dict):
-                return fail(prog, f"--resume: {given['resume']} is not a recognition training checkpoint")
-            given = merge_resume(given, saved["train_config"])
-        config = RecognitionConfig.from_dict(given)
-        config.validate()
+        config = task_config_from_options(RecognitionConfig, given, EMBEDDER_FORMAT, "recognition")
     except (ValueError, CheckpointError) as exc:
         return fail(prog, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..checkpoint import read_checkpoint
 from ..fileio import atomic_torch_save
-from .config import BaseTrainConfig
+from .config import BaseTrainConfig, merge_resume
 
 #: The :class:`retinaface.engine.trainer.Trainer` running a task (not imported: it imports this
 #: module). Tasks read its ``config``, ``device``, ``dist``, ``data``, ``raw_model``, ``epoch`` and
@@ -178,3 +178,20 @@ class Task(abc.ABC):
         if "optimizer" not in state:
             raise ValueError(f"{path}: holds model weights only, not a training state to resume")
         return state
+
+
+def task_config_from_options(config_class: type, given: Dict[str, Any], checkpoint_format: str,
+                             what: str) -> BaseTrainConfig:
+    """The config of a training command: the options ``given`` on its command line, over the run a
+    ``--resume`` checkpoint holds (the engine's resume rule, :func:`merge_resume`), validated.
+    Raises ``ValueError`` naming the problem (a checkpoint of another kind says it is not a
+    ``what`` training checkpoint) and :class:`~retinaface.checkpoint.CheckpointError` for an
+    unreadable file."""
+    if given.get("resume"):
+        saved = read_checkpoint(given["resume"])
+        if saved.get("format") != checkpoint_format or not isinstance(saved.get("train_config"), dict):
+            raise ValueError(f"--resume: {given['resume']} is not a {what} training checkpoint")
+        given = merge_resume(given, saved["train_config"], config_class)
+    config = config_class.from_dict(given)
+    config.validate()
+    return config
