@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 import cv2
 
+from ..conventions import VIS_THRESHOLD
 from ..data.dataset import WiderFaceValDataset
 from ..inference.detector import Detector
 from ..evaluation.plot import plot_pr_curves
@@ -16,7 +17,7 @@ from ..inference.visualize import draw_detections
 PathLike = Union[str, Path]
 
 
-def write_sample_detection(model, data_root: PathLike, path: PathLike, vis_threshold: float = 0.6
+def write_sample_detection(model, data_root: PathLike, path: PathLike, vis_threshold: float = VIS_THRESHOLD
                            ) -> Optional[Path]:
     """Detect faces on the first val image under ``data_root`` and write it annotated to ``path``.
     Returns the path, or None when the data root has no val split."""
