@@ -77,7 +77,7 @@ def test_embedding_shape_and_config_round_trip(name, kwargs):
     torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
-    rebuilt = embedder_from_config(saved["config"]).eval()
+    rebuilt = create_embedder(saved["config"]).eval()
     rebuilt.load_state_dict(saved["state_dict"])
     assert rebuilt.config == model.config
     with torch.no_grad():
@@ -100,3 +100,17 @@ def test_import_is_lazy():
             "r.read_lfw_pairs; assert 'torch' not in sys.modules, 'data imported torch'; "
             "r.create_embedder; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_create_embedder_is_the_one_door_and_the_old_builders_warn():
+    torch.manual_seed(0)
+    by_name = create_embedder("mobiface", embedding_size=64, width=0.5)
+    config = by_name.config
+    for built in (create_embedder(config), create_embedder(config.to_dict())):
+        assert built.config == config
+        assert built.state_dict().keys() == by_name.state_dict().keys()
+    from retinaface.recognition.checkpoint import build_embedder_from_config
+
+    for old in (embedder_from_config, build_embedder_from_config):
+        with pytest.warns(DeprecationWarning, match="create_embedder"):
+            assert old(config.to_dict()).config == config

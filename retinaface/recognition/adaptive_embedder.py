@@ -16,7 +16,7 @@ from torch import nn
 from ..adaptive.groups import ChannelGroup, find_channel_groups, is_batchnorm, is_depthwise, layer_segments, trace_graph
 from ..adaptive.prune import DEFAULT_THRESHOLD, apply_channels, channel_importance, layer_shapes
 from ..adaptive.slim import DEFAULT_WIDTHS, convert_to_switchable, keep_count, switchable_layers
-from .models import embedder_from_config
+from .models import create_embedder
 
 ADAPTIVE_EMBEDDER_FORMAT = 1
 
@@ -76,7 +76,7 @@ def prune_embedder(model: nn.Module, threshold: float = DEFAULT_THRESHOLD,
         handler = (tp.prune_depthwise_conv_out_channels if is_depthwise(root) else
                    tp.prune_batchnorm_out_channels if is_batchnorm(root) else tp.prune_conv_out_channels)
         graph.get_pruning_group(root, handler, idxs).prune()
-    reference = embedder_from_config(model.config.to_dict())
+    reference = create_embedder(model.config.to_dict())
     shapes = layer_shapes(model, reference)
     return shapes, EmbedderPruneReport(report, before, sum(p.numel() for p in model.parameters()), threshold)
 
@@ -118,7 +118,7 @@ class AdaptiveEmbedder(nn.Module):
 
 def build_adaptive_embedder(config: Mapping[str, Any], spec: Mapping[str, Any]) -> AdaptiveEmbedder:
     """The (untrained) adaptive embedder a checkpoint's ``config`` and ``adaptive`` entries describe."""
-    net = embedder_from_config(dict(config))
+    net = create_embedder(dict(config))
     if spec.get("channels"):
         apply_channels(net, spec["channels"])
     convert_to_switchable(net, spec["layers"])

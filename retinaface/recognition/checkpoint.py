@@ -7,6 +7,7 @@ A checkpoint holds only tensors and plain values: ``{"format": "retinaface-embed
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -16,15 +17,17 @@ from torch import nn
 from ..checkpoint import CheckpointError, read_checkpoint, unwrap_model
 from ..fileio import atomic_torch_save
 from .adaptive_embedder import build_adaptive_embedder
-from .models import embedder_from_config
+from .models import create_embedder
 
 EMBEDDER_FORMAT = "retinaface-embedder"
 EMBEDDER_FORMAT_VERSION = 1
 
 
 def build_embedder_from_config(config: Mapping[str, Any]) -> nn.Module:
-    """The embedding network an embedder ``config`` dict (``model.config.to_dict()``) describes."""
-    return embedder_from_config(config)
+    """Deprecated: ``create_embedder(config)`` builds the network an embedder config describes."""
+    warnings.warn("build_embedder_from_config(config) is deprecated; use create_embedder(config)",
+                  DeprecationWarning, stacklevel=2)
+    return create_embedder(config)
 
 
 def embedder_config_dict(model: nn.Module) -> Dict[str, Any]:
@@ -63,7 +66,7 @@ def load_embedder(path: Union[str, Path], device: Union[str, torch.device] = "cp
         if data.get("adaptive"):
             model = build_adaptive_embedder(data["config"], data["adaptive"])
         else:
-            model = build_embedder_from_config(data["config"])
+            model = create_embedder(data["config"])
         missing, unexpected = model.load_state_dict(data["model"], strict=False)
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the network its config describes: "

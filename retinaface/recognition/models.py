@@ -17,12 +17,13 @@ One registry, like the detection backbones: ``create_embedder(name, embedding_si
 ``width`` scales every internal channel count (multiples of 8; the embedding size stays), which is
 what channel prioritisation trades. Every convolution is followed by a batch norm. Each model
 carries ``.config``, an :class:`EmbedderConfig` of plain types (a checkpoint holding
-``config.to_dict()`` loads with ``torch.load(weights_only=True)``; ``embedder_from_config`` rebuilds).
+``config.to_dict()`` loads with ``torch.load(weights_only=True)``; ``create_embedder(config)`` rebuilds).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -88,12 +89,21 @@ def list_embedders() -> List[str]:
     return sorted(_REGISTRY)
 
 
-def create_embedder(name: str, embedding_size: int = EMBEDDING_SIZE, width: float = 1.0,
-                    input_size: Sequence[int] = (ALIGNED_FACE_SIZE, ALIGNED_FACE_SIZE), **kwargs: Any) -> nn.Module:
-    """Build embedding network ``name``: ``(B, 3, H, W)`` preprocessed crops -> ``(B, embedding_size)``.
+def create_embedder(name: "str | EmbedderConfig | Mapping[str, Any]", embedding_size: int = EMBEDDING_SIZE,
+                    width: float = 1.0, input_size: Sequence[int] = (ALIGNED_FACE_SIZE, ALIGNED_FACE_SIZE),
+                    **kwargs: Any) -> nn.Module:
+    """Build an embedding network: ``(B, 3, H, W)`` preprocessed crops -> ``(B, embedding_size)``.
 
+    ``name`` is a registered name (or ``timm:<model>``) with the other arguments, or an
+    :class:`EmbedderConfig` / its ``to_dict()`` (what a checkpoint holds), which carries them all.
+    The one door to a new embedder; :func:`retinaface.recognition.load_embedder` loads a trained one.
     Raises ``ValueError`` for an unknown name, a non-positive size or width.
     """
+    if isinstance(name, Mapping):
+        name = EmbedderConfig.from_dict(dict(name))
+    if isinstance(name, EmbedderConfig):
+        config = name
+        return create_embedder(config.name, config.embedding_size, config.width, config.input_size, **config.kwargs)
     if int(embedding_size) < 1:
         raise ValueError(f"embedding_size must be positive, got {embedding_size}")
     if not float(width) > 0:
@@ -114,10 +124,10 @@ def create_embedder(name: str, embedding_size: int = EMBEDDING_SIZE, width: floa
 
 
 def embedder_from_config(config: "EmbedderConfig | Dict[str, Any]") -> nn.Module:
-    """The (untrained) network a config describes; load its state dict next."""
-    if isinstance(config, dict):
-        config = EmbedderConfig.from_dict(config)
-    return create_embedder(config.name, config.embedding_size, config.width, config.input_size, **config.kwargs)
+    """Deprecated: ``create_embedder(config)`` builds the network a config describes."""
+    warnings.warn("embedder_from_config(config) is deprecated; use create_embedder(config)", DeprecationWarning,
+                  stacklevel=2)
+    return create_embedder(config)
 
 
 # ---------------------------------------------------------------------------------------------
