@@ -61,6 +61,8 @@ _NAMES: Dict[str, str] = {
     "LandmarkEvaluation": "evaluate",
     "evaluate_landmarks": "evaluate",
     "write_predictions": "evaluate",
+    "detect_and_landmark": "inference",
+    "landmarks_in_boxes": "inference",
     "LandmarkConfig": "config",
     "LandmarkTask": "task",
     "load_landmark_model": "task",
