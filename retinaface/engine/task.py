@@ -29,10 +29,11 @@ from typing import Any, ClassVar, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import read_checkpoint
 from ..fileio import atomic_torch_save
-from .config import BaseTrainConfig, merge_resume
+from .config import BaseTrainConfig, default_workers, merge_resume
 
 #: The :class:`retinaface.engine.trainer.Trainer` running a task (not imported: it imports this
 #: module). Tasks read its ``config``, ``device``, ``dist``, ``data``, ``raw_model``, ``epoch`` and
@@ -63,6 +64,47 @@ class TrainData:
         for part in (self.sampler, self.dataset):
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
+
+
+class EpochSampler(Sampler):
+    """Indices of one epoch: a permutation drawn from (seed, epoch), this rank's share of it, cut to
+    whole batches (every rank gets the same number of steps)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return (self.size // self.world_size) // self.batch_size * self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)[self.rank::self.world_size].tolist()
+        return iter(order[:len(self)])
+
+
+
+def epoch_loader(dataset: Dataset, cfg: BaseTrainConfig, dist: Any, device: torch.device, collate_fn: Any,
+                 unit: str) -> TrainData:
+    """The training data of a task whose samples are independent items (crops, faces): this
+    process's share of an :class:`EpochSampler` permutation in whole batches, ``cfg.workers`` (default:
+    this process's CPUs, at most 4). ``unit`` names the items in the errors for a batch size that
+    does not fit the processes or the data."""
+    size = len(dataset)
+    per_rank = cfg.batch_size // dist.world_size
+    if per_rank < 1:
+        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {dist.world_size} processes")
+    if size // dist.world_size < per_rank:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({size} {unit})")
+    sampler = EpochSampler(size, per_rank, cfg.seed, dist.rank, dist.world_size)
+    workers = cfg.workers if cfg.workers is not None else min(4, default_workers())
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    return TrainData(None, dataset, sampler, loader, max(1, steps_per_epoch(loader, cfg.max_steps_per_epoch)))
 
 
 def steps_per_epoch(loader: Any, max_steps: Optional[int]) -> int:

@@ -8,7 +8,7 @@ Data: a WFLW list, a folder of 300W ``.pts`` files, or the built-in synthetic fa
 of seed 0 and a val split of seed 1, written in the WFLW layout).
 
 Reproducibility: the epoch's sample order is a function of (seed, epoch)
-(:class:`~retinaface.recognition.task.EpochSampler`) and every sample's augmentation of
+(:class:`~retinaface.engine.task.EpochSampler`) and every sample's augmentation of
 (seed, epoch, index) (:class:`LandmarkCrops`), independent of the worker count, so a run resumed
 from an epoch checkpoint repeats the uninterrupted run's losses.
 
@@ -32,13 +32,11 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..checkpoint import read_checkpoint
-from ..engine.config import default_workers
-from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, steps_per_epoch
+from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, epoch_loader
 from ..fileio import atomic_torch_save
-from ..recognition.task import EpochSampler
 from .config import DEFAULT_OUTPUT, DEFAULT_SCHEME, SYNTHETIC_DATA, LandmarkConfig, synthetic_root
 from .crop import AugmentConfig, CropTransform, augment_face, crop_transform
 from .evaluate import LandmarkEvaluation, evaluate_landmarks
@@ -336,16 +334,7 @@ class LandmarkTask(Task):
                                 flip=cfg.flip) if cfg.augment else None
         self.train_set = LandmarkCrops(train, self.scheme, cfg.input_size, cfg.crop_margin, augment, cfg.seed)
         self.val_samples = val
-        per_rank = cfg.batch_size // dist.world_size
-        if per_rank < 1:
-            raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {dist.world_size} processes")
-        if len(train) // dist.world_size < per_rank:
-            raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train)} faces)")
-        sampler = EpochSampler(len(train), per_rank, cfg.seed, dist.rank, dist.world_size)
-        workers = cfg.workers if cfg.workers is not None else min(4, default_workers())
-        loader = DataLoader(self.train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                            collate_fn=collate_landmarks, drop_last=True, pin_memory=device.type == "cuda")
-        return TrainData(None, self.train_set, sampler, loader, max(1, steps_per_epoch(loader, cfg.max_steps_per_epoch)))
+        return epoch_loader(self.train_set, cfg, dist, device, collate_landmarks, "faces")
 
     def build_model(self, trainer: RunningTrainer, model: Optional[nn.Module],
                     resume_state: Optional[Dict[str, Any]]) -> TaskModel:

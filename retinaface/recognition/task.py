@@ -3,7 +3,7 @@ aligned crops with identity labels in, a margin loss (ArcFace / CosFace / softma
 whose class weights are trained with the network, verification accuracy on held-out pairs, and
 embedder checkpoints (:mod:`.checkpoint`) that also hold the loss head.
 
-Reproducibility: the epoch's sample order is a function of (seed, epoch) (:class:`EpochSampler`)
+Reproducibility: the epoch's sample order is a function of (seed, epoch) (:class:`~retinaface.engine.task.EpochSampler`)
 and every sample's augmentation of (seed, epoch, index) (:class:`AugmentedFaces`), independent of
 the worker count, so a run resumed from an epoch checkpoint repeats the uninterrupted run's losses.
 """
@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from ..checkpoint import read_checkpoint
-from ..engine.config import default_workers
-from ..engine.task import RunningTrainer, Task, TaskModel, TotalLoss, TrainData, steps_per_epoch
+from ..engine.task import (EpochSampler, RunningTrainer, Task, TaskModel, TotalLoss, TrainData,  # noqa: F401
+                           epoch_loader)  # (EpochSampler re-exported: it lived here)
 from .adaptive_embedder import build_adaptive_embedder
 from .checkpoint import EMBEDDER_FORMAT, save_embedder
 from .config import DEFAULT_OUTPUT, SYNTHETIC_DATA, RecognitionConfig, synthetic_root
@@ -33,27 +33,6 @@ from .verification import verify
 
 # ---------------------------------------------------------------------------------------------
 # Data: deterministic order and augmentation
-
-
-class EpochSampler(Sampler):
-    """Indices of one epoch: a permutation drawn from (seed, epoch), this rank's share of it, cut to
-    whole batches (every rank gets the same number of steps)."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return (self.size // self.world_size) // self.batch_size * self.batch_size
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.size, generator=g)[self.rank::self.world_size].tolist()
-        return iter(order[:len(self)])
 
 
 class AugmentedFaces(Dataset):
@@ -182,15 +161,7 @@ class RecognitionTask(Task):
         transform = FaceTrainTransform(rotation=cfg.rotation, scale=cfg.aug_scale, shift=cfg.shift,
                                        flip=cfg.flip)
         self.train_set = AugmentedFaces(base, transform, cfg.seed)
-        per_rank = cfg.batch_size // dist.world_size
-        if per_rank < 1:
-            raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {dist.world_size} processes")
-        if len(base) // dist.world_size < per_rank:
-            raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(base)} crops)")
-        sampler = EpochSampler(len(base), per_rank, cfg.seed, dist.rank, dist.world_size)
-        workers = cfg.workers if cfg.workers is not None else min(4, default_workers())
-        loader = DataLoader(self.train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                            collate_fn=collate_crops, drop_last=True, pin_memory=device.type == "cuda")
+        data = epoch_loader(self.train_set, cfg, dist, device, collate_crops, "crops")
         self.val_pairs = self._given_val
         if self.val_pairs is None and cfg.eval_every:
             spec = cfg.val
@@ -198,7 +169,7 @@ class RecognitionTask(Task):
                 spec = str(synthetic_root(cfg))
             if spec and spec != "none":
                 self.val_pairs = load_pairs(spec, cfg.val_root)
-        return TrainData(None, self.train_set, sampler, loader, max(1, steps_per_epoch(loader, cfg.max_steps_per_epoch)))
+        return data
 
     def build_model(self, trainer: RunningTrainer, model: Optional[nn.Module],
                     resume_state: Optional[Dict[str, Any]]) -> TaskModel:
