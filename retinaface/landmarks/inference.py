@@ -23,8 +23,8 @@ def landmarks_in_boxes(model: nn.Module, image: np.ndarray, boxes: Sequence[Sequ
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}")
     size = int(model.config.input_size)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.shape(boxes)[-1] if len(boxes) else 4)
-    if not len(boxes):
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
         return np.zeros((0, int(model.num_points), 2))
     margin = float(getattr(model, "crop_margin", DEFAULT_MARGIN))
     transforms = [crop_transform(box[:4], size, margin) for box in boxes]
@@ -37,4 +37,4 @@ def detect_and_landmark(detector: Any, model: nn.Module, image: np.ndarray) -> T
     """``(faces, points)``: ``detector.detect(image)``'s rows and the dense points of each face,
     ``(N, K, 2)`` in image pixels, in the same order."""
     faces = np.asarray(detector.detect(image))
-    return faces, landmarks_in_boxes(model, image, faces[:, :4] if len(faces) else np.zeros((0, 4)))
+    return faces, landmarks_in_boxes(model, image, faces[:, :4])
