@@ -43,11 +43,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on where the CPU has native bf16, AVX512-BF16 or AMX: "
+                             "there a step is ~1.7x faster; emulated bf16 would be slower)")
     parser.add_argument("--eval-every", type=int, default=10, help="val AP every K epochs (best.pth by AP hard)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     parser.add_argument("--max-steps-per-epoch", type=int, default=None, help="cut epochs short (smoke runs)")
     return parser.parse_args(argv)
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    import torch
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def main(argv=None) -> int:
@@ -65,10 +77,11 @@ def main(argv=None) -> int:
     from retinaface.engine import Trainer, TrainConfig
     from retinaface.evaluation.predict import evaluate_model
 
+    amp = native_bf16() if args.amp is None else args.amp
     config = TrainConfig(data=str(data), backbone="mobilenet0.25", backbone_weights=str(backbone),
                          optimizer="sgd", lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                          image_size=args.image_size, schedule="cosine", warmup_epochs=args.warmup_epochs,
-                         eval_every=args.eval_every, output=args.output, overwrite=args.overwrite,
+                         eval_every=args.eval_every, amp=amp, output=args.output, overwrite=args.overwrite,
                          workers=args.workers, progress=False, save_every=0,
                          max_steps_per_epoch=args.max_steps_per_epoch)
     trainer = Trainer(config)
@@ -83,7 +96,7 @@ def main(argv=None) -> int:
         theirs = evaluate_model(retinaface.load_model(official), root, workers=2, progress=False).as_dict() \
             if official.is_file() else None
         results[label] = {"ours": ours, "official": theirs}
-    print(f"trained {summary.epochs_run} epochs in {minutes:.1f} min -> {best}")
+    print(f"trained {summary.epochs_run} epochs ({'bf16 autocast' if amp else 'float32'}) in {minutes:.1f} min -> {best}")
     print("| model | data | AP easy | AP medium | AP hard |\n|---|---|---|---|---|")
     for label, pair in results.items():
         print(f"| ours ({args.epochs} ep, {args.image_size} px, lr {args.lr}) | {label} | "
@@ -91,7 +104,7 @@ def main(argv=None) -> int:
         if pair["official"]:
             print(f"| Pytorch_Retinaface published | {label} | "
                   + " | ".join(f"{pair['official'][k]:.4f}" for k in SETTINGS) + " |")
-    print(json.dumps({"minutes": minutes, "epochs": summary.epochs_run, "results": results}))
+    print(json.dumps({"minutes": minutes, "epochs": summary.epochs_run, "amp": amp, "results": results}))
     return 0
 
 
