@@ -214,28 +214,53 @@ def claim_holder(folder: PathLike) -> Optional[int]:
     return int(text) if _process_alive(int(text)) else None
 
 
+@contextlib.contextmanager
+def _takeover_lock(folder: Path) -> Iterator[None]:
+    """Serialise stale-claim takeovers of ``folder`` between processes (an advisory ``flock`` on a
+    lock file beside the claim; where ``fcntl`` is missing, unserialised)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(folder / (CLAIM_FILE + ".lock"), os.O_CREAT | os.O_RDWR, _FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; the lock file stays (removing it would race)
+
+
 def _take_stale_claim(folder: Path) -> bool:
-    """Take over ``folder``'s claim when its claimer has exited (killed before it released it)."""
+    """Take over ``folder``'s claim when its claimer has exited (killed before it released it).
+
+    Two processes can both see the same stale claim. Without the lock the slower one would unlink
+    the claim the faster one had just written and both would hold the folder; under it the slower
+    one re-reads the claim, finds a live holder and goes on."""
     if not (folder / CLAIM_FILE).exists() or claim_holder(folder) is not None:
         return False
-    with contextlib.suppress(FileNotFoundError):
-        (folder / CLAIM_FILE).unlink()
-    return _take_claim(folder)
+    with _takeover_lock(folder):
+        if not (folder / CLAIM_FILE).exists() or claim_holder(folder) is not None:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            (folder / CLAIM_FILE).unlink()
+        return _take_claim(folder)
 
 
 def release_claim(folder: PathLike, remove_if_empty: bool = False) -> None:
     """Remove ``folder``'s claim file (the run is done: what it wrote now keeps others out); with
     ``remove_if_empty`` also the folder when the run wrote nothing into it."""
     folder = Path(folder)
-    with contextlib.suppress(FileNotFoundError):
-        (folder / CLAIM_FILE).unlink()
+    for name in (CLAIM_FILE + ".lock", CLAIM_FILE):  # the takeover lock of a stale claim, if one was taken
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
     if remove_if_empty:
         with contextlib.suppress(OSError):  # only succeeds when nothing is in it
             folder.rmdir()
 
 
 def _holds_nothing(folder: Path) -> bool:
-    return not any(entry.name != CLAIM_FILE for entry in folder.iterdir())
+    return not any(entry.name not in (CLAIM_FILE, CLAIM_FILE + ".lock") for entry in folder.iterdir())
 
 
 def numbered_sibling(base: Path, number: int) -> Path:

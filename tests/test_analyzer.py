@@ -130,7 +130,11 @@ def test_embed_and_identify_commands(tmp_path, fixture_io, legacy_checkpoint, em
     # a second run never writes into the first run's folder
     assert run_command("embed", [str(photos), "--output", str(out), *common]) == 0
     assert (tmp_path / "out2" / "embeddings.jsonl").is_file()
+    assert not list(tmp_path.glob("out*/.retinaface-claim*"))  # claimed while running, released when done
+    (tmp_path / "taken.txt").write_text("mine")
     capsys.readouterr()
+    assert run_command("embed", [str(photos), "--output", str(tmp_path / "taken.txt"), *common]) == 2
+    assert "--output" in capsys.readouterr().err and (tmp_path / "taken.txt").read_text() == "mine"
 
     gallery = tmp_path / "gallery"
     (gallery / "alice").mkdir(parents=True)
@@ -161,6 +165,7 @@ def test_verify_command_writes_json_and_roc(tmp_path, embedder_file, capsys):
     result = data["results"][0]
     assert result["num_pairs"] == 40 and len(result["fold_accuracies"]) == 10 and data["flip"] is True
     assert (tmp_path / "v" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["results.json", "roc.png"]  # claim released
     assert run_command("verify", ["--weights", str(tmp_path / "missing.pth"), "--pairs", str(faces.root)]) == 2
     assert "missing.pth" in capsys.readouterr().err
     assert run_command("verify", ["--weights", str(embedder_file), "--pairs", str(tmp_path / "nope.txt")]) == 2

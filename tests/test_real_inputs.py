@@ -88,6 +88,37 @@ def test_claims_end_with_their_process_and_leave_no_empty_folders(tmp_path):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/run", "a/run/log.csv"]
 
 
+def test_a_stale_claim_is_taken_over_by_exactly_one_of_many_processes(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process: a claim holding it is stale
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / CLAIM_FILE).write_text(f"{dead.pid}\n")
+    # each process waits for "go", tries once, says how it went, and lives on until "done" (a claim
+    # is released when its process exits, which would let a later one in legitimately)
+    # seeing the claim stale is slowed down, so that all of them see it before any takes it over
+    code = ("import sys, time; from pathlib import Path; from retinaface import fileio\n"
+            "from retinaface.fileio import claim_fresh_folder\n"
+            "seen = fileio.claim_holder\n"
+            "def slow(folder):\n    holder = seen(folder)\n    time.sleep(0.2 if holder is None else 0)\n"
+            "    return holder\n"
+            "fileio.claim_holder = slow\n"
+            "root = Path(sys.argv[1])\n"
+            "while not (root / 'go').exists(): time.sleep(0.001)\n"
+            "try:\n    claim_fresh_folder(root / 'run', numbered=False); print('took', flush=True)\n"
+            "except FileExistsError:\n    print('refused', flush=True)\n"
+            "while not (root / 'done').exists(): time.sleep(0.01)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+            for _ in range(6)]
+    (tmp_path / "go").touch()
+    answers = [run.stdout.readline().strip() for run in runs]
+    (tmp_path / "done").touch()
+    for run in runs:
+        run.communicate(timeout=60)
+    assert sorted(answers) == ["refused"] * 5 + ["took"]
+
+
 def test_train_default_run_folders_are_claimed_per_run(tmp_path):
     from retinaface.engine.state import RunFolderError, resolve_run_folder
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..fileio import release_claim
 from .common import fail, number_in_range, positive_int
 
 
@@ -62,7 +63,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface embed --help' and flag errors answer without loading OpenCV
     from ..inference.embed_files import embed_inputs
-    from ..inference.sources import fresh_output_folder, iter_sources
+    from ..inference.sources import claim_output_folder, iter_sources
 
     prog = prog or "retinaface embed"
     args = build_parser(prog).parse_args(argv)
@@ -70,14 +71,17 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if isinstance(analyzer, int):
         return analyzer
     try:
-        folder = fresh_output_folder(Path(args.output))
-    except NotADirectoryError as exc:
+        folder = claim_output_folder(Path(args.output))
+    except OSError as exc:
         return fail(prog, f"--output: {exc}")
-    sources = iter_sources(args.inputs, skip=[folder])
-    if not sources:
-        return fail(prog, f"no images or videos found in {' '.join(args.inputs)}")
-    summary = embed_inputs(analyzer, sources, folder, crops=args.crops,
-                           warn=lambda message: print(f"{prog}: warning: {message}", file=sys.stderr))
+    try:
+        sources = iter_sources(args.inputs, skip=[folder])
+        if not sources:
+            return fail(prog, f"no images or videos found in {' '.join(args.inputs)}")
+        summary = embed_inputs(analyzer, sources, folder, crops=args.crops,
+                               warn=lambda message: print(f"{prog}: warning: {message}", file=sys.stderr))
+    finally:
+        release_claim(folder, remove_if_empty=True)
     errors = len(summary.failures)
     print(f"{summary.faces} faces from {summary.inputs - errors} inputs -> {folder}")
     return 0 if errors == 0 else 1

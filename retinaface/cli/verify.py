@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
+from ..fileio import release_claim
 from ..recognition.verification import plot_roc, roc_curve, verify, write_json
 from .common import fail, number_in_range, positive_int
 
@@ -39,7 +40,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     # lazy: 'retinaface verify --help' and flag errors answer without loading torch and OpenCV
     from ..checkpoint import CheckpointError
     from ..recognition.training import load_embedder, load_pairs
-    from ..inference.sources import fresh_output_folder
+    from ..inference.sources import claim_output_folder
 
     prog = prog or "retinaface verify"
     args = build_parser(prog).parse_args(argv)
@@ -64,11 +65,14 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         curves[result.name] = (fpr, tpr)
     if args.output:
         try:
-            folder = fresh_output_folder(Path(args.output))
-        except NotADirectoryError as exc:
+            folder = claim_output_folder(Path(args.output))
+        except OSError as exc:
             return fail(prog, f"--output: {exc}")
-        write_json({"weights": str(args.weights), "flip": args.flip, "width": args.width, "results": results},
-                   folder / "results.json")
-        plot_roc(curves, folder / "roc.png")
+        try:
+            write_json({"weights": str(args.weights), "flip": args.flip, "width": args.width, "results": results},
+                       folder / "results.json")
+            plot_roc(curves, folder / "roc.png")
+        finally:
+            release_claim(folder, remove_if_empty=True)
         print(f"wrote {folder / 'results.json'} and {folder / 'roc.png'}")
     return 0

@@ -120,25 +120,6 @@ def claim_output_folder(requested: Path) -> Path:
     return claim_fresh_folder(requested)
 
 
-def fresh_output_folder(requested: Path) -> Path:
-    """``requested`` if it does not exist or is an empty folder, else the first free numbered
-    sibling ``<requested>2``, ``<requested>3``, ... (as ultralytics does): a run never writes into a
-    folder that already holds files, so it cannot overwrite anything nor leave stale outputs beside
-    its own. ``FileExistsError`` if ``requested`` is an existing file."""
-    requested = Path(requested)
-    if requested.exists() and not requested.is_dir():
-        raise FileExistsError(f"{requested} is an existing file, not a folder")
-    if not requested.exists() or not any(requested.iterdir()):
-        return requested
-    base = requested.resolve() if requested.name in ("", ".", "..") else requested
-    number = 2
-    while True:
-        candidate = base.with_name(f"{base.name}{number}")
-        if not candidate.exists() or (candidate.is_dir() and not any(candidate.iterdir())):
-            return candidate
-        number += 1
-
-
 class OutputNames:
     """Output files for sources, unique within one run: ``folder/<stem><suffix>`` (``webcam<i>`` for
     a webcam); a name already given (``a.jpg`` and ``a.png``, or ``x.jpg`` in two sub-folders) gets
