@@ -3,8 +3,8 @@ with WFLW's per-attribute table when the ground truth carries WFLW's flags.
 
 Two ways in:
 
-* ``--weights W --data LIST_OR_FOLDER``: run a landmark checkpoint (``retinaface train-landmarks``)
-  on the faces of a WFLW list or a folder of 300W ``.pts`` files, each cropped by its annotated box;
+* ``--weights W --data LIST_OR_FOLDER``: run a landmark checkpoint (``retinaface train-landmarks``),
+  or an ``.onnx`` file ``retinaface export`` made of one (ONNX Runtime), on the faces of a WFLW list or a folder of 300W ``.pts`` files, each cropped by its annotated box;
   ``--output`` writes the predictions in the ground truth's own format;
 * ``--pred FILE --gt FILE``: score predictions written in the ground truth's format: a WFLW list
   against a WFLW list (line by line, same image paths), or a folder of ``.pts`` files against a
@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..deploy.export.metadata import ExportError
 from ..landmarks.evaluate import evaluate_landmarks, write_predictions
 from ..landmarks.formats import read_pts, read_wflw_list
 from ..landmarks.metrics import ced_curve
@@ -33,7 +34,8 @@ NORMALISATIONS = ("inter-ocular", "inter-pupil", "box")
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The argument parser of ``retinaface eval-landmarks`` (no heavy imports)."""
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", help="a landmark checkpoint (retinaface train-landmarks)")
+    parser.add_argument("--weights", help="a landmark checkpoint (retinaface train-landmarks), or an .onnx file "
+                        "exported from one (retinaface export; float or INT8, run on ONNX Runtime)")
     parser.add_argument("--data", help="with --weights: ground truth, a WFLW list or a folder of .pts files")
     parser.add_argument("--image-root", help="with --weights: folder the WFLW list's image paths are relative to "
                         "(default: images/ beside the list when it exists, else the list's folder)")
@@ -126,8 +128,9 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         return fail(prog, "--output goes with --weights (the predictions it makes)")
     try:
         return _run(args)
-    except (UserError, ValueError, FileNotFoundError, OSError) as exc:
-        # LandmarkFormatError and CheckpointError are ValueErrors naming file:line / the file
+    except (UserError, ValueError, FileNotFoundError, OSError, ExportError) as exc:
+        # LandmarkFormatError and CheckpointError are ValueErrors naming file:line / the file; ExportError
+        # names an .onnx file that is not a landmark export
         return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 

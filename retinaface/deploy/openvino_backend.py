@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from .export.metadata import EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel
+from .export.metadata import DETECTION_TASK, EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, export_task
 
 PathLike = Union[str, Path]
 COMPILED_SHAPES_KEPT = 4
@@ -71,6 +71,8 @@ class OpenVinoModel(ExportedModel):
         self.metadata = _onnx_metadata(self.path)
         if self.metadata.get("format") != EXPORT_FORMAT:
             raise OpenVinoError(f"{self.path}: no retinaface metadata (export it with 'retinaface export')")
+        if export_task(self.metadata) != DETECTION_TASK:
+            raise OpenVinoError(f"{self.path}: a {export_task(self.metadata)} network, not a face detector")
         if json.loads(self.metadata.get("with_postprocess", "false")):
             raise OpenVinoError(f"{self.path}: exported with --with-postprocess; the Detector needs the raw "
                                 f"outputs, export without it")

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..conventions import BGR_MEAN
-from .export.metadata import (DECODED_OUTPUTS, EXPORT_FORMAT, RAW_OUTPUTS, ExportError, first_line,
-                              read_metadata)
+from .export.metadata import (DECODED_OUTPUTS, DETECTION_TASK, EXPORT_FORMAT, RAW_OUTPUTS, ExportError,
+                              export_task, first_line, read_metadata)
 from .export.writers import exportable
 from .runtime import load_exported
 
@@ -92,6 +92,8 @@ def check_parity(model: nn.Module, path: PathLike, shapes: Optional[Sequence[Seq
     meta = read_metadata(path)
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: not a retinaface export (no format={EXPORT_FORMAT} metadata)")
+    if export_task(meta) != DETECTION_TASK:
+        raise ExportError(f"{path}: a {export_task(meta)} export; its parity check is that task's own")
     with_postprocess = json.loads(meta["with_postprocess"])
     if shapes is None:
         shapes = parity_shapes(json.loads(meta["export_size"]), json.loads(meta["dynamic"]))

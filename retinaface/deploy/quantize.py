@@ -173,6 +173,36 @@ class DetectorCalibrationReader:
         self._next, self._end = 0, len(self.images)
 
 
+class ArrayCalibrationReader:
+    """Feeds network inputs prepared by the caller (``(N, C, H, W)`` float32, one sample per call)
+    to ONNX Runtime's calibrator: for networks whose pre-processing is not the Detector's (a landmark
+    network's face crops). The same ``CalibrationDataReader`` protocol as
+    :class:`DetectorCalibrationReader`, ``set_range`` included."""
+
+    def __init__(self, inputs: np.ndarray, input_name: str = "input") -> None:
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        if inputs.ndim != 4 or not len(inputs):
+            raise QuantizationError(f"calibration inputs must be a non-empty (N, C, H, W) array, got {inputs.shape}")
+        self.inputs = inputs
+        self.input_name = input_name
+        self._next, self._end = 0, len(inputs)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = int(start_index), min(int(end_index), len(self.inputs))
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return {self.input_name: self.inputs[self._next - 1:self._next]}
+
+    def rewind(self) -> None:
+        self._next, self._end = 0, len(self.inputs)
+
+
 # -- quantisation ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class QuantizationResult:
@@ -366,7 +396,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
                   percentile: float = DEFAULT_PERCENTILE, calibration_chunk: int = CALIBRATION_CHUNK,
                   equalize: bool = EQUALIZE, high_resolution_float: bool = HIGH_RESOLUTION_FLOAT,
                   per_channel: bool = True,
-                  overwrite: bool = False) -> QuantizationResult:
+                  overwrite: bool = False, reader: Optional[Any] = None) -> QuantizationResult:
     """Write the INT8 (QDQ) version of the float ONNX file ``float_path`` to ``output``, atomically.
 
     ``detector`` is a :class:`retinaface.Detector` (over the float file or the PyTorch model: only
@@ -376,6 +406,9 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
     depthwise convs) stay float. The float file's metadata is kept and ``quantization`` added (a
     JSON object: method, images, per-channel, types, what stayed float). ``output`` must not exist
     unless ``overwrite``.
+
+    ``reader`` (e.g. an :class:`ArrayCalibrationReader`) replaces the Detector's calibration: it
+    feeds the inputs, ``detector`` is not used and ``images`` only names them in the metadata.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -389,7 +422,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
     if output.resolve() == float_path.resolve():
         raise QuantizationError(f"{output}: the INT8 file must not replace the float one")
     calibrate = _calibration_method(method)
-    if not images:
+    if not images or (reader is not None and not len(reader)):
         raise QuantizationError("no calibration images")
     try:
         float_proto = onnx.load(str(float_path))
@@ -418,9 +451,11 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
         if keep_heads_float:
             keep += head_conv_nodes(pre_proto)
         if high_resolution_float:
-            keep += high_resolution_nodes(pre_proto, FLOAT_BELOW_STRIDE)
+            # a file of one input size (a landmark network's crop) is probed at that size
+            keep += high_resolution_nodes(pre_proto, FLOAT_BELOW_STRIDE, *(fixed[:1] if fixed else ()))
         op_types = sorted({n.op_type for n in pre_proto.graph.node} - set(float_op_types))
-        reader = DetectorCalibrationReader(detector, images, input_name, fixed)
+        if reader is None:
+            reader = DetectorCalibrationReader(detector, images, input_name, fixed)
         equalized = 0
         if equalize:
             equalized = equalize_activations(pre_proto, reader)
@@ -429,7 +464,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
         # calibrate in chunks: ONNX Runtime keeps every activation of the images it is given
         # until it reduces them (histograms or min / max); at original WIDER size that is tens of
         # MB per image. The chunk must divide the image count.
-        chunk = max(d for d in range(1, min(calibration_chunk, len(images)) + 1) if len(images) % d == 0)
+        chunk = max(d for d in range(1, min(calibration_chunk, len(reader)) + 1) if len(reader) % d == 0)
         extra["CalibStridedMinMax"] = chunk
         if method == "percentile":
             extra["CalibPercentile"] = float(percentile)
@@ -450,7 +485,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
         "weights": "int8 per-channel" if per_channel else "int8 per-tensor",
         "calibration": calibration_source or f"{len(images)} images",
         "calibration_images": [str(p) for p in images][:200],
-        "calibration_count": len(images),
+        "calibration_count": len(reader),
         "float_op_types": list(float_op_types),
         "float_nodes": sorted(set(keep)),
         "symmetric_activations": bool(symmetric_activations),
@@ -656,7 +691,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AccuracyReport", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader", "Int8Export", "QUANT_METHODS",
+__all__ = ["AccuracyReport", "ArrayCalibrationReader", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader",
+           "Int8Export", "QUANT_METHODS",
            "QuantizationError", "QuantizationResult", "accuracy_report", "calibration_images",
            "depthwise_conv_nodes", "export_int8", "first_conv_nodes", "median_latency_ms",
            "network_input", "quantization_info", "quantize_onnx", "reproduced_share"]

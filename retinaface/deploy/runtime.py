@@ -25,8 +25,9 @@ import torch
 
 from ..checkpoint import load_model
 from ..config import ModelConfig
-from .export.metadata import (EXPORT_FORMAT, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportedModel, ExportError,
-                              first_line, is_torchscript_file, quiet_torchscript, read_metadata)
+from .export.metadata import (DETECTION_TASK, EXPORT_FORMAT, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportedModel,
+                              ExportError, export_task, first_line, is_torchscript_file, quiet_torchscript,
+                              read_metadata)
 from .export.writers import export_onnx
 from .openvino_backend import OpenVinoModel
 from ..runtime_interface import RUNTIMES, RuntimeModel, export_format
@@ -106,6 +107,9 @@ def _export_config(path: Path, metadata: Dict[str, str]) -> ModelConfig:
     file when it is not this toolkit's or holds decoded outputs."""
     if metadata.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path}: no retinaface metadata (export it with `retinaface export`)")
+    if export_task(metadata) != DETECTION_TASK:
+        raise ExportError(f"{path}: a {export_task(metadata)} network, not a face detector (run it with "
+                          f"retinaface.landmarks or `retinaface eval-landmarks --weights`)")
     if json.loads(metadata.get("with_postprocess", "false")):
         raise ExportError(f"{path}: exported with --with-postprocess (boxes/scores/landmarks); "
                           f"the Detector needs the raw outputs, export without it")

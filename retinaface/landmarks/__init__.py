@@ -18,6 +18,9 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
   ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
   ``load_landmark_model`` and ``predict_landmarks``.
+* :mod:`~retinaface.landmarks.export` / :mod:`~retinaface.landmarks.runtime` -- ONNX (float and INT8)
+  files of a landmark network with their parity check, and ``LandmarkOnnxModel``, which runs them
+  on ONNX Runtime wherever the PyTorch network runs.
 """
 from __future__ import annotations
 
@@ -68,6 +71,10 @@ _NAMES: Dict[str, str] = {
     "load_landmark_model": "task",
     "predict_landmarks": "task",
     "wing_loss": "task",
+    "LandmarkOnnxModel": "runtime",
+    "export_landmark_onnx": "export",
+    "export_landmark_int8": "export",
+    "check_landmark_parity": "export",
 }
 
 __all__ = sorted(_NAMES)

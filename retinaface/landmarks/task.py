@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import read_checkpoint
+from ..deploy.export.metadata import ExportedModel
 from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, epoch_loader
 from ..fileio import atomic_torch_save
 from .config import DEFAULT_OUTPUT, DEFAULT_SCHEME, SYNTHETIC_DATA, LandmarkConfig, synthetic_root
@@ -44,6 +45,7 @@ from .formats import LandmarkSample, read_landmarks, read_pts, read_wflw_list
 from .metrics import points_box
 from .models import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, LandmarkRegressor, landmark_model_from_config, \
     create_landmark_model
+from .runtime import LandmarkOnnxModel, is_onnx_file, load_landmark_onnx
 from .schemes import LandmarkScheme, get_scheme
 from .synthetic import write_synthetic_landmarks
 
@@ -235,8 +237,10 @@ def face_crops(samples: Sequence[LandmarkSample], size: int, margin: float
 @torch.no_grad()
 def predict_crops(model: nn.Module, crops: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Normalised predictions ``(N, K, 2)`` of a network on uint8 crops (evaluated in eval mode; the
-    model's mode is restored)."""
-    device = next(model.parameters()).device
+    model's mode is restored). ``model`` is a PyTorch network or an exported one
+    (:class:`~retinaface.landmarks.runtime.LandmarkOnnxModel`)."""
+    # an exported file has no parameters; it says where it runs
+    device = model.device if isinstance(model, ExportedModel) else next(model.parameters()).device
     training = model.training
     model.eval()
     try:
@@ -274,9 +278,21 @@ def read_landmark_checkpoint(path: PathLike) -> Dict[str, Any]:
     return state
 
 
-def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> LandmarkRegressor:
+def is_landmark_checkpoint(path: PathLike) -> bool:
+    """Whether ``path`` is a file holding a landmark checkpoint (rather than a detector's)."""
+    if not Path(path).is_file() or is_onnx_file(path):
+        return False
+    return read_checkpoint(path).get("format") == LANDMARK_FORMAT
+
+
+def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu"
+                        ) -> Union[LandmarkRegressor, LandmarkOnnxModel]:
     """The network of a landmark checkpoint, in eval mode on ``device``; ``model.scheme`` and
-    ``model.crop_margin`` say how it was trained (the crop policy to predict with)."""
+    ``model.crop_margin`` say how it was trained (the crop policy to predict with). An ``.onnx``
+    file exported from one (:mod:`~retinaface.landmarks.export`, float or INT8) loads as a
+    :class:`~retinaface.landmarks.runtime.LandmarkOnnxModel` with the same members."""
+    if is_onnx_file(path):
+        return load_landmark_onnx(path, device)
     state = read_landmark_checkpoint(path)
     model = landmark_model_from_config(state["config"])
     model.load_state_dict(state["model"])

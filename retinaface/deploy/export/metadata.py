@@ -29,6 +29,9 @@ MIN_OPSET = 17
 # the coarsest level (stride 32) must have more than one cell, or export specialises on it
 MIN_DYNAMIC_SIDE = 33
 MAX_DYNAMIC_SIDE = 8192
+# which network a file holds; detector files carry no such key (see export_task)
+TASK_KEY = "task"
+DETECTION_TASK = "detection"
 
 OUTPUT_DESCRIPTIONS = {
     "loc": "(B,P,4) box offsets against the priors, variance-encoded",
@@ -50,6 +53,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def provenance_metadata(fmt: str) -> Dict[str, str]:
+    """The keys every exported file of this toolkit opens with, whatever network it holds: the
+    export format and its version, the toolkit and torch versions, the file format."""
+    import torch
+
+    return {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION), "toolkit_version": __version__,
+            "torch_version": torch.__version__, "file_format": fmt}
+
+
+def export_task(metadata: Dict[str, str]) -> str:
+    """What network an exported file holds: its ``task`` key (``"landmarks"``), ``"detection"`` when
+    absent (detector files, including those written before the key existed)."""
+    return metadata.get(TASK_KEY, DETECTION_TASK)
+
+
 def build_metadata(model: Any, fmt: str, with_postprocess: bool, dynamic: bool,
                    size: Sequence[int], opset: Optional[int] = None,
                    width: Optional[float] = None) -> Dict[str, str]:
@@ -58,16 +76,10 @@ def build_metadata(model: Any, fmt: str, with_postprocess: bool, dynamic: bool,
     ``model`` is the exported network (its ``config`` is recorded); ``size`` ``(H, W)`` is the
     export size, the fixed input of a non-dynamic file.
     """
-    import torch
-
     config = model.config
     outputs = DECODED_OUTPUTS if with_postprocess else RAW_OUTPUTS
     meta = {
-        "format": EXPORT_FORMAT,
-        "format_version": str(EXPORT_FORMAT_VERSION),
-        "toolkit_version": __version__,
-        "torch_version": torch.__version__,
-        "file_format": fmt,
+        **provenance_metadata(fmt),
         "backbone": config.backbone,
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "input_name": INPUT_NAME,
@@ -187,7 +199,8 @@ class ExportedModel:
         return self
 
 
-__all__ = ["DECODED_OUTPUTS", "DEFAULT_SIZE", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ExportError", "ExportedModel",
+__all__ = ["DECODED_OUTPUTS", "DEFAULT_SIZE", "DETECTION_TASK", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "ExportError",
+           "ExportedModel", "TASK_KEY", "export_task", "provenance_metadata",
            "INPUT_NAME", "MAX_DYNAMIC_SIDE", "MIN_DYNAMIC_SIDE", "MIN_OPSET", "OUTPUT_DESCRIPTIONS",
            "RAW_OUTPUTS", "TORCHSCRIPT_METADATA_FILE", "build_metadata", "first_line",
            "is_torchscript_file", "quiet_torchscript", "read_metadata"]
