@@ -238,3 +238,33 @@ def test_loaded_checkpoint_predicts_as_the_saved_model(landmark_checkpoint, land
     assert loaded.scheme == "ibug68" and loaded.crop_margin == MARGIN
     np.testing.assert_array_equal(loaded.landmarks_in_boxes(face.image, [face.box]),
                                   landmark_model.landmarks_in_boxes(face.image, [face.box]))
+
+
+def test_a_box_the_crop_policy_refuses_fails_that_input_naming_it(tmp_path, landmark_model, drawn_face):
+    from retinaface.inference.detect_files import DetectOptions, detect_inputs
+
+    face, _ = drawn_face
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    rows = np.array([[*face.box, 0.99, *np.zeros(10)]], np.float32)
+    broken = rows.copy()
+    broken[0, 2] = broken[0, 0]  # a box of no width: no crop can be made of it
+
+    class MarkedDetector:
+        def detect(self, image):  # the "bad" image is told apart by a marked pixel
+            return broken if image[0, 0, 0] == 7 else rows
+
+    for path, mark in ((good, 200), (bad, 7)):
+        marked = face.image.copy()
+        marked[0, 0] = mark
+        cv2.imwrite(str(path), marked)
+    reports = []
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = detect_inputs(MarkedDetector(), [str(good), str(bad)], out, DetectOptions(),
+                            lambda kind, message: reports.append((kind, message)),
+                            landmarker=lambda image, boxes: dense_faces(landmark_model, image, boxes))
+    assert len(reports) == 1 and reports[0][0] == "error"
+    assert reports[0][1].startswith(f"{bad}: dense landmarks: face box must be finite")
+    records = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and len(records[0]["faces"][0]["landmarks_dense"]) == 68
+    assert summary.failures == [reports[0][1]]

@@ -193,7 +193,10 @@ def _detect_image(source: Source, per_image: ImageDetector, options: DetectOptio
         annotated = draw_detections(image, dets, options.vis_threshold)
         dense = None
         if landmarker is not None:
-            points, poses = landmarker(image, dets[shown, :4])
+            try:
+                points, poses = landmarker(image, dets[shown, :4])
+            except ValueError as exc:  # a box the crop policy refuses (no width or height): name the input
+                raise SourceError(f"{source.location}: dense landmarks: {exc}") from None
             annotated = draw_dense_landmarks(annotated, points)
             dense = [None] * len(dets)  # faces under the display threshold get no dense fields
             for k, row in enumerate(np.flatnonzero(shown)):
