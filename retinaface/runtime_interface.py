@@ -1,5 +1,5 @@
-"""What a detector network offers the :class:`~retinaface.inference.detector.Detector`, whoever runs it, and
-the one table of export formats.
+"""What a detector network offers the :class:`~retinaface.inference.detector.Detector`, whoever runs it,
+what a dense-landmark model offers it (:class:`LandmarkModel`), and the one table of export formats.
 
 :class:`RuntimeModel` is the declared interface: the PyTorch network
 (:class:`~retinaface.models.retinaface.RetinaFace`), an ONNX file under ONNX Runtime
@@ -85,6 +85,25 @@ def runtime_traits(model: Any) -> RuntimeTraits:
     return RuntimeTraits(str(model.input_layout), str(model.input_dtype),
                          None if fixed is None else (int(fixed[0]), int(fixed[1]), int(fixed[2])),
                          tuple(model.outputs), bool(model.takes_uint8))
+
+
+@runtime_checkable
+class LandmarkModel(Protocol):
+    """A dense-landmark model as :meth:`~retinaface.inference.detector.Detector.detect_and_landmark`
+    and ``retinaface detect --landmarks`` use it (the networks of
+    :func:`retinaface.landmarks.load_landmark_model` implement it; the detector's layer lies below
+    ``landmarks``, so it knows the model by this interface only):
+
+    * ``num_points``: K, the points per face;
+    * ``scheme``: the name of the point layout (``"ibug68"``, ``"wflw98"``, ...) or ``None``;
+    * ``landmarks_in_boxes(image, boxes, batch_size)``: ``(N, K, 2)`` points in the pixels of a BGR
+      uint8 image for the faces in ``boxes`` (``(N, >= 4)`` rows ``x1 y1 x2 y2 ...``).
+    """
+
+    num_points: int
+    scheme: Optional[str]
+
+    def landmarks_in_boxes(self, image: Any, boxes: Any, batch_size: int = 64) -> Any: ...
 
 
 FunctionRef = Union[str, Callable[..., Any]]

@@ -35,6 +35,7 @@ examples:
   retinaface detect photo.jpg                # the zoo's default detector (retinaface_mnet025)
   retinaface detect --weights weights/mobilenet0.25_Final.pth photos/ clip.mp4 --output out/
   retinaface detect --weights model.onnx 0 --max-frames 100      # webcam 0 on ONNX Runtime
+  retinaface detect photo.jpg --landmarks runs/landmarks/best.pth  # + dense points and head pose
 """
 
 # below one stride-32 cell the network sees a single location
@@ -74,6 +75,12 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                              "(ArcFace five-point template) to DIR, named <image>_<k>.jpg; images only")
     parser.add_argument("--crop-size", type=number_in_range(int, 16, 1024), default=ALIGNED_FACE_SIZE,
                         help="side of the aligned crops (default: %(default)s)")
+    parser.add_argument("--landmarks", default=None, metavar="MODEL",
+                        help="a landmark checkpoint of `retinaface train-landmarks` (best.pth): each face at "
+                             "score >= --vis-threshold gets its dense points drawn and, in detections.jsonl, "
+                             "\"landmarks_dense\" ([[x, y], ...]) and \"head_pose\" ({yaw, pitch, roll} in "
+                             "degrees; for 68-, 98- and 21-point models); images only (videos and webcams "
+                             "get the detector's five points)")
     speed = parser.add_argument_group("runtime and speed (docs/edge.md)")
     speed.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="auto (default): ONNX Runtime for a .onnx file, else PyTorch; a .pth with "
@@ -141,17 +148,19 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
             release_claim(folder, remove_if_empty=True)
         return fail(prog, str(exc))
     try:
+        # the landmark model first: a wrong --landmarks fails before any detector download
+        landmarker = _load_landmarker(args)
         detector = _load_detector(args)
     except (ValueError, RuntimeError, TypeError, OSError) as exc:
         for folder in claimed:
             release_claim(folder, remove_if_empty=True)
-        return fail(prog, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return fail(prog, _first_line(exc))
     except KeyboardInterrupt:
         for folder in claimed:
             release_claim(folder, remove_if_empty=True)
         raise
     try:
-        return _detect_all(args, detector, output, crops, prog)
+        return _detect_all(args, detector, output, crops, prog, landmarker)
     finally:
         for folder in claimed:
             release_claim(folder, remove_if_empty=True)
@@ -183,7 +192,30 @@ def _load_detector(args: argparse.Namespace):
     return detector
 
 
-def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optional[Path], prog: str) -> int:
+def _load_landmarker(args: argparse.Namespace):
+    """``None`` without ``--landmarks``; else the function that gives the dense points and head
+    poses of the faces in an image's boxes (the checkpoint's network bound to
+    :func:`retinaface.landmarks.inference.dense_faces`), on ``--device``."""
+    if args.landmarks is None:
+        return None
+    # lazy: torch only once a run starts (detect --help stays instant)
+    from ..landmarks.inference import dense_faces
+    from ..landmarks.task import load_landmark_model
+
+    try:
+        model = load_landmark_model(args.landmarks, device=args.device)
+    except (ValueError, RuntimeError, TypeError, OSError) as exc:
+        # the checkpoint's errors name its file; the flag says which of the two files it is
+        raise ValueError(f"--landmarks {_first_line(exc)}") from None
+    return lambda image, boxes: dense_faces(model, image, boxes)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optional[Path], prog: str,
+                landmarker=None) -> int:
     # lazy: OpenCV only once a run starts (detect --help stays instant)
     from ..inference.detect_files import DetectOptions, detect_inputs
 
@@ -201,7 +233,7 @@ def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optiona
     def report(kind: str, message: str) -> None:
         print(f"{prog}: {kind}: {message}", file=sys.stderr)
 
-    summary = detect_inputs(detector, args.inputs, output, options, report)
+    summary = detect_inputs(detector, args.inputs, output, options, report, landmarker=landmarker)
     if summary.interrupted:
         print(f"{prog}: interrupted: stopping; results so far are kept", file=sys.stderr)
     notes = [f"{len(summary.failures)} input(s) failed"] if summary.failures else []

@@ -6,7 +6,10 @@ reports), :class:`DetectOptions` and :class:`DetectSummary`. Every input is take
 path (:func:`retinaface.inference.sources.collect_sources`); every JSON line names its source and the
 annotated copy (and crops) written for it; a JPEG that decodes only partly counts as unreadable
 unless ``allow_partial``; an image whose forward pass would exceed ``max_pixels`` input pixels is
-tiled (or, under a resize policy, downscaled) and said so; a progress bar runs when asked.
+tiled (or, under a resize policy, downscaled) and said so; a progress bar runs when asked. With a
+``landmarker`` (``retinaface detect --landmarks``), every image face at the display threshold gets
+its dense points drawn and ``landmarks_dense`` / ``head_pose`` in its JSON line; videos and webcams
+are detected without them.
 """
 from __future__ import annotations
 
@@ -22,11 +25,11 @@ from tqdm import tqdm
 from .align import align_faces
 from ..conventions import ALIGNED_FACE_SIZE, DEFAULT_MAX_PIXELS, DET_SCORE, TILE_OVERLAP, VIS_THRESHOLD
 from ..fileio import atomic_write
-from .sources import OUTPUT_MARKER, OutputNames, Source, SourceError, collect_sources, detections_record, \
-    iter_frames
+from .sources import OUTPUT_MARKER, OutputNames, Source, SourceError, collect_sources, dense_landmark_fields, \
+    detections_record, iter_frames
 from .tiling import detect_tiled
 from .video import VideoError, process_video
-from .visualize import draw_detections
+from .visualize import draw_dense_landmarks, draw_detections
 
 # DEFAULT_MAX_PIXELS, the default cap on a forward pass's input pixels, is the conventions' (and why
 # 24 MP: there). Tile side used when an image over the cap is tiled automatically (with the pyramid
@@ -36,6 +39,10 @@ AUTO_OVERLAP = TILE_OVERLAP
 
 # report(kind, message): kind is "error" (an input failed), "warning" or "note"
 Report = Callable[[str, str], None]
+# landmarker(image, boxes (N, 4)) -> (points (N, K, 2), poses (N, 3) yaw pitch roll or None): the dense
+# landmarks of the faces in boxes. retinaface.landmarks.inference.dense_faces with a model bound is
+# one; the command hands it in, as this layer lies below retinaface.landmarks.
+Landmarker = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +117,16 @@ class ImageDetector:
 
 
 def detect_inputs(detector: Any, inputs: Sequence[str], output: Path, options: DetectOptions,
-                  report: Report) -> DetectSummary:
+                  report: Report, landmarker: Optional[Landmarker] = None) -> DetectSummary:
     """Detect faces in every input; write ``output/<name>.jpg`` per image, ``.mp4`` per video or
     webcam, crops into ``options.crops_folder``, and one JSON line per frame into
     ``output/detections.jsonl`` (written atomically when the run ends, Ctrl-C included).
 
     Unreadable inputs are reported (``report("error", ...)``) and counted; the others run. Inputs
     repeating one already taken (a second link, a symbolic-link loop) are left out with one warning
-    naming them. Ctrl-C stops the run and keeps what was detected (``interrupted``)."""
+    naming them. Ctrl-C stops the run and keeps what was detected (``interrupted``). ``landmarker``
+    adds dense landmarks and head poses to the image faces at ``options.vis_threshold`` (drawn and
+    in the JSON lines); a video or webcam is detected without them, said once."""
     summary = DetectSummary()
     found = collect_sources(inputs, skip=[output])
     summary.repeated = found.repeated
@@ -138,14 +147,20 @@ def detect_inputs(detector: Any, inputs: Sequence[str], output: Path, options: D
     output_names = OutputNames(output)  # inputs never overwrite each other's outputs
     crop_names = OutputNames(options.crops_folder) if options.crops_folder is not None else None
     per_image = ImageDetector(detector, options, lambda message: say("note", message))
+    video_noted = False
     try:
         with atomic_write(output / OUTPUT_MARKER) as log:
             try:
                 for source in found.sources:
                     try:
                         if source.kind == "image":
-                            _detect_image(source, per_image, options, output_names, crop_names, log, summary)
+                            _detect_image(source, per_image, options, output_names, crop_names, log, summary,
+                                          landmarker)
                         else:
+                            if landmarker is not None and not video_noted:
+                                video_noted = True
+                                say("note", f"{source.location}: dense landmarks are drawn and written for "
+                                            f"images only; videos and webcams get the detector's five points")
                             _detect_video(detector, per_image, source, output_names(source, ".mp4"), options,
                                           log, summary)
                     except (SourceError, ValueError) as exc:  # unreadable, or one the model refuses
@@ -167,15 +182,28 @@ def _faces_at(dets: np.ndarray, threshold: float) -> int:
 
 
 def _detect_image(source: Source, per_image: ImageDetector, options: DetectOptions, names: OutputNames,
-                  crop_names: Optional[OutputNames], log, summary: DetectSummary) -> None:
+                  crop_names: Optional[OutputNames], log, summary: DetectSummary,
+                  landmarker: Optional[Landmarker] = None) -> None:
     for index, image in iter_frames(source, allow_partial=options.allow_partial):
         dets = per_image(image, source.location)
         target = names(source, ".jpg")
-        crops = _write_crops(image, dets[dets[:, DET_SCORE] >= options.vis_threshold], source, crop_names,
+        shown = dets[:, DET_SCORE] >= options.vis_threshold
+        crops = _write_crops(image, dets[shown], source, crop_names,
                              options.crop_size) if crop_names is not None else None
-        if not cv2.imwrite(str(target), draw_detections(image, dets, options.vis_threshold)):
+        annotated = draw_detections(image, dets, options.vis_threshold)
+        dense = None
+        if landmarker is not None:
+            try:
+                points, poses = landmarker(image, dets[shown, :4])
+            except ValueError as exc:  # a box the crop policy refuses (no width or height): name the input
+                raise SourceError(f"{source.location}: dense landmarks: {exc}") from None
+            annotated = draw_dense_landmarks(annotated, points)
+            dense = [None] * len(dets)  # faces under the display threshold get no dense fields
+            for k, row in enumerate(np.flatnonzero(shown)):
+                dense[row] = dense_landmark_fields(points[k], None if poses is None else poses[k])
+        if not cv2.imwrite(str(target), annotated):
             raise SourceError(f"{source.location}: could not write {target}")
-        log.write(detections_record(source.location, index, dets, target.name, crops) + "\n")
+        log.write(detections_record(source.location, index, dets, target.name, crops, dense) + "\n")
         summary.frames += 1
         summary.faces += _faces_at(dets, options.vis_threshold)
 
@@ -230,5 +258,5 @@ def _detect_video(detector: Any, per_image: ImageDetector, source: Source, targe
                           f"(truncated or damaged video)")
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DetectOptions", "DetectSummary", "ImageDetector", "detect_inputs",
+__all__ = ["DEFAULT_MAX_PIXELS", "DetectOptions", "DetectSummary", "ImageDetector", "Landmarker", "detect_inputs",
            "forward_pixels"]

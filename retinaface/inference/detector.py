@@ -23,7 +23,7 @@ from ..conventions import ALIGNED_FACE_SIZE, DET_SCORE, DETECTION_COLUMNS, DISPL
 from .postprocess import PostProcessor
 from ..priors import PriorGenerator
 from ..deploy.runtime import RUNTIMES, load_runtime
-from ..runtime_interface import runtime_traits
+from ..runtime_interface import LandmarkModel, runtime_traits
 from .transform import InferenceTransform, check_image
 from ..zoo import announce_default_detector
 
@@ -160,6 +160,20 @@ class Detector:
         if len(dets) == 0:
             return dets, np.zeros((0, size, size, 3), dtype=np.uint8)
         return dets, align_faces(image, dets, size)
+
+    def detect_and_landmark(self, image: np.ndarray, landmark_model: LandmarkModel,
+                            min_score: float = DISPLAY_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
+        """Faces of one BGR uint8 image scoring at least ``min_score`` and their dense landmarks.
+
+        Returns ``(detections (N, 15), points (N, K, 2))`` in the image's pixels, in the same order:
+        ``landmark_model`` (a network of :func:`retinaface.landmarks.load_landmark_model`, or any
+        :class:`~retinaface.runtime_interface.LandmarkModel`) crops every face by its box with the
+        crop policy it was trained with and predicts them in batches. The same as
+        :func:`retinaface.landmarks.inference.detect_and_landmark` with this detector.
+        """
+        dets = self.detect(image)
+        dets = dets[dets[:, DET_SCORE] >= min_score]
+        return dets, landmark_model.landmarks_in_boxes(image, dets[:, :4])
 
     def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> List[np.ndarray]:
         """Detections of several images (any sizes), ``batch_size`` per forward pass.

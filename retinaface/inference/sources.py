@@ -227,14 +227,35 @@ def video_fps(path: str, default: float = 25.0) -> float:
     return fps if fps and fps > 0 else default
 
 
+def dense_landmark_fields(points: Optional[np.ndarray] = None, pose: Optional[Sequence[float]] = None
+                          ) -> Dict[str, object]:
+    """The JSON fields of one face's dense landmarks: ``landmarks_dense`` (``[[x, y], ...]``, pixels,
+    2 decimals) and ``head_pose`` (``{"yaw", "pitch", "roll"}``, degrees, 2 decimals); each only
+    when given."""
+    fields: Dict[str, object] = {}
+    if points is not None:
+        fields["landmarks_dense"] = [[round(float(x), 2), round(float(y), 2)] for x, y in np.asarray(points)]
+    if pose is not None:
+        fields["head_pose"] = {name: round(float(v), 2) for name, v in zip(("yaw", "pitch", "roll"), pose)}
+    return fields
+
+
 def detections_record(source: str, frame: int, detections: np.ndarray, output: Optional[str] = None,
-                      crops: Optional[Sequence[str]] = None) -> str:
+                      crops: Optional[Sequence[str]] = None,
+                      dense: Optional[Sequence[Optional[Dict[str, object]]]] = None) -> str:
     """One JSON line: the source, the frame index and its faces (box, score, landmarks); with
-    ``output``, the annotated copy written for it, and with ``crops`` its aligned face crops."""
+    ``output``, the annotated copy written for it, with ``crops`` its aligned face crops, and with
+    ``dense`` (one entry per row of ``detections``) each face's :func:`dense_landmark_fields`
+    (``None``: none for that face)."""
     faces = [{"box": [round(float(v), 2) for v in det[:4]], "score": round(float(det[4]), 5),
               "landmarks": [[round(float(det[5 + 2 * k]), 2), round(float(det[6 + 2 * k]), 2)]
                             for k in range(5)]}
              for det in detections]
+    if dense is not None:
+        if len(dense) != len(faces):
+            raise ValueError(f"dense fields for {len(dense)} faces, the frame has {len(faces)}")
+        for face, fields in zip(faces, dense):
+            face.update(fields or {})
     record = {"source": source, "frame": frame, "faces": faces}
     if output is not None:
         record["output"] = output

@@ -1,4 +1,4 @@
-"""Drawing detections: boxes, scores and the five landmarks on a BGR image (OpenCV)."""
+"""Drawing detections: boxes, scores and the five landmarks on a BGR image (OpenCV), and dense landmarks."""
 from __future__ import annotations
 
 import cv2
@@ -24,4 +24,17 @@ def draw_detections(image: np.ndarray, detections: np.ndarray, vis_threshold: fl
         for k, colour in enumerate(LANDMARK_COLOURS):
             cx, cy = int(round(points[2 * k])), int(round(points[2 * k + 1]))
             cv2.circle(canvas, (cx, cy), thickness + 1, colour, -1)
+    return canvas
+
+
+DENSE_COLOUR = (255, 255, 0)  # cyan: apart from the five points' colours and the red box
+
+
+def draw_dense_landmarks(image: np.ndarray, points: np.ndarray, colour=DENSE_COLOUR) -> np.ndarray:
+    """A copy of ``image`` with the dense points ``(N, K, 2)`` (or ``(K, 2)``) drawn as small dots."""
+    canvas = image.copy()
+    radius = max(1, round(min(image.shape[:2]) / 400))
+    for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(canvas, (int(round(x)), int(round(y))), radius, colour, -1, cv2.LINE_AA)
     return canvas

@@ -15,6 +15,9 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 * :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
   the ground truth's format.
+* :mod:`~retinaface.landmarks.inference` -- dense points (and head poses) of detected faces.
+* :mod:`~retinaface.landmarks.pose` -- head pose (yaw, pitch, roll) from the points, ``cv2.solvePnP``
+  with a mean 3D face.
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
   ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
   ``load_landmark_model`` and ``predict_landmarks``.
@@ -64,8 +67,14 @@ _NAMES: Dict[str, str] = {
     "LandmarkEvaluation": "evaluate",
     "evaluate_landmarks": "evaluate",
     "write_predictions": "evaluate",
+    "DenseFaces": "inference",
+    "dense_faces": "inference",
     "detect_and_landmark": "inference",
     "landmarks_in_boxes": "inference",
+    "HeadPose": "pose",
+    "has_pose_points": "pose",
+    "head_pose": "pose",
+    "head_poses": "pose",
     "LandmarkConfig": "config",
     "LandmarkTask": "task",
     "load_landmark_model": "task",

@@ -1,40 +1,59 @@
 """Dense landmarks on detected faces: the detector's boxes, the landmark network's crop policy
-(:mod:`retinaface.landmarks.crop`, the margin the checkpoint was trained with) and the exact inverse
-map back to image pixels. Any detector with ``detect(image) -> (N, 5 + ...)`` rows works, so this
-module needs nothing from the detection side."""
+(:mod:`retinaface.landmarks.crop`, the margin the checkpoint was trained with), the exact inverse map
+back to image pixels, and each face's head pose (:mod:`retinaface.landmarks.pose`). Any detector
+with ``detect(image) -> (N, 5 + ...)`` rows works, so this module needs nothing from the detection
+side.
+
+The crop-predict-map path itself is :meth:`LandmarkRegressor.landmarks_in_boxes
+<retinaface.landmarks.models.LandmarkRegressor.landmarks_in_boxes>`: it lives on the network so that
+:meth:`retinaface.inference.detector.Detector.detect_and_landmark`, a layer below this package, runs
+the same code; :func:`landmarks_in_boxes` here is its function form.
+"""
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from torch import nn
 
-from .crop import DEFAULT_MARGIN, crop_transform
-from .task import predict_crops
+from ..conventions import DET_SCORE, DISPLAY_THRESHOLD
+from ..runtime_interface import LandmarkModel
+from .pose import has_pose_points, head_poses, image_size_of
 
 
-def landmarks_in_boxes(model: nn.Module, image: np.ndarray, boxes: Sequence[Sequence[float]],
+class DenseFaces(NamedTuple):
+    """Dense landmarks of the faces of one image: ``points`` ``(N, K, 2)`` in its pixels and
+    ``poses`` ``(N, 3)`` yaw, pitch, roll in degrees (:mod:`~retinaface.landmarks.pose`), ``None``
+    when the model's scheme lacks the points a head pose needs."""
+
+    points: np.ndarray
+    poses: Optional[np.ndarray]
+
+
+def landmarks_in_boxes(model: LandmarkModel, image: np.ndarray, boxes: Sequence[Sequence[float]],
                        batch_size: int = 64) -> np.ndarray:
     """``(N, K, 2)`` points in ``image``'s pixel coordinates for the faces in ``boxes`` (``(N, >= 4)``
     rows ``x1 y1 x2 y2 ...``), ``image`` BGR uint8 ``H x W x 3`` as OpenCV reads it. Each face is
     cropped by the policy at ``model.crop_margin`` (a loaded checkpoint's; else the default),
     predicted in batches and mapped back with the crop's exact inverse."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}")
-    size = int(model.config.input_size)
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.size == 0:
-        return np.zeros((0, int(model.num_points), 2))
-    margin = float(getattr(model, "crop_margin", DEFAULT_MARGIN))
-    transforms = [crop_transform(box[:4], size, margin) for box in boxes]
-    crops = torch.from_numpy(np.stack([t.warp(image) for t in transforms]))
-    normalised = predict_crops(model, crops, batch_size)
-    return np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
+    return model.landmarks_in_boxes(image, boxes, batch_size)
 
 
-def detect_and_landmark(detector: Any, model: nn.Module, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``(faces, points)``: ``detector.detect(image)``'s rows and the dense points of each face,
-    ``(N, K, 2)`` in image pixels, in the same order."""
+def detect_and_landmark(detector: Any, model: LandmarkModel, image: np.ndarray,
+                        min_score: float = DISPLAY_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
+    """``(faces, points)``: ``detector.detect(image)``'s rows scoring at least ``min_score`` (the
+    display threshold, as :meth:`~retinaface.inference.detector.Detector.detect_and_align`) and the
+    dense points of each face, ``(N, K, 2)`` in image pixels, in the same order."""
     faces = np.asarray(detector.detect(image))
+    faces = faces[faces[:, DET_SCORE] >= min_score]
     return faces, landmarks_in_boxes(model, image, faces[:, :4])
+
+
+def dense_faces(model: LandmarkModel, image: np.ndarray, boxes: Sequence[Sequence[float]],
+                batch_size: int = 64) -> DenseFaces:
+    """The points of the faces in ``boxes`` (:func:`landmarks_in_boxes`) and their head poses
+    (``None`` for a scheme without the pose points). ``retinaface detect --landmarks`` and
+    :class:`~retinaface.recognition.analyzer.FaceAnalyzer` describe faces with it."""
+    points = landmarks_in_boxes(model, image, boxes, batch_size)
+    scheme = getattr(model, "scheme", None)
+    poses = head_poses(points, scheme, image_size_of(image)) if scheme and has_pose_points(scheme) else None
+    return DenseFaces(points, poses)

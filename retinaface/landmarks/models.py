@@ -53,7 +53,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deploy.export.metadata import ExportedModel
 from ..models.mobiface import make_divisible
+from .crop import DEFAULT_MARGIN, crop_transform
+from .schemes import SCHEMES
 
 IMAGENET_MEAN_RGB: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -94,12 +97,22 @@ class LandmarkModelConfig:
 
 class LandmarkRegressor(nn.Module):
     """``body`` (``(B, 3, S, S)`` -> ``(B, 2K)``) with its output read as ``(B, K, 2)`` normalised
-    crop coordinates."""
+    crop coordinates.
+
+    It also carries how it runs on a face box: ``crop_margin`` (the crop policy's margin it was
+    trained with; :func:`~retinaface.landmarks.task.load_landmark_model` sets the checkpoint's) and
+    ``scheme`` (the name of its point layout: the checkpoint's, else the one of its point count, or
+    ``None``), and :meth:`landmarks_in_boxes` runs it on a detector's boxes. That method lives on the
+    network so that :class:`~retinaface.inference.detector.Detector` (a layer below ``landmarks``)
+    can run any landmark model it is handed without importing this package."""
 
     def __init__(self, body: nn.Module, config: LandmarkModelConfig) -> None:
         super().__init__()
         self.body = body
         self.config = config
+        self.crop_margin = DEFAULT_MARGIN
+        self.scheme: Optional[str] = next((s.name for s in SCHEMES.values() if s.num_points == config.num_points),
+                                          None)
 
     @property
     def num_points(self) -> int:
@@ -110,6 +123,31 @@ class LandmarkRegressor(nn.Module):
         if out.dim() != 2 or out.shape[1] != 2 * self.num_points:
             raise RuntimeError(f"{self.config.name} body gave {tuple(out.shape)}, expected (B, {2 * self.num_points})")
         return out.view(out.shape[0], self.num_points, 2)
+
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[float]], batch_size: int = 64
+                           ) -> np.ndarray:
+        """:func:`landmarks_in_boxes` of this network."""
+        return landmarks_in_boxes(self, image, boxes, batch_size)
+
+
+def landmarks_in_boxes(model: Any, image: np.ndarray, boxes: Sequence[Sequence[float]], batch_size: int = 64
+                       ) -> np.ndarray:
+    """``(N, K, 2)`` points in ``image``'s pixel coordinates for the faces in ``boxes`` (``(N, >= 4)``
+    rows ``x1 y1 x2 y2 ...``), ``image`` BGR uint8 ``H x W x 3`` as OpenCV reads it. Each face is
+    cropped by the policy at ``model.crop_margin`` (:mod:`~retinaface.landmarks.crop`), predicted in
+    batches of ``batch_size`` (eval mode; the mode is restored) and mapped back with the crop's exact
+    inverse. ``model``: a :class:`LandmarkRegressor` or an exported one
+    (:class:`~retinaface.landmarks.runtime.LandmarkOnnxModel`); both carry this as a method."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}")
+    size = int(model.config.input_size)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, model.num_points, 2))
+    transforms = [crop_transform(box[:4], size, float(model.crop_margin)) for box in boxes]
+    crops = torch.from_numpy(np.stack([t.warp(image) for t in transforms]))
+    normalised = predict_crops(model, crops, batch_size)
+    return np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
 
 
 _Builder = Callable[..., nn.Module]
@@ -268,6 +306,32 @@ def preprocess_crops(crops: Union[np.ndarray, Sequence[np.ndarray]]) -> torch.Te
     mean = torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1)
     return tensor.sub_(mean).div_(std).contiguous()
+
+
+def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
+    """BGR uint8 ``(B, S, S, 3)`` on any device -> the networks' float input ``(B, 3, S, S)`` (RGB,
+    ImageNet mean / std, as :func:`preprocess_crops`)."""
+    x = crops.permute(0, 3, 1, 2).flip(1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD_RGB, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+@torch.no_grad()
+def predict_crops(model: Any, crops: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Normalised predictions ``(N, K, 2)`` of a network on uint8 crops ``(N, S, S, 3)`` (evaluated in
+    eval mode; the model's mode is restored). ``model`` is a PyTorch network or an exported one
+    (:class:`~retinaface.landmarks.runtime.LandmarkOnnxModel`)."""
+    # an exported file has no parameters; it says where it runs
+    device = model.device if isinstance(model, ExportedModel) else next(model.parameters()).device
+    training = model.training
+    model.eval()
+    try:
+        out = [model(normalise_crops(crops[i:i + batch_size].to(device))).float().cpu()
+               for i in range(0, len(crops), batch_size)]
+    finally:
+        model.train(training)
+    return torch.cat(out).numpy().astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------- complexity

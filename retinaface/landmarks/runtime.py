@@ -21,7 +21,7 @@ import torch
 
 from ..deploy.export.metadata import EXPORT_FORMAT, ExportedModel, ExportError, export_task
 from ..deploy.runtime import open_session
-from .models import LandmarkModelConfig
+from .models import LandmarkModelConfig, landmarks_in_boxes
 
 PathLike = Union[str, Path]
 
@@ -77,6 +77,11 @@ class LandmarkOnnxModel(ExportedModel):
         feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
         (points,) = self.session.run(None, feed)
         return torch.from_numpy(points).to(images.device)
+
+    def landmarks_in_boxes(self, image: Any, boxes: Sequence[Sequence[float]], batch_size: int = 64) -> Any:
+        """:func:`~retinaface.landmarks.models.landmarks_in_boxes` through this file (the
+        :class:`~retinaface.runtime_interface.LandmarkModel` interface the Detector runs)."""
+        return landmarks_in_boxes(self, image, boxes, batch_size)
 
     def __repr__(self) -> str:
         return (f"LandmarkOnnxModel({str(self.path)!r}, {self.config.name}, {self.num_points} points @ "

@@ -35,7 +35,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import read_checkpoint
-from ..deploy.export.metadata import ExportedModel
 from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, epoch_loader
 from ..fileio import atomic_torch_save
 from .config import DEFAULT_OUTPUT, DEFAULT_SCHEME, SYNTHETIC_DATA, LandmarkConfig, synthetic_root
@@ -43,8 +42,10 @@ from .crop import AugmentConfig, CropTransform, augment_face, crop_transform
 from .evaluate import LandmarkEvaluation, evaluate_landmarks
 from .formats import LandmarkSample, read_landmarks, read_pts, read_wflw_list
 from .metrics import points_box
-from .models import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, LandmarkRegressor, landmark_model_from_config, \
-    create_landmark_model
+# normalise_crops and predict_crops live beside the networks (LandmarkRegressor.landmarks_in_boxes runs
+# them); imported here for the task and under their old names
+from .models import LandmarkRegressor, create_landmark_model, landmark_model_from_config, normalise_crops, \
+    predict_crops
 from .runtime import LandmarkOnnxModel, is_onnx_file, load_landmark_onnx
 from .schemes import LandmarkScheme, get_scheme
 from .synthetic import write_synthetic_landmarks
@@ -209,15 +210,6 @@ def collate_landmarks(batch):
     return crops, points, masks
 
 
-def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
-    """BGR uint8 ``(B, S, S, 3)`` on any device -> the networks' float input ``(B, 3, S, S)`` (RGB,
-    ImageNet mean / std, as :func:`~retinaface.landmarks.models.preprocess_crops`)."""
-    x = crops.permute(0, 3, 1, 2).flip(1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD_RGB, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
-
-
 # ---------------------------------------------------------------------------------------------
 # Prediction and checkpoints
 
@@ -232,23 +224,6 @@ def face_crops(samples: Sequence[LandmarkSample], size: int, margin: float
         transforms.append(transform)
     array = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     return torch.from_numpy(array), transforms
-
-
-@torch.no_grad()
-def predict_crops(model: nn.Module, crops: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Normalised predictions ``(N, K, 2)`` of a network on uint8 crops (evaluated in eval mode; the
-    model's mode is restored). ``model`` is a PyTorch network or an exported one
-    (:class:`~retinaface.landmarks.runtime.LandmarkOnnxModel`)."""
-    # an exported file has no parameters; it says where it runs
-    device = model.device if isinstance(model, ExportedModel) else next(model.parameters()).device
-    training = model.training
-    model.eval()
-    try:
-        out = [model(normalise_crops(crops[i:i + batch_size].to(device))).float().cpu()
-               for i in range(0, len(crops), batch_size)]
-    finally:
-        model.train(training)
-    return torch.cat(out).numpy().astype(np.float64)
 
 
 def predict_landmarks(model: LandmarkRegressor, samples: Sequence[LandmarkSample], margin: float = 0.1,

@@ -15,7 +15,7 @@ import torch until a torch-backed name (a network, a loss, ``preprocess``) is us
   -- ``RecognitionTask`` (what the one ``retinaface.engine.Trainer`` trains); :mod:`~retinaface.recognition.training`
   -- ``RecognitionTrainer`` (that Trainer with the recognition task); :mod:`~retinaface.recognition.checkpoint`
   -- embedder checkpoints; :mod:`~retinaface.recognition.verification` -- the 10-fold protocol, TAR at FAR.
-* :mod:`~retinaface.recognition.analyzer` -- ``FaceAnalyzer`` (detect, align, embed);
+* :mod:`~retinaface.recognition.analyzer` -- ``FaceAnalyzer`` (detect, align, embed; dense landmarks);
   :mod:`~retinaface.recognition.gallery` -- search; :mod:`~retinaface.recognition.export` -- ONNX.
 * :mod:`~retinaface.recognition.adaptive_embedder` -- channel-prioritised embedders (one checkpoint, three
   widths); :mod:`~retinaface.recognition.prioritize` -- the experiment that trains them.

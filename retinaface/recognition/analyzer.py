@@ -2,7 +2,9 @@
 
 ``FaceAnalyzer(detector, embedder).analyze(image)`` returns one :class:`Face` per detection above
 ``min_score``: its box, score and five landmarks (image pixels, the detector's layout), the aligned
-``112 x 112`` BGR crop and the L2-normalized embedding. :meth:`FaceAnalyzer.analyze_batch` runs the
+``112 x 112`` BGR crop and the L2-normalized embedding; with a landmark model
+(``FaceAnalyzer(..., landmark_model=...)`` or ``from_checkpoints(..., landmarks=PATH)``) also its
+dense landmarks and head pose (:mod:`retinaface.landmarks`). :meth:`FaceAnalyzer.analyze_batch` runs the
 detector over several images per forward pass and the embedder over all their faces at once (one
 batched forward for many faces is several times cheaper than one call per face on a CPU:
 ``benchmarks/bench_recognition.py``).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,6 +22,10 @@ from torch import nn
 from ..inference.align import align_faces
 from ..conventions import ALIGNED_FACE_SIZE, DET_BOX, DET_LANDMARKS, DET_SCORE, DISPLAY_THRESHOLD, NUM_LANDMARKS
 from ..inference.detector import Detector
+from ..inference.sources import dense_landmark_fields
+from ..landmarks.inference import dense_faces
+from ..landmarks.task import load_landmark_model
+from ..runtime_interface import LandmarkModel
 from .checkpoint import load_embedder
 from .transforms import preprocess
 
@@ -27,18 +33,26 @@ from .transforms import preprocess
 @dataclasses.dataclass
 class Face:
     """One analysed face. ``box (4,)`` x1 y1 x2 y2, ``landmarks (5, 2)`` in image pixels,
-    ``crop`` uint8 ``(112, 112, 3)`` BGR, ``embedding`` float32 ``(D,)`` with unit L2 norm."""
+    ``crop`` uint8 ``(112, 112, 3)`` BGR, ``embedding`` float32 ``(D,)`` with unit L2 norm; with a
+    landmark model, ``dense_landmarks (K, 2)`` in image pixels and ``head_pose`` ``(yaw, pitch,
+    roll)`` in degrees (:mod:`retinaface.landmarks.pose`; ``None`` when the model's scheme has no
+    pose points), else ``None``."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     crop: np.ndarray
     embedding: np.ndarray
+    dense_landmarks: Optional[np.ndarray] = None
+    head_pose: Optional[Tuple[float, float, float]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready: box, score and landmarks (the crop and embedding are arrays kept elsewhere)."""
+        """JSON-ready: box, score and landmarks, and ``landmarks_dense`` / ``head_pose`` when known
+        (the fields of ``retinaface detect --landmarks``; the crop and embedding are arrays kept
+        elsewhere)."""
         return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 5),
-                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+                **dense_landmark_fields(self.dense_landmarks, self.head_pose)}
 
 
 class FaceAnalyzer:
@@ -47,12 +61,15 @@ class FaceAnalyzer:
     ``embedder`` maps ``(B, 3, 112, 112)`` network input (:func:`retinaface.recognition.preprocess`
     of the crops) to ``(B, D)`` embeddings; it is put in eval mode. ``min_score`` drops weaker
     detections (default: the display threshold, 0.5), ``embed_batch_size`` bounds one embedder
-    forward pass, ``flip`` adds the mirrored crop's embedding before normalizing.
+    forward pass, ``flip`` adds the mirrored crop's embedding before normalizing. ``landmark_model``
+    (a network of :func:`retinaface.landmarks.load_landmark_model`) adds every face's dense
+    landmarks and head pose, the faces of one image predicted in one batch.
     """
 
     def __init__(self, detector: Any, embedder: nn.Module, min_score: float = DISPLAY_THRESHOLD,
                  crop_size: int = ALIGNED_FACE_SIZE, embed_batch_size: int = 64, flip: bool = False,
-                 device: Union[str, torch.device, None] = None) -> None:
+                 device: Union[str, torch.device, None] = None,
+                 landmark_model: Optional[LandmarkModel] = None) -> None:
         if not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
         if embed_batch_size < 1:
@@ -66,14 +83,18 @@ class FaceAnalyzer:
         self.crop_size = int(crop_size)
         self.embed_batch_size = int(embed_batch_size)
         self.flip = bool(flip)
+        self.landmark_model = landmark_model
 
     @classmethod
     def from_checkpoints(cls, detector: Union[str, Path], embedder: Union[str, Path], device: str = "cpu",
-                         width: Optional[float] = None, **kwargs: Any) -> "FaceAnalyzer":
+                         width: Optional[float] = None, landmarks: Union[str, Path, None] = None,
+                         **kwargs: Any) -> "FaceAnalyzer":
         """From a detector checkpoint (or ``.onnx``) and an embedder checkpoint (``width`` for a
-        channel-prioritised embedder)."""
+        channel-prioritised embedder); ``landmarks``: a landmark checkpoint of ``retinaface
+        train-landmarks`` for dense landmarks and head poses."""
+        landmark_model = load_landmark_model(landmarks, device) if landmarks is not None else None
         return cls(Detector.from_checkpoint(detector, device=device), load_embedder(embedder, device, width),
-                   **kwargs)
+                   landmark_model=landmark_model, **kwargs)
 
     # -- pieces -----------------------------------------------------------------------------
     def select(self, detections: np.ndarray) -> np.ndarray:
@@ -116,7 +137,8 @@ class FaceAnalyzer:
 
     def analyze_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> List[List[Face]]:
         """Faces of several images: ``batch_size`` images per detector pass, then every face of the
-        call through the embedder in batches of ``embed_batch_size``."""
+        call through the embedder in batches of ``embed_batch_size`` (and, with a landmark model,
+        each image's faces through it in one batch)."""
         detections = [self.select(d) for d in self.detector.detect_batch(list(images), batch_size=batch_size)]
         crops = [self.align(image, dets) for image, dets in zip(images, detections)]
         counts = [len(c) for c in crops]
@@ -125,12 +147,16 @@ class FaceAnalyzer:
         embeddings = self.embed(all_crops) if len(all_crops) else None
         out: List[List[Face]] = []
         offset = 0
-        for dets, image_crops, n in zip(detections, crops, counts):
+        for image, dets, image_crops, n in zip(images, detections, crops, counts):
+            dense = dense_faces(self.landmark_model, image, dets[:, :4]) if self.landmark_model is not None else None
             faces = []
             for i in range(n):
                 faces.append(Face(box=dets[i, DET_BOX].copy(), score=float(dets[i, DET_SCORE]),
                                   landmarks=dets[i, DET_LANDMARKS].reshape(NUM_LANDMARKS, 2).copy(),
-                                  crop=image_crops[i], embedding=embeddings[offset + i]))
+                                  crop=image_crops[i], embedding=embeddings[offset + i],
+                                  dense_landmarks=dense.points[i] if dense is not None else None,
+                                  head_pose=tuple(float(v) for v in dense.poses[i])
+                                  if dense is not None and dense.poses is not None else None))
             offset += n
             out.append(faces)
         return out
