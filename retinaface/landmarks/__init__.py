@@ -10,14 +10,17 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
   seed report's mean pixel distance and ranking score.
 * :mod:`~retinaface.landmarks.crop` -- the square face crop, its exact inverse, augmentation.
-* :mod:`~retinaface.landmarks.models` -- the landmark network registry (``mobilenetv3_small``,
-  ``pfld``, ``timm:<name>``) and complexity counting (the seed's FLOPs convention).
+* :mod:`~retinaface.landmarks.models` -- the landmark network registry (regressors
+  ``mobilenetv3_small``, ``pfld``, ``timm:<name>``; PIPNet heatmap models ``pipnet_mobilenetv3``,
+  ``pipnet_resnet18``, ``pipnet:timm:<name>``) and complexity counting (the seed's FLOPs convention).
+* :mod:`~retinaface.landmarks.heatmap` -- the heatmap models' score map + offset encoding and its
+  exact inverse, neighbour votes.
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 * :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
   the ground truth's format.
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
-  ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
-  ``load_landmark_model`` and ``predict_landmarks``.
+  ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss, the
+  heatmap (PIPNet) loss, ``load_landmark_model`` and ``predict_landmarks``.
 """
 from __future__ import annotations
 
@@ -56,6 +59,9 @@ _NAMES: Dict[str, str] = {
     "list_landmark_models": "models",
     "register_landmark_model": "models",
     "model_complexity": "models",
+    "landmark_model_kind": "models",
+    "encode_points": "heatmap",
+    "decode_points": "heatmap",
     "render_landmark_face": "synthetic",
     "write_synthetic_landmarks": "synthetic",
     "LandmarkEvaluation": "evaluate",
@@ -68,6 +74,7 @@ _NAMES: Dict[str, str] = {
     "load_landmark_model": "task",
     "predict_landmarks": "task",
     "wing_loss": "task",
+    "heatmap_loss": "task",
 }
 
 __all__ = sorted(_NAMES)
