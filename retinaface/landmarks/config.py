@@ -34,6 +34,7 @@ MODEL_INPUT_SIZES: Dict[str, int] = {"pfld": 112, "mobilenetv3_small": 224, "pip
 HEATMAP_MODELS: Tuple[str, ...] = ("pipnet_mobilenetv3", "pipnet_resnet18")
 HEATMAP_TIMM_PREFIX = "pipnet:timm:"
 HEATMAP_STRIDE = 32
+DEFAULT_NEIGHBOURS = 10  # PIPNet's number of mean-face neighbours each point locates
 # A stride-32 score map on the synthetic recipe's 64 px crops would have 2 x 2 cells; 128 px gives
 # 4 x 4 and still trains in minutes (README, "Dense landmarks").
 SYNTHETIC_HEATMAP_INPUT_SIZE = 128
@@ -137,7 +138,7 @@ class LandmarkConfig(BaseTrainConfig):
             values["loss"] = "l1" if heatmap else "wing"
         if heatmap:
             values["score_loss"] = values["score_loss"] or "mse"
-            values["neighbours"] = 10 if values["neighbours"] is None else values["neighbours"]
+            values["neighbours"] = DEFAULT_NEIGHBOURS if values["neighbours"] is None else values["neighbours"]
         out = LandmarkConfig(**values)
         out.validate()
         return out

@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 from ..models.mobiface import make_divisible
+from .config import DEFAULT_NEIGHBOURS, HEATMAP_TIMM_PREFIX
 from .heatmap import HeatmapOutput, decode_points, nearest_neighbours, split_head
 
 IMAGENET_MEAN_RGB: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -127,11 +128,8 @@ class LandmarkRegressor(nn.Module):
         return out.view(out.shape[0], self.num_points, 2)
 
 
-# PIPNet's number of mean-face neighbours each point predicts
-DEFAULT_NEIGHBOURS = 10
 KINDS: Tuple[str, ...] = ("regression", "heatmap")
 TIMM_PREFIX = "timm:"
-HEATMAP_TIMM_PREFIX = "pipnet:timm:"
 
 
 class HeatmapLandmarkModel(nn.Module):
