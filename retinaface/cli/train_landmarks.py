@@ -3,7 +3,8 @@ by default) and print its NME, FR@0.1 and AUC@0.1 on the val faces.
 
 The default run (``retinaface train-landmarks``: 800 synthetic faces, half-width PFLD at 64 px,
 20 epochs) reaches NME 0.041 (inter-ocular) on the 200 synthetic val faces in about 4 minutes on
-one core of a 2-core machine (README, "Dense landmarks").
+one core of a 2-core machine (README, "Dense landmarks"). ``--model pipnet_mobilenetv3`` trains
+PIPNet's heatmap + offset head instead (128 px on the synthetic faces: NME 0.029 in about 3 minutes).
 """
 from __future__ import annotations
 
@@ -49,8 +50,10 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     try:
         trainer = Trainer(LandmarkTask(config))  # claims the run folder: refused when it holds a run
         trainer.setup()
-        task = trainer.task
-        print(f"training {trainer.config.model} ({trainer.config.loss} loss, {task.scheme.name}) on "
+        task, resolved = trainer.task, trainer.config
+        losses = (f"score {resolved.score_loss} + offsets {resolved.loss}, {resolved.neighbours} neighbours"
+                  if resolved.heatmap_model else f"{resolved.loss} loss")
+        print(f"training {resolved.model} ({losses}, {task.scheme.name}) at {resolved.input_size} px on "
               f"{config.data}: {len(task.train_set)} faces, {len(task.val_samples)} val faces -> {trainer.output}")
         summary = trainer.fit()
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLossError,

@@ -10,8 +10,11 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.metrics` -- NME (inter-ocular, inter-pupil, box), FR, CED, AUC, the
   seed report's mean pixel distance and ranking score.
 * :mod:`~retinaface.landmarks.crop` -- the square face crop, its exact inverse, augmentation.
-* :mod:`~retinaface.landmarks.models` -- the landmark network registry (``mobilenetv3_small``,
-  ``pfld``, ``timm:<name>``) and complexity counting (the seed's FLOPs convention).
+* :mod:`~retinaface.landmarks.models` -- the landmark network registry (regressors
+  ``mobilenetv3_small``, ``pfld``, ``timm:<name>``; PIPNet heatmap models ``pipnet_mobilenetv3``,
+  ``pipnet_resnet18``, ``pipnet:timm:<name>``) and complexity counting (the seed's FLOPs convention).
+* :mod:`~retinaface.landmarks.heatmap` -- the heatmap models' score map + offset encoding and its
+  exact inverse, neighbour votes.
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 * :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
   the ground truth's format.
@@ -19,8 +22,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.pose` -- head pose (yaw, pitch, roll) from the points, ``cv2.solvePnP``
   with a mean 3D face.
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
-  ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
-  ``load_landmark_model`` and ``predict_landmarks``.
+  ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss, the
+  heatmap (PIPNet) loss, ``load_landmark_model`` and ``predict_landmarks``.
 * :mod:`~retinaface.landmarks.export` / :mod:`~retinaface.landmarks.runtime` -- ONNX (float and INT8)
   files of a landmark network with their parity check, and ``LandmarkOnnxModel``, which runs them
   on ONNX Runtime wherever the PyTorch network runs.
@@ -62,6 +65,9 @@ _NAMES: Dict[str, str] = {
     "list_landmark_models": "models",
     "register_landmark_model": "models",
     "model_complexity": "models",
+    "landmark_model_kind": "models",
+    "encode_points": "heatmap",
+    "decode_points": "heatmap",
     "render_landmark_face": "synthetic",
     "write_synthetic_landmarks": "synthetic",
     "LandmarkEvaluation": "evaluate",
@@ -84,6 +90,7 @@ _NAMES: Dict[str, str] = {
     "export_landmark_onnx": "export",
     "export_landmark_int8": "export",
     "check_landmark_parity": "export",
+    "heatmap_loss": "task",
 }
 
 __all__ = sorted(_NAMES)

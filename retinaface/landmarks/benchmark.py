@@ -19,9 +19,10 @@ from .metrics import mean_pixel_distance, ranking_score
 from .models import create_landmark_model, model_complexity
 from .task import face_crops, load_landmark_model, load_samples, predict_crops
 
-# (name, points, input size): the seed report's network first, then PFLD at WFLW's and 300W's counts
+# (name, points, input size): the seed report's network first, then PFLD at WFLW's and 300W's counts,
+# then the PIPNet heatmap models at the paper's 256 px (8 x 8 cells)
 LANDMARK_MODELS = (("mobilenetv3_small", 21, 224), ("pfld", 98, 112), ("pfld", 68, 112),
-                   ("mobilenetv3_small", 98, 224))
+                   ("mobilenetv3_small", 98, 224), ("pipnet_mobilenetv3", 98, 256), ("pipnet_resnet18", 98, 256))
 
 
 def measure_landmark_models(weights: Optional[str] = None, data: Optional[str] = None,

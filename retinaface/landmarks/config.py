@@ -5,7 +5,10 @@ command's flags are generated from the fields (help, ranges and choices in their
 ``None`` defaults are decided at run time (:meth:`LandmarkConfig.resolved`): the built-in synthetic
 faces get :data:`SYNTHETIC_RECIPE` (sized to train in minutes on 2 CPU cores), other data
 :data:`DEFAULT_RECIPE`; the input size defaults to the network's own (112 for ``pfld``, 224 for
-``mobilenetv3_small`` and ``timm:*``) and the scheme to the data's point count.
+``mobilenetv3_small`` and ``timm:*``, 256 for the heatmap models) and the scheme to the data's point
+count. The loss options depend on the network's kind: a regressor's ``--loss`` (wing by default);
+a heatmap model's ``--score-loss`` (its score map: PIPNet's MSE by default, or BCE), ``--loss`` for
+its offsets (PIPNet's L1 by default) and ``--neighbours``.
 """
 from __future__ import annotations
 
@@ -21,10 +24,20 @@ SYNTHETIC_DATA = "synthetic"
 DEFAULT_OUTPUT = "runs/landmarks"
 SYNTHETIC_ROOT = Path("data/synthetic_landmarks")
 LOSSES: Tuple[str, ...] = ("wing", "l1", "mse")
+HEATMAP_OFFSET_LOSSES: Tuple[str, ...] = ("l1", "mse")
+SCORE_LOSSES: Tuple[str, ...] = ("mse", "bce")
 DEFAULT_SCHEME = "wflw98"
-# The registry's default input sizes (retinaface.landmarks.models), spelled here so the config and
-# `train-landmarks --help` do not import torch; timm networks take 224.
-MODEL_INPUT_SIZES: Dict[str, int] = {"pfld": 112, "mobilenetv3_small": 224}
+# The registry's default input sizes and kinds (retinaface.landmarks.models), spelled here so the
+# config and `train-landmarks --help` do not import torch; timm networks take 224, pipnet:timm ones 256.
+MODEL_INPUT_SIZES: Dict[str, int] = {"pfld": 112, "mobilenetv3_small": 224, "pipnet_mobilenetv3": 256,
+                                     "pipnet_resnet18": 256}
+HEATMAP_MODELS: Tuple[str, ...] = ("pipnet_mobilenetv3", "pipnet_resnet18")
+HEATMAP_TIMM_PREFIX = "pipnet:timm:"
+HEATMAP_STRIDE = 32
+DEFAULT_NEIGHBOURS = 10  # PIPNet's number of mean-face neighbours each point locates
+# A stride-32 score map on the synthetic recipe's 64 px crops would have 2 x 2 cells; 128 px gives
+# 4 x 4 and still trains in minutes (README, "Dense landmarks").
+SYNTHETIC_HEATMAP_INPUT_SIZE = 128
 
 # Real data: the usual PFLD recipe (AdamW, lr 1e-3, cosine, 1 warm-up epoch).
 DEFAULT_RECIPE: Dict[str, Any] = dict(epochs=60, input_size=None, model_width=1.0, lr=1e-3, rotation=30.0)
@@ -40,7 +53,8 @@ class LandmarkConfig(BaseTrainConfig):
     """Everything a landmark training run needs (see the module docstring)."""
 
     FIELD_ORDER: ClassVar[Tuple[str, ...]] = (
-        "data", "val", "image_root", "scheme", "model", "model_width", "input_size", "loss", "crop_margin",
+        "data", "val", "image_root", "scheme", "model", "model_width", "input_size", "loss", "score_loss",
+        "neighbours", "crop_margin",
         "optimizer", "lr", "momentum", "weight_decay", "epochs", "batch_size", "schedule", "decay_epochs", "gamma",
         "warmup_epochs", "min_lr", "sam", "sam_rho", "sam_adaptive", "grad_clip", "augment", "rotation",
         "aug_scale", "shift", "flip", "workers", "output", "overwrite", "resume", "device", "amp", "seed",
@@ -69,13 +83,22 @@ class LandmarkConfig(BaseTrainConfig):
                                        kind=str, resumable=True)
     scheme: Optional[str] = option(None, "landmark scheme (default: the data's point count; synthetic: "
                                    f"{DEFAULT_SCHEME})", kind=str, choices=tuple(SCHEMES))
-    model: str = option("pfld", "landmark network: pfld, mobilenetv3_small or timm:<name>", kind=str)
+    model: str = option("pfld", "landmark network: regressors pfld, mobilenetv3_small or timm:<name>; heatmap "
+                        "models (PIPNet) pipnet_mobilenetv3, pipnet_resnet18 or pipnet:timm:<name>", kind=str)
     model_width: Optional[float] = option(None, "pfld channel multiplier (default 1.0; 0.5 for the synthetic "
                                           "data)", kind=float, low=0, low_open=True)
     input_size: Optional[int] = option(None, "square crop size in pixels (default: the network's own, pfld "
-                                       "112, mobilenetv3_small 224; 64 for the synthetic data)", kind=int, low=32)
-    loss: str = option("wing", "regression loss: wing (Feng et al. 2018, w=10, eps=2 in input pixels), l1 or "
-                       "mse (on normalised crop coordinates)", kind=str, choices=LOSSES)
+                                       "112, mobilenetv3_small 224, pipnet_* 256; for the synthetic data 64, "
+                                       f"pipnet_* {SYNTHETIC_HEATMAP_INPUT_SIZE})", kind=int, low=32)
+    loss: Optional[str] = option(None, "regressors: wing (default; Feng et al. 2018, w=10, eps=2 in input "
+                                 "pixels), l1 or mse (on normalised crop coordinates); heatmap models: the "
+                                 "offsets' loss, l1 (default, PIPNet's) or mse (in cell units)", kind=str,
+                                 choices=LOSSES)
+    score_loss: Optional[str] = option(None, "heatmap models: the score map's loss, mse (default, PIPNet's) or "
+                                       "bce (on logits)", kind=str, choices=SCORE_LOSSES)
+    neighbours: Optional[int] = option(None, "heatmap models: each point also locates its N nearest points on "
+                                       "the training set's mean face, and its position averages the votes "
+                                       "(default 10, PIPNet's; 0: none)", kind=int, low=0)
     crop_margin: float = option(0.1, "crop: the face box's longer side plus this fraction on each side",
                                 kind=float, low=0, high=1)
     augment: bool = option(True, "training augmentation (rotation, scale, shift, flip with the scheme's "
@@ -100,12 +123,22 @@ class LandmarkConfig(BaseTrainConfig):
         recipe = dict(DEFAULT_RECIPE)
         if self.data == SYNTHETIC_DATA:
             recipe.update(SYNTHETIC_RECIPE)
+        heatmap = self.heatmap_model
+        if heatmap and self.data == SYNTHETIC_DATA:
+            recipe["input_size"] = SYNTHETIC_HEATMAP_INPUT_SIZE
         values = dataclasses.asdict(self)
         for key, value in recipe.items():
             if values[key] is None:
                 values[key] = value
+        if self.model != "pfld" and self.model_width is None:
+            values["model_width"] = None  # the recipes' width is pfld's
         if values["input_size"] is None:
-            values["input_size"] = MODEL_INPUT_SIZES.get(self.model, 224)
+            values["input_size"] = MODEL_INPUT_SIZES.get(self.model, 256 if heatmap else 224)
+        if values["loss"] is None:
+            values["loss"] = "l1" if heatmap else "wing"
+        if heatmap:
+            values["score_loss"] = values["score_loss"] or "mse"
+            values["neighbours"] = DEFAULT_NEIGHBOURS if values["neighbours"] is None else values["neighbours"]
         out = LandmarkConfig(**values)
         out.validate()
         return out
@@ -113,16 +146,36 @@ class LandmarkConfig(BaseTrainConfig):
     def validate(self) -> None:
         """Raise ``ValueError`` naming the flag for any impossible value."""
         super().validate()
-        if not (self.model.startswith("timm:") or self.model in ("pfld", "mobilenetv3_small")):
-            raise ValueError(f"--model: {self.model!r} is not pfld, mobilenetv3_small or timm:<name>")
+        if not (self.model.startswith(("timm:", HEATMAP_TIMM_PREFIX)) or self.model in MODEL_INPUT_SIZES):
+            raise ValueError(f"--model: {self.model!r} is not one of {', '.join(MODEL_INPUT_SIZES)}, timm:<name> "
+                             f"or {HEATMAP_TIMM_PREFIX}<name>")
         if self.model_width is not None and self.model_width != 1.0 and self.model != "pfld":
             raise ValueError(f"--model-width: only pfld has a width multiplier, not {self.model}")
         if self.model == "pfld" and self.input_size is not None and self.input_size % 16:
             raise ValueError(f"--input-size: pfld needs a multiple of 16, got {self.input_size}")
+        if self.heatmap_model:
+            if self.loss is not None and self.loss not in HEATMAP_OFFSET_LOSSES:
+                raise ValueError(f"--loss: a heatmap model ({self.model}) trains its offsets with "
+                                 f"{' or '.join(HEATMAP_OFFSET_LOSSES)}, not {self.loss} (its score map: --score-loss)")
+            if self.model in HEATMAP_MODELS and self.input_size is not None and self.input_size % HEATMAP_STRIDE:
+                raise ValueError(f"--input-size: {self.model} needs a multiple of {HEATMAP_STRIDE}, got "
+                                 f"{self.input_size}")
+        elif self.score_loss is not None or self.neighbours is not None:
+            raise ValueError(f"--score-loss / --neighbours: only the heatmap models ({', '.join(HEATMAP_MODELS)}, "
+                             f"{HEATMAP_TIMM_PREFIX}<name>) have a score map, not {self.model}")
+
+    @property
+    def heatmap_model(self) -> bool:
+        """Whether ``model`` is a heatmap network (PIPNet's head) rather than a regressor."""
+        return self.model in HEATMAP_MODELS or self.model.startswith(HEATMAP_TIMM_PREFIX)
 
     def model_kwargs(self) -> Dict[str, Any]:
         """The network builder's extra arguments."""
-        return {"width": float(self.model_width)} if self.model == "pfld" and self.model_width is not None else {}
+        if self.model == "pfld" and self.model_width is not None:
+            return {"width": float(self.model_width)}
+        if self.heatmap_model and self.neighbours is not None:
+            return {"neighbours": int(self.neighbours)}
+        return {}
 
 
 FIELDS = config_field_table(LandmarkConfig)

@@ -3,11 +3,18 @@ coordinates (``(u + 0.5) / S``: 0 and 1 are the crop's edges; see :mod:`~retinaf
 
 One registry, like the detection backbones and the embedders: ``create_landmark_model(name,
 num_points, input_size, **kw)``, ``list_landmark_models()``, ``register_landmark_model(name)``;
-``timm:<model>`` wraps any timm network. Every model is a :class:`LandmarkRegressor` (a body giving
-``2K`` numbers, reshaped to ``(K, 2)`` as ``x0 y0 x1 y1 ...``) carrying ``.config``, a
-:class:`LandmarkModelConfig` of plain types (a checkpoint holding ``config.to_dict()`` loads with
-``torch.load(weights_only=True)``; :func:`landmark_model_from_config` rebuilds). The last linear
-layer's bias starts at 0.5, so an untrained network predicts the crop centre.
+``timm:<model>`` wraps any timm network. Models come in two kinds (``model.kind``), both carrying
+``.config``, a :class:`LandmarkModelConfig` of plain types (a checkpoint holding
+``config.to_dict()`` loads with ``torch.load(weights_only=True)``; :func:`landmark_model_from_config`
+rebuilds), and both giving ``(B, K, 2)`` normalised points in eval mode, so evaluation, inference
+and the benchmark take either:
+
+* ``"regression"``: a :class:`LandmarkRegressor` (a body giving ``2K`` numbers, reshaped to
+  ``(K, 2)`` as ``x0 y0 x1 y1 ...``); the last linear layer's bias starts at 0.5, so an untrained
+  network predicts the crop centre;
+* ``"heatmap"``: a :class:`HeatmapLandmarkModel`, PIPNet's score map + offsets + neighbour offsets
+  on a stride-32 feature map (:mod:`~retinaface.landmarks.heatmap`); in training mode it returns
+  the raw maps (:class:`~retinaface.landmarks.heatmap.HeatmapOutput`) the task's loss needs.
 
 Input: RGB, ImageNet mean / std (:func:`preprocess_crops` turns BGR uint8 crops into it), the
 convention of torchvision's and timm's pretrained weights and of the seed report.
@@ -23,6 +30,11 @@ convention of torchvision's and timm's pretrained weights and of the seed report
   (176) -> 2K. ``width`` scales every channel count; the auxiliary pose branch (training only) is
   not part of it.
 * ``timm:<name>`` -- a timm network's pooled features -> linear -> 2K.
+* ``pipnet_mobilenetv3`` / ``pipnet_resnet18`` / ``pipnet:timm:<name>`` -- the heatmap head on
+  torchvision's MobileNetV3-small features (576 channels), ResNet-18's ``layer4`` (512 channels, the
+  paper's backbone) or a timm network's last feature map; 256 x 256 input (8 x 8 cells), 10
+  neighbours per point (the paper's), 1x1 convolutions for the ``K (3 + 2N)`` maps initialised as
+  the paper's (normal, std 0.001, bias 0).
 
 Complexity counting, and what the seed's "0.123 GFLOPS" is. The report prints
 ``FLOPS: 0.122993904 G, Params: 1.560906 M`` for ``mobilenetv3_small`` at 224. That figure is exactly
@@ -55,7 +67,9 @@ from torch import nn
 
 from ..deploy.export.metadata import ExportedModel
 from ..models.mobiface import make_divisible
+from .config import DEFAULT_NEIGHBOURS, HEATMAP_TIMM_PREFIX
 from .crop import DEFAULT_MARGIN, crop_transform
+from .heatmap import HeatmapOutput, decode_points, nearest_neighbours, split_head
 from .schemes import SCHEMES
 
 IMAGENET_MEAN_RGB: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -95,20 +109,21 @@ class LandmarkModelConfig:
         return cls(str(data["name"]), int(data["num_points"]), int(data["input_size"]), dict(data.get("kwargs") or {}))
 
 
-class LandmarkRegressor(nn.Module):
-    """``body`` (``(B, 3, S, S)`` -> ``(B, 2K)``) with its output read as ``(B, K, 2)`` normalised
-    crop coordinates.
+class LandmarkNetwork(nn.Module):
+    """What every landmark network carries besides its layers: ``config``
+    (:class:`LandmarkModelConfig`), how it runs on a face box, ``crop_margin`` (the crop policy's
+    margin it was trained with; :func:`~retinaface.landmarks.task.load_landmark_model` sets the
+    checkpoint's) and ``scheme`` (the name of its point layout: the checkpoint's, else the one of
+    its point count, or ``None``), and :meth:`landmarks_in_boxes`, which runs it on a detector's
+    boxes. That method lives on the network so that :class:`~retinaface.inference.detector.Detector`
+    (a layer below ``landmarks``) can run any landmark model it is handed without importing this
+    package. In eval mode every network maps ``(B, 3, S, S)`` to ``(B, K, 2)`` normalised crop
+    coordinates."""
 
-    It also carries how it runs on a face box: ``crop_margin`` (the crop policy's margin it was
-    trained with; :func:`~retinaface.landmarks.task.load_landmark_model` sets the checkpoint's) and
-    ``scheme`` (the name of its point layout: the checkpoint's, else the one of its point count, or
-    ``None``), and :meth:`landmarks_in_boxes` runs it on a detector's boxes. That method lives on the
-    network so that :class:`~retinaface.inference.detector.Detector` (a layer below ``landmarks``)
-    can run any landmark model it is handed without importing this package."""
+    kind = ""
 
-    def __init__(self, body: nn.Module, config: LandmarkModelConfig) -> None:
+    def __init__(self, config: LandmarkModelConfig) -> None:
         super().__init__()
-        self.body = body
         self.config = config
         self.crop_margin = DEFAULT_MARGIN
         self.scheme: Optional[str] = next((s.name for s in SCHEMES.values() if s.num_points == config.num_points),
@@ -118,16 +133,27 @@ class LandmarkRegressor(nn.Module):
     def num_points(self) -> int:
         return int(self.config.num_points)
 
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[float]], batch_size: int = 64
+                           ) -> np.ndarray:
+        """:func:`landmarks_in_boxes` of this network."""
+        return landmarks_in_boxes(self, image, boxes, batch_size)
+
+
+class LandmarkRegressor(LandmarkNetwork):
+    """``body`` (``(B, 3, S, S)`` -> ``(B, 2K)``) with its output read as ``(B, K, 2)`` normalised
+    crop coordinates."""
+
+    kind = "regression"
+
+    def __init__(self, body: nn.Module, config: LandmarkModelConfig) -> None:
+        super().__init__(config)
+        self.body = body
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if out.dim() != 2 or out.shape[1] != 2 * self.num_points:
             raise RuntimeError(f"{self.config.name} body gave {tuple(out.shape)}, expected (B, {2 * self.num_points})")
         return out.view(out.shape[0], self.num_points, 2)
-
-    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[Sequence[float]], batch_size: int = 64
-                           ) -> np.ndarray:
-        """:func:`landmarks_in_boxes` of this network."""
-        return landmarks_in_boxes(self, image, boxes, batch_size)
 
 
 def landmarks_in_boxes(model: Any, image: np.ndarray, boxes: Sequence[Sequence[float]], batch_size: int = 64
@@ -136,7 +162,7 @@ def landmarks_in_boxes(model: Any, image: np.ndarray, boxes: Sequence[Sequence[f
     rows ``x1 y1 x2 y2 ...``), ``image`` BGR uint8 ``H x W x 3`` as OpenCV reads it. Each face is
     cropped by the policy at ``model.crop_margin`` (:mod:`~retinaface.landmarks.crop`), predicted in
     batches of ``batch_size`` (eval mode; the mode is restored) and mapped back with the crop's exact
-    inverse. ``model``: a :class:`LandmarkRegressor` or an exported one
+    inverse. ``model``: a :class:`LandmarkNetwork` or an exported one
     (:class:`~retinaface.landmarks.runtime.LandmarkOnnxModel`); both carry this as a method."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 HxWx3 BGR image, got {image.dtype} {image.shape}")
@@ -150,26 +176,83 @@ def landmarks_in_boxes(model: Any, image: np.ndarray, boxes: Sequence[Sequence[f
     return np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
 
 
+KINDS: Tuple[str, ...] = ("regression", "heatmap")
+TIMM_PREFIX = "timm:"
+
+
+class HeatmapLandmarkModel(LandmarkNetwork):
+    """``features`` (``(B, 3, S, S)`` -> ``(B, C, S / stride, S / stride)``, carrying
+    ``out_channels`` and ``stride``) with PIPNet's head: a 1x1 convolution to ``K (3 + 2N)`` maps.
+    Eval mode: ``(B, K, 2)`` normalised points (:func:`~retinaface.landmarks.heatmap.decode_points`);
+    training mode: the :class:`~retinaface.landmarks.heatmap.HeatmapOutput`. ``neighbour_index``
+    ``(K, N)`` (a buffer, so checkpoints hold it) starts as "each point its own neighbour" and is set
+    from the training set's mean face with :meth:`set_neighbours`."""
+
+    kind = "heatmap"
+
+    def __init__(self, features: nn.Module, config: LandmarkModelConfig, neighbours: int) -> None:
+        super().__init__(config)
+        k = int(config.num_points)
+        self.features = features
+        self.stride = int(features.stride)
+        self.num_neighbours = int(neighbours)
+        self.head = nn.Conv2d(int(features.out_channels), k * (3 + 2 * self.num_neighbours), 1)
+        nn.init.normal_(self.head.weight, std=0.001)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("neighbour_index", torch.arange(k).repeat_interleave(self.num_neighbours)
+                             .view(k, self.num_neighbours))
+
+    def set_neighbours(self, mean_shape: np.ndarray) -> None:
+        """Each point's neighbours: its nearest points on ``mean_shape`` ``(K, 2)``."""
+        index = nearest_neighbours(mean_shape, self.num_neighbours)
+        self.neighbour_index.copy_(torch.from_numpy(index))
+
+    def maps(self, x: torch.Tensor) -> HeatmapOutput:
+        """The raw maps of a batch (whatever the mode)."""
+        return split_head(self.head(self.features(x)), self.num_points, self.num_neighbours)
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, HeatmapOutput]:
+        outputs = self.maps(x)
+        return outputs if self.training else decode_points(outputs, self.neighbour_index)
+
+
 _Builder = Callable[..., nn.Module]
-_REGISTRY: Dict[str, Tuple[_Builder, int, str]] = {}
+_REGISTRY: Dict[str, Tuple[_Builder, int, str, str]] = {}
 
 
-def register_landmark_model(name: str, input_size: int, description: str = ""):
-    """Decorator registering ``builder(num_points, input_size, **kwargs) -> body`` (a module giving
-    ``(B, 2K)``) under ``name`` with its default square ``input_size``."""
+def register_landmark_model(name: str, input_size: int, description: str = "", kind: str = "regression"):
+    """Decorator registering a builder under ``name`` with its default square ``input_size``:
+    ``kind="regression"``: ``builder(num_points, input_size, **kwargs) -> body`` (a module giving
+    ``(B, 2K)``); ``kind="heatmap"``: ``builder(input_size, **kwargs) -> features`` (a module giving
+    the stride-``features.stride`` map, carrying ``out_channels`` and ``stride``)."""
+    if kind not in KINDS:
+        raise ValueError(f"landmark model kind must be one of {KINDS}, got {kind!r}")
 
     def decorate(builder: _Builder) -> _Builder:
-        if name in _REGISTRY or name.startswith("timm:"):
+        if name in _REGISTRY or name.startswith((TIMM_PREFIX, HEATMAP_TIMM_PREFIX)):
             raise ValueError(f"landmark model {name!r} is already registered or reserved")
-        _REGISTRY[name] = (builder, int(input_size), description)
+        _REGISTRY[name] = (builder, int(input_size), description, kind)
         return builder
 
     return decorate
 
 
 def list_landmark_models() -> List[str]:
-    """Names of the built-in landmark networks (``timm:<name>`` works as well)."""
+    """Names of the built-in landmark networks (``timm:<name>`` and ``pipnet:timm:<name>`` work as
+    well)."""
     return sorted(_REGISTRY)
+
+
+def landmark_model_kind(name: str) -> str:
+    """``"regression"`` or ``"heatmap"``: what the network ``name`` is (see the module docstring)."""
+    if name.startswith(HEATMAP_TIMM_PREFIX):
+        return "heatmap"
+    if name.startswith(TIMM_PREFIX):
+        return "regression"
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown landmark model {name!r}; choose one of {list_landmark_models()}, "
+                         f"'{TIMM_PREFIX}<timm model name>' or '{HEATMAP_TIMM_PREFIX}<timm model name>'")
+    return _REGISTRY[name][3]
 
 
 def _centre_bias(linear: nn.Linear) -> None:
@@ -179,25 +262,39 @@ def _centre_bias(linear: nn.Linear) -> None:
 
 
 def create_landmark_model(name: str, num_points: int, input_size: Optional[int] = None,
-                          **kwargs: Any) -> LandmarkRegressor:
+                          **kwargs: Any) -> LandmarkNetwork:
     """The landmark network ``name`` for ``num_points`` points at ``input_size`` (default: the
-    model's own: 224 for ``mobilenetv3_small`` and ``timm:*``, 112 for ``pfld``)."""
+    model's own: 224 for ``mobilenetv3_small`` and ``timm:*``, 112 for ``pfld``, 256 for the
+    heatmap models). Heatmap models take ``neighbours`` (default 10, at most ``num_points - 1``:
+    fewer points keep them all) besides their builder's arguments; their input size must be a
+    multiple of the feature stride (32)."""
     if int(num_points) < 1:
         raise ValueError(f"num_points must be >= 1, got {num_points}")
-    if name.startswith("timm:"):
-        builder: _Builder = lambda **kw: TimmLandmarkBody(name[len("timm:"):], **kw)  # noqa: E731
+    kind = landmark_model_kind(name)
+    if name.startswith(HEATMAP_TIMM_PREFIX):
+        builder: _Builder = lambda **kw: TimmFeatureMap(name[len(HEATMAP_TIMM_PREFIX):], **kw)  # noqa: E731
+        default_size = 256
+    elif name.startswith(TIMM_PREFIX):
+        builder = lambda **kw: TimmLandmarkBody(name[len(TIMM_PREFIX):], **kw)  # noqa: E731
         default_size = 224
-    elif name in _REGISTRY:
-        builder, default_size, _ = _REGISTRY[name]
     else:
-        raise ValueError(f"unknown landmark model {name!r}; choose one of {list_landmark_models()} or "
-                         "'timm:<timm model name>'")
+        builder, default_size, _, _ = _REGISTRY[name]
     size = int(input_size) if input_size is not None else default_size
-    body = builder(num_points=int(num_points), input_size=size, **kwargs)
-    return LandmarkRegressor(body, LandmarkModelConfig(name, int(num_points), size, dict(kwargs)))
+    config = LandmarkModelConfig(name, int(num_points), size, dict(kwargs))
+    if kind == "regression":
+        return LandmarkRegressor(builder(num_points=int(num_points), input_size=size, **kwargs), config)
+    options = dict(kwargs)
+    neighbours = int(options.pop("neighbours", DEFAULT_NEIGHBOURS))
+    if neighbours < 0:
+        raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+    features = builder(input_size=size, **options)
+    if size % int(features.stride):
+        raise ValueError(f"{name} needs an input size that is a multiple of its stride {features.stride}, "
+                         f"got {size}")
+    return HeatmapLandmarkModel(features, config, min(neighbours, int(num_points) - 1))
 
 
-def landmark_model_from_config(config: Union[LandmarkModelConfig, Dict[str, Any]]) -> LandmarkRegressor:
+def landmark_model_from_config(config: Union[LandmarkModelConfig, Dict[str, Any]]) -> LandmarkNetwork:
     """Rebuild a network from its :class:`LandmarkModelConfig` (or its ``to_dict()``)."""
     if isinstance(config, dict):
         config = LandmarkModelConfig.from_dict(config)
@@ -212,6 +309,17 @@ def _mobilenetv3_small(num_points: int, input_size: int, dropout: float = 0.2) -
 
     net = torchvision.models.mobilenet_v3_small(num_classes=2 * num_points, dropout=dropout)
     _centre_bias(net.classifier[-1])
+    return _batch_norm_momentum(net)
+
+
+def _batch_norm_momentum(net: nn.Module, momentum: float = 0.1) -> nn.Module:
+    """``net`` with its batch norms' running statistics following ``momentum`` (PyTorch's default).
+    torchvision's MobileNetV3 uses 0.01 (TensorFlow's 0.99 decay, for ImageNet-length runs); after
+    the few hundred steps of a landmark run its statistics still lag the weights: the synthetic
+    pipnet_mobilenetv3 run scored val NME 19.5 % in eval mode against 3.3 % with batch statistics."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
     return net
 
 
@@ -291,6 +399,60 @@ class TimmLandmarkBody(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
+
+
+class TorchvisionFeatureMap(nn.Module):
+    """A torchvision classifier's convolutional trunk (no pooling): ``out_channels`` at ``stride``."""
+
+    def __init__(self, trunk: nn.Module, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.out_channels = int(out_channels)
+        self.stride = int(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+
+@register_landmark_model("pipnet_mobilenetv3", 256, "PIPNet heatmap + offset head on torchvision "
+                         "MobileNetV3-small's stride-32 features", kind="heatmap")
+def _pipnet_mobilenetv3(input_size: int, pretrained: bool = False) -> nn.Module:
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_small(weights="DEFAULT" if pretrained else None)
+    return TorchvisionFeatureMap(_batch_norm_momentum(net.features), net.classifier[0].in_features, 32)
+
+
+@register_landmark_model("pipnet_resnet18", 256, "PIPNet heatmap + offset head on torchvision ResNet-18's "
+                         "layer4 (the paper's network)", kind="heatmap")
+def _pipnet_resnet18(input_size: int, pretrained: bool = False) -> nn.Module:
+    import torchvision
+
+    net = torchvision.models.resnet18(weights="DEFAULT" if pretrained else None)
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return TorchvisionFeatureMap(trunk, net.fc.in_features, 32)
+
+
+class TimmFeatureMap(nn.Module):
+    """A timm network's last feature map (``forward_features``); ``pretrained=True`` asks timm for
+    ImageNet weights (downloads)."""
+
+    def __init__(self, model_name: str, input_size: int = 256, pretrained: bool = False) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(model_name):
+            raise ValueError(f"unknown timm model {model_name!r} (see timm.list_models())")
+        self.net = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+        last = self.net.feature_info[-1]
+        self.out_channels = int(last["num_chs"])
+        self.stride = int(last["reduction"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net.forward_features(x)
+        if out.dim() != 4:
+            raise RuntimeError(f"timm model gave features {tuple(out.shape)}; a heatmap head needs a (B, C, H, W) map")
+        return out
 
 
 # ----------------------------------------------------------------------------------- input

@@ -12,13 +12,24 @@ Reproducibility: the epoch's sample order is a function of (seed, epoch)
 (seed, epoch, index) (:class:`LandmarkCrops`), independent of the worker count, so a run resumed
 from an epoch checkpoint repeats the uninterrupted run's losses.
 
-Losses (:func:`landmark_loss`), per coordinate, averaged over the marked points:
+The loss follows the network's kind (``model.kind``, :mod:`.models`). A regressor's
+(:func:`landmark_loss`), per coordinate, averaged over the marked points:
 
 * ``wing`` (Feng et al., "Wing Loss for Robust Facial Landmark Localisation with Convolutional
   Neural Networks", CVPR 2018, eq. 5): ``w ln(1 + |x| / eps)`` for ``|x| < w``, else ``|x| - C``
   with ``C = w - w ln(1 + w / eps)``; ``w = 10``, ``eps = 2`` as the paper, whose errors are in
   pixels, so ``x`` here is the error in pixels of the network's input crop;
 * ``l1`` / ``mse``: the error in normalised crop coordinates (0 to 1 across the crop).
+
+A heatmap model's (:func:`heatmap_loss`, PIPNet's, :mod:`.heatmap` for the encoding):
+``10 x score + offsets + neighbours`` (the paper's weights: score 10, offsets 1), where ``score`` is
+the mean squared error (or the binary cross-entropy on logits) of each marked point's score map
+against 1 at its cell and 0 elsewhere, averaged over the map's cells and the points; ``offsets`` the
+L1 (or squared) error of the x and y offsets predicted at the point's own cell, summed over x and y
+and averaged over the points; ``neighbours`` the same for the neighbour offsets, averaged over the
+(point, neighbour) pairs whose both points are marked. The neighbours are each point's nearest
+points on the training set's mean face (:func:`mean_shape`), set when the task builds the network
+and saved in its checkpoints.
 """
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -42,9 +54,10 @@ from .crop import AugmentConfig, CropTransform, augment_face, crop_transform
 from .evaluate import LandmarkEvaluation, evaluate_landmarks
 from .formats import LandmarkSample, read_landmarks, read_pts, read_wflw_list
 from .metrics import points_box
-# normalise_crops and predict_crops live beside the networks (LandmarkRegressor.landmarks_in_boxes runs
+from .heatmap import HeatmapOutput, cell_targets, decode_points, gather_cells, score_targets
+# normalise_crops and predict_crops live beside the networks (LandmarkNetwork.landmarks_in_boxes runs
 # them); imported here for the task and under their old names
-from .models import LandmarkRegressor, create_landmark_model, landmark_model_from_config, normalise_crops, \
+from .models import LandmarkNetwork, create_landmark_model, landmark_model_from_config, normalise_crops, \
     predict_crops
 from .runtime import LandmarkOnnxModel, is_onnx_file, load_landmark_onnx
 from .schemes import LandmarkScheme, get_scheme
@@ -56,6 +69,9 @@ LANDMARK_FORMAT = "retinaface-landmarks"
 WING_WIDTH = 10.0
 WING_EPSILON = 2.0
 FAILURE_THRESHOLD = 0.1
+# PIPNet's loss weights (its cls_loss_weight and reg_loss_weight)
+SCORE_WEIGHT = 10.0
+OFFSET_WEIGHT = 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,8 +110,61 @@ def landmark_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: tor
     else:
         raise ValueError(f"unknown landmark loss {kind!r}; choose wing, l1 or mse")
     total = (per_coordinate.sum(dim=-1) * weights).sum() / (2.0 * count)
-    pixels = (error.detach().norm(dim=-1) * input_size * weights).sum() / count
-    return LandmarkLoss(total, pixels)
+    return LandmarkLoss(total, pixel_error(pred, target, weights, input_size))
+
+
+def pixel_error(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, input_size: int) -> torch.Tensor:
+    """The mean distance in input pixels between normalised ``pred`` and ``target`` ``(B, K, 2)``
+    over the points ``weights`` ``(B, K)`` marks (no gradient)."""
+    return (((pred.detach() - target).norm(dim=-1) * input_size * weights).sum() / weights.sum().clamp_min(1.0))
+
+
+class HeatmapLoss(NamedTuple):
+    """A heatmap model's step loss: ``total`` (backpropagated), its unweighted ``score``, ``offset``
+    and ``neighbour`` terms and the decoded points' ``pixel_error`` (logged only)."""
+
+    total: torch.Tensor
+    score: torch.Tensor
+    offset: torch.Tensor
+    neighbour: torch.Tensor
+    pixel_error: torch.Tensor
+
+
+def heatmap_loss(outputs: HeatmapOutput, target: torch.Tensor, mask: torch.Tensor, neighbour_index: torch.Tensor,
+                 score_loss: str = "mse", offset_loss: str = "l1", input_size: int = 256) -> HeatmapLoss:
+    """PIPNet's loss (the module docstring) of a heatmap model's training ``outputs`` for normalised
+    ``target`` points ``(B, K, 2)``, over the points ``mask`` ``(B, K)`` marks; ``neighbour_index``
+    ``(K, N)`` is the model's. No host read."""
+    outputs = HeatmapOutput(*(t.float() for t in outputs))
+    _, _, height, width = outputs.scores.shape
+    weights = mask.to(outputs.scores.dtype)
+    count = weights.sum().clamp_min(1.0)
+    ideal = cell_targets(target, neighbour_index, height, width)
+    expected = score_targets(ideal.cell, height, width, outputs.scores.dtype)
+    if score_loss == "mse":
+        per_cell = (outputs.scores - expected).square()
+    elif score_loss == "bce":
+        per_cell = F.binary_cross_entropy_with_logits(outputs.scores, expected, reduction="none")
+    else:
+        raise ValueError(f"unknown score map loss {score_loss!r}; choose mse or bce")
+    score = (per_cell.mean(dim=(2, 3)) * weights).sum() / count
+    if offset_loss == "l1":
+        distance = torch.abs
+    elif offset_loss == "mse":
+        distance = torch.square
+    else:
+        raise ValueError(f"unknown offset loss {offset_loss!r}; choose l1 or mse")
+    # the offsets predicted at each point's own cell (PIPNet trains no other cell's)
+    own = torch.stack([gather_cells(outputs.offset_x, ideal.cell), gather_cells(outputs.offset_y, ideal.cell)], -1)
+    offset = (distance(own - ideal.offset).sum(dim=-1) * weights).sum() / count
+    votes = torch.stack([gather_cells(outputs.neighbour_x, ideal.cell),
+                         gather_cells(outputs.neighbour_y, ideal.cell)], -1)          # (B, K, N, 2)
+    pair_weights = weights[:, :, None] * weights[:, neighbour_index]                  # both points marked
+    neighbour = ((distance(votes - ideal.neighbour).sum(dim=-1) * pair_weights).sum()
+                 / pair_weights.sum().clamp_min(1.0))
+    total = SCORE_WEIGHT * score + OFFSET_WEIGHT * (offset + neighbour)
+    decoded = decode_points(HeatmapOutput(*(t.detach() for t in outputs)), neighbour_index)
+    return HeatmapLoss(total, score, offset, neighbour, pixel_error(decoded, target, weights, input_size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +295,22 @@ def face_crops(samples: Sequence[LandmarkSample], size: int, margin: float
     return torch.from_numpy(array), transforms
 
 
-def predict_landmarks(model: LandmarkRegressor, samples: Sequence[LandmarkSample], margin: float = 0.1,
+def mean_shape(samples: Sequence[LandmarkSample], margin: float) -> np.ndarray:
+    """``(K, 2)``: the mean of the samples' marked points in normalised crop coordinates of the
+    crop policy (no augmentation); reads no image."""
+    total, count = 0.0, 0
+    for sample in samples:
+        mask = sample.valid_mask()
+        transform = crop_transform(sample_box(sample), 1, margin)
+        points = transform.normalise(transform.to_crop(np.where(mask[:, None], sample.points, 0.0)))
+        total = total + np.where(mask[:, None], points, 0.0)
+        count = count + mask[:, None].astype(np.int64)
+    if np.any(count == 0):
+        raise ValueError("--data: a point is marked on none of the training faces; its mean position is unknown")
+    return total / count
+
+
+def predict_landmarks(model: LandmarkNetwork, samples: Sequence[LandmarkSample], margin: float = 0.1,
                       batch_size: int = 64) -> np.ndarray:
     """``(N, K, 2)`` predicted points of ``samples`` in their images' pixel coordinates: each face
     cropped by its box (the crop policy), predicted, mapped back with the crop's exact inverse."""
@@ -235,7 +319,7 @@ def predict_landmarks(model: LandmarkRegressor, samples: Sequence[LandmarkSample
     return np.stack([t.normalised_to_image(p) for t, p in zip(transforms, normalised)])
 
 
-def save_landmark_checkpoint(network: LandmarkRegressor, path: PathLike, scheme: str, crop_margin: float,
+def save_landmark_checkpoint(network: LandmarkNetwork, path: PathLike, scheme: str, crop_margin: float,
                              **state: Any) -> None:
     """``{"format": "retinaface-landmarks", "config": model config, "model": state dict, "scheme",
     "crop_margin", **state}`` written atomically (tensors and plain values only)."""
@@ -261,7 +345,7 @@ def is_landmark_checkpoint(path: PathLike) -> bool:
 
 
 def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu"
-                        ) -> Union[LandmarkRegressor, LandmarkOnnxModel]:
+                        ) -> Union[LandmarkNetwork, LandmarkOnnxModel]:
     """The network of a landmark checkpoint, in eval mode on ``device``; ``model.scheme`` and
     ``model.crop_margin`` say how it was trained (the crop policy to predict with). An ``.onnx``
     file exported from one (:mod:`~retinaface.landmarks.export`, float or INT8) loads as a
@@ -297,6 +381,8 @@ class LandmarkTask(Task):
         self.val_samples: List[LandmarkSample] = []
         self._val_crops: Optional[Tuple[torch.Tensor, List[CropTransform]]] = None
         self.last_evaluation: Optional[LandmarkEvaluation] = None
+        self.model_kind = "regression"
+        self._neighbour_index: Optional[torch.Tensor] = None
 
     def _sources(self) -> Tuple[List[LandmarkSample], List[LandmarkSample]]:
         cfg = self.config
@@ -332,9 +418,15 @@ class LandmarkTask(Task):
         cfg = self.config
         if model is None:
             model = create_landmark_model(cfg.model, self.scheme.num_points, cfg.input_size, **cfg.model_kwargs())
+            if model.kind == "heatmap":
+                model.set_neighbours(mean_shape(self.train_set.samples, cfg.crop_margin))
         if resume_state is not None:
             model.load_state_dict(resume_state["model"])
-        return TaskModel(model.to(trainer.device))
+        model = model.to(trainer.device)
+        self.model_kind = getattr(model, "kind", "regression")
+        if self.model_kind == "heatmap":
+            self._neighbour_index = model.neighbour_index
+        return TaskModel(model)
 
     def prepare_batch(self, batch: Sequence[Any], device: torch.device) -> Tuple[torch.Tensor, ...]:
         crops, points, masks = batch
@@ -343,7 +435,11 @@ class LandmarkTask(Task):
 
     def compute_loss(self, model: nn.Module, batch: Tuple[torch.Tensor, ...]) -> LandmarkLoss:
         images, points, masks = batch
-        return landmark_loss(self.config.loss, model(images), points, masks, self.config.input_size)
+        cfg = self.config
+        if self.model_kind == "heatmap":
+            return heatmap_loss(model(images), points, masks, self._neighbour_index, cfg.score_loss, cfg.loss,
+                                cfg.input_size)
+        return landmark_loss(cfg.loss, model(images), points, masks, cfg.input_size)
 
     def evaluate(self, trainer: RunningTrainer) -> Dict[str, float]:
         """NME (inter-ocular), FR@0.1 and AUC@0.1 on the val faces; empty when there are none."""
