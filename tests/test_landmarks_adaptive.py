@@ -138,7 +138,8 @@ def test_prioritize_landmarks_then_evaluate_each_width(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| prioritised | 0.5 |" in printed and "plain (2 epochs)" in printed
     results = json.loads((out / "results.json").read_text())
-    rows = results["rows"]
+    pretrained, *rows = results["rows"]
+    assert pretrained["model"].startswith("pre-trained") and pretrained["params"] >= rows[0]["params"]
     assert [r["width"] for r in rows] == [1.0, 0.75, 0.5, 1.0]
     assert rows[0]["params"] > rows[1]["params"] > rows[2]["params"]
     assert rows[0]["flops"] > rows[1]["flops"] > rows[2]["flops"]

@@ -16,7 +16,7 @@ on the :class:`~retinaface.landmarks.task.LandmarkTask` with the engine's hooks:
 unless ``baseline`` is off, ``OUTPUT/plain/``: the same network trained plainly for as many epochs
 as both stages together. ``OUTPUT/results.json`` and the printed table give NME / FR / AUC on the val
 faces, parameters and FLOPs (the seed report's convention, :func:`~retinaface.landmarks.models.model_complexity`)
-per width.
+of the pre-trained network (before pruning), of the adaptive one at each width and of the plain one.
 """
 from __future__ import annotations
 
@@ -180,6 +180,8 @@ def run_landmark_prioritization(config: LandmarkPrioritizeConfig,
     network = pre.raw_model.cpu().eval()
     seconds["pretrain"] = time.perf_counter() - started
 
+    rows = measure_widths(network, "pre-trained (before pruning)", (1.0,), val, margin)
+
     started = time.perf_counter()
     channels, report = prune_landmark_model(network, config.threshold, config.min_channels)
     log(f"[2/3] {report.summary()}")
@@ -198,7 +200,7 @@ def run_landmark_prioritization(config: LandmarkPrioritizeConfig,
     save_landmark_checkpoint(adaptive, checkpoint, task.scheme.name, margin, prune=dataclasses.asdict(report))
     seconds["finetune"] = time.perf_counter() - started
 
-    rows = measure_widths(adaptive, "prioritised", widths, val, margin)
+    rows += measure_widths(adaptive, "prioritised", widths, val, margin)
     if config.baseline:
         started = time.perf_counter()
         total = pretrain_epochs + finetune_epochs
