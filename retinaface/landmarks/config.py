@@ -100,6 +100,8 @@ class LandmarkConfig(BaseTrainConfig):
         recipe = dict(DEFAULT_RECIPE)
         if self.data == SYNTHETIC_DATA:
             recipe.update(SYNTHETIC_RECIPE)
+        if self.model != "pfld":
+            recipe.pop("model_width")  # the recipe's half width is PFLD's multiplier; the others have none
         values = dataclasses.asdict(self)
         for key, value in recipe.items():
             if values[key] is None:
