@@ -15,6 +15,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.synthetic` -- drawn faces with true 68 / 98 points.
 * :mod:`~retinaface.landmarks.evaluate` -- scores per set and per WFLW subset; predictions written in
   the ground truth's format.
+* :mod:`~retinaface.landmarks.adaptive` / :mod:`~retinaface.landmarks.prioritize` -- channel-prioritised
+  networks: one checkpoint at 100 / 75 / 50 % width (``retinaface prioritize --task landmarks``).
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
   ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss,
   ``load_landmark_model`` and ``predict_landmarks``.
@@ -63,6 +65,12 @@ _NAMES: Dict[str, str] = {
     "write_predictions": "evaluate",
     "detect_and_landmark": "inference",
     "landmarks_in_boxes": "inference",
+    "AdaptiveLandmarkRegressor": "adaptive",
+    "make_adaptive_landmark_model": "adaptive",
+    "materialize_landmark_width": "adaptive",
+    "prune_landmark_model": "adaptive",
+    "LandmarkPrioritizeConfig": "prioritize",
+    "run_landmark_prioritization": "prioritize",
     "LandmarkConfig": "config",
     "LandmarkTask": "task",
     "load_landmark_model": "task",
