@@ -111,3 +111,12 @@ def LandmarkTaskFor(cfg: LandmarkConfig):
     from retinaface.landmarks.task import LandmarkTask
 
     return LandmarkTask(cfg)
+
+
+def test_the_synthetic_recipe_gives_only_pfld_its_half_width():
+    pfld = LandmarkConfig(data="synthetic").resolved()
+    assert (pfld.model_width, pfld.input_size) == (0.5, 64)
+    other = LandmarkConfig(data="synthetic", model="mobilenetv3_small").resolved()
+    assert other.model_width is None and other.input_size == 64 and other.model_kwargs() == {}
+    with pytest.raises(ValueError, match="--model-width: only pfld"):
+        LandmarkConfig(data="synthetic", model="mobilenetv3_small", model_width=0.5).resolved()

@@ -92,18 +92,36 @@ def _contiguous(idxs: List[int]) -> Optional[int]:
     return start if idxs == list(range(start, start + len(idxs))) else None
 
 
-def trace_graph(model: nn.Module, image_size: int = 64):
-    """torch-pruning's dependency graph of ``model``, traced in eval mode on a small input (eval mode
-    so the trace does not touch the batch norms' running statistics)."""
+DEFAULT_TRACE_SIZE = 64
+
+
+def example_size(model: nn.Module) -> Tuple[int, int]:
+    """The input ``(height, width)`` to trace ``model`` at: its config's ``input_size`` when it has one
+    (landmark networks and embedders take one size only: a PFLD's last convolution spans the whole
+    map), else 64 x 64 (a detector takes any size)."""
+    size = getattr(getattr(model, "config", None), "input_size", None)
+    if size is None:
+        return DEFAULT_TRACE_SIZE, DEFAULT_TRACE_SIZE
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def trace_graph(model: nn.Module, image_size: Optional[int] = None):
+    """torch-pruning's dependency graph of ``model``, traced in eval mode (so the trace does not touch
+    the batch norms' running statistics) on an ``image_size`` square input, by default
+    :func:`example_size`."""
     import torch_pruning as tp
 
+    height, width = example_size(model) if image_size is None else (image_size, image_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
         with torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=torch.randn(1, 3, image_size, image_size, device=device), verbose=False)
+                model, example_inputs=torch.randn(1, 3, height, width, device=device), verbose=False)
     finally:
         model.train(was_training)
     return graph

@@ -66,11 +66,21 @@ def _count(model: nn.Module) -> int:
 @torch.no_grad()
 def prune_by_threshold(model: nn.Module, threshold: float = DEFAULT_THRESHOLD, min_channels: int = 1,
                        groups: Optional[List[ChannelGroup]] = None) -> PruneReport:
-    """Remove, in place, every prioritised channel whose |gamma| is below ``threshold`` in all its
-    batch norms; each group keeps at least ``min_channels`` (its most important ones).
+    """Remove, in place, every prioritised channel of a RetinaFace whose |gamma| is below
+    ``threshold`` in all its batch norms (:func:`prune_channels`); the model's ``config.channels`` is
+    updated so that a saved checkpoint rebuilds the pruned shapes."""
+    report = prune_channels(model, threshold, min_channels, groups)
+    record_channels(model)
+    return report
 
-    The model's ``config.channels`` is updated so that a saved checkpoint rebuilds the pruned shapes.
-    """
+
+@torch.no_grad()
+def prune_channels(model: nn.Module, threshold: float = DEFAULT_THRESHOLD, min_channels: int = 1,
+                   groups: Optional[List[ChannelGroup]] = None) -> PruneReport:
+    """Remove, in place, every prioritised channel whose |gamma| is below ``threshold`` in all its
+    batch norms; each group keeps at least ``min_channels`` (its most important ones). Any network
+    torch-pruning can trace (at :func:`~retinaface.adaptive.groups.example_size`); the caller
+    records the new shapes (:func:`layer_shapes` against a fresh build)."""
     import torch_pruning as tp
 
     if min_channels < 1:
@@ -102,7 +112,6 @@ def prune_by_threshold(model: nn.Module, threshold: float = DEFAULT_THRESHOLD, m
                    tp.prune_batchnorm_out_channels if is_batchnorm(root) else
                    tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels)
         graph.get_pruning_group(root, handler, idxs).prune()
-    record_channels(model)
     return PruneReport(report, params_before, _count(model), threshold)
 
 

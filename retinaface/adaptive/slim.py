@@ -259,18 +259,17 @@ class AdaptiveRetinaFace(RetinaFace):
 
     def set_width(self, width: float) -> "AdaptiveRetinaFace":
         """Run at utilisation level ``width`` (any value in (0, 1]; trained for ``self.widths``)."""
-        keep_count(1, width)  # validates the range
-        for layer in switchable_layers(self):
-            layer.set_width(width, self.group_sizes)
+        switch_width(self, width, self.group_sizes)
         self.width = float(width)
         return self
 
 
 def set_width(model: nn.Module, width: float) -> nn.Module:
-    """``model.set_width(width)`` for an adaptive model (DDP/compile wrappers are looked through);
-    a plain model accepts only 1.0."""
+    """``model.set_width(width)`` for an adaptive model (any network of this toolkit with a
+    ``set_width`` method: detector, embedder, landmark network; DDP/compile wrappers are looked
+    through); a plain model accepts only 1.0."""
     inner = unwrap_model(model)
-    if isinstance(inner, AdaptiveRetinaFace):
+    if callable(getattr(inner, "set_width", None)):
         inner.set_width(width)
     elif float(width) != 1.0:
         raise ValueError(f"width {width} needs an adaptive (channel-prioritised) model; this one "
@@ -278,19 +277,32 @@ def set_width(model: nn.Module, width: float) -> nn.Module:
     return model
 
 
-def make_adaptive(model: RetinaFace, widths: Sequence[float] = DEFAULT_WIDTHS) -> AdaptiveRetinaFace:
-    """A width-switchable copy of the (pruned) plain ``model``; at width 1.0 it computes exactly
-    what ``model`` does. The slicing description goes into ``config.adaptive``."""
+def switch_spec(model: nn.Module, widths: Sequence[float] = DEFAULT_WIDTHS) -> Dict[str, Any]:
+    """The plain-data slicing description of ``model``'s prioritised channel groups:
+    ``{"widths": trained levels (descending), "group_sizes": [...], "layers": {module: segments}}``
+    (:func:`~retinaface.adaptive.groups.layer_segments`, groups renumbered 0..G-1), what
+    :func:`convert_to_switchable` and ``set_width`` need to rebuild and run it."""
     widths = sorted({float(w) for w in widths}, reverse=True)
     for w in widths:
         keep_count(1, w)
-    record_channels(model)
     groups = [g for g in find_channel_groups(model) if g.prioritized]
-    renumber = {g.gid: i for i, g in enumerate(groups)}
-    for g in groups:
-        g.gid = renumber[g.gid]
-    spec = {"format": ADAPTIVE_FORMAT, "widths": widths, "group_sizes": [g.size for g in groups],
-            "layers": layer_segments(model, groups)}
+    for i, g in enumerate(groups):
+        g.gid = i
+    return {"widths": widths, "group_sizes": [g.size for g in groups], "layers": layer_segments(model, groups)}
+
+
+def switch_width(model: nn.Module, width: float, group_sizes: Sequence[int]) -> None:
+    """Set every switchable layer of ``model`` to utilisation level ``width`` (validated, (0, 1])."""
+    keep_count(1, width)
+    for layer in switchable_layers(model):
+        layer.set_width(width, group_sizes)
+
+
+def make_adaptive(model: RetinaFace, widths: Sequence[float] = DEFAULT_WIDTHS) -> AdaptiveRetinaFace:
+    """A width-switchable copy of the (pruned) plain ``model``; at width 1.0 it computes exactly
+    what ``model`` does. The slicing description goes into ``config.adaptive``."""
+    record_channels(model)
+    spec = {"format": ADAPTIVE_FORMAT, **switch_spec(model, widths)}
     config = dataclasses.replace(model.config, adaptive=spec)
     device = next(model.parameters()).device
     body, config = _create_body(config)
@@ -316,14 +328,18 @@ def active_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
-    """A plain (pruned) RetinaFace holding only the weights ``model`` uses at ``width``: same
-    outputs, no switching machinery, so it can be fused (``fuse()``) or exported like any model."""
+def sliced_state(model: nn.Module, width: float,
+                 channels: Optional[Dict[str, List[int]]] = None) -> Tuple[Dict[str, Tensor], Dict[str, List[int]]]:
+    """``(state dict, shapes)`` of the plain network ``model`` (an adaptive one with ``set_width``
+    and ``width``) computes with at ``width``: every switchable layer's kept weights and statistics,
+    and ``channels`` (the pruned shapes, :func:`~retinaface.adaptive.prune.layer_shapes`) updated
+    with the sliced layers' shapes, for :func:`~retinaface.adaptive.prune.apply_channels` on a fresh
+    build of the same architecture."""
     was = model.width
     model.set_width(width)
     try:
         state = dict(model.state_dict())
-        channels = dict(model.config.channels or {})
+        channels = dict(channels or {})
         for name, module in model.named_modules():
             prefix = f"{name}." if name else ""
             if isinstance(module, SlimConv2d):
@@ -342,6 +358,14 @@ def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
                 channels[name] = [selection_size(module.out_sel, module.num_features)]
     finally:
         model.set_width(was)
+    return state, channels
+
+
+@torch.no_grad()
+def materialize_width(model: AdaptiveRetinaFace, width: float) -> RetinaFace:
+    """A plain (pruned) RetinaFace holding only the weights ``model`` uses at ``width``: same
+    outputs, no switching machinery, so it can be fused (``fuse()``) or exported like any model."""
+    state, channels = sliced_state(model, width, model.config.channels)
     config = dataclasses.replace(model.config, adaptive=None, channels=channels)
     plain = _build_retinaface(config)
     apply_channels(plain, channels)

@@ -22,6 +22,10 @@ from ..checkpoint import CheckpointError
 from ..engine.config import TrainConfig, add_config_arguments, given_options
 from ..engine.prioritize import PrioritizeConfig, STAGE_OWNED, run_prioritization
 from ..engine.trainer import NonFiniteLossError
+from ..landmarks.config import LandmarkConfig
+from ..landmarks.formats import LandmarkFormatError
+from ..landmarks.prioritize import STAGE_OWNED as LANDMARK_STAGE_OWNED
+from ..landmarks.prioritize import LandmarkPrioritizeConfig, run_landmark_prioritization
 from ..recognition.prioritize import RecognitionPrioritizeConfig, run_recognition_prioritization
 from ..recognition.config import RecognitionConfig
 from .common import (ArgumentParser, fail, non_negative_float, number_in_range, positive_float,
@@ -32,9 +36,10 @@ EXAMPLES = """examples:
   retinaface prioritize --data synthetic --output runs/prioritize
   retinaface prioritize --data data/widerface --pretrain-epochs 250 --finetune-epochs 50 --batch-size 32
   retinaface prioritize --task recognition --quick      # the embedding network (retinaface prioritize --task recognition --help)
+  retinaface prioritize --task landmarks --model pfld   # a landmark network on the synthetic faces (--task landmarks --help)
 """
 
-TASKS = ("detection", "recognition")
+TASKS = ("detection", "recognition", "landmarks")
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -101,6 +106,43 @@ def main_recognition(argv: List[str], prog: str) -> int:
     return 0
 
 
+def build_landmarks_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """Flags of ``--task landmarks``: :class:`~retinaface.landmarks.prioritize.LandmarkPrioritizeConfig`'s,
+    then every :class:`~retinaface.landmarks.config.LandmarkConfig` option for both stages."""
+    parser = ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Channel-prioritised landmark network: one checkpoint (OUTPUT/adaptive.pth) at widths "
+                    "1.0 / 0.75 / 0.5, with NME, parameters and FLOPs per width on the val faces next to the "
+                    "same network trained plainly for as many epochs (eval-landmarks --weights "
+                    "OUTPUT/adaptive.pth --width 0.5 runs one width).")
+    parser.add_argument("--task", choices=TASKS, default="detection", help="what to prioritise")
+    add_config_arguments(parser, LandmarkPrioritizeConfig, group_title="prioritisation")
+    add_config_arguments(parser, LandmarkConfig, exclude=LANDMARK_STAGE_OWNED, group_title="training (both stages)")
+    return parser
+
+
+def main_landmarks(argv: List[str], prog: str) -> int:
+    """``retinaface prioritize --task landmarks``: runs
+    :func:`retinaface.landmarks.prioritize.run_landmark_prioritization`."""
+    try:
+        args = build_landmarks_parser(prog).parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad flag (2), already printed
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    own = given_options(args, LandmarkPrioritizeConfig)
+    # --output / --overwrite are the experiment's (the two configs share the names), the rest per stage
+    train = {k: v for k, v in given_options(args, LandmarkConfig).items() if k not in LANDMARK_STAGE_OWNED}
+    try:
+        result = run_landmark_prioritization(LandmarkPrioritizeConfig(train=train, **own))
+    except (ValueError, OSError, CheckpointError, NonFiniteLossError, LandmarkFormatError) as exc:
+        return fail(prog, one_line(exc))
+    except RuntimeError as exc:  # no CUDA for --device cuda, an unknown timm network
+        return fail(prog, one_line(exc))
+    print(f"adaptive landmark checkpoint: {result.checkpoint} (eval-landmarks --weights ... --width p, "
+          f"load_landmark_model(path, width=p))")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     prog = prog or "retinaface prioritize"
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -109,6 +151,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     known, _ = task.parse_known_args(argv)
     if known.task == "recognition":
         return main_recognition(argv, prog)
+    if known.task == "landmarks":
+        return main_landmarks(argv, prog)
     argv = [a for i, a in enumerate(argv) if a != "--task" and not (i and argv[i - 1] == "--task")
             and not a.startswith("--task=")]
     return main_detection(argv, prog)

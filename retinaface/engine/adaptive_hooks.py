@@ -6,13 +6,14 @@
 * :class:`MultiWidthHook` -- fine-tuning of a width-switchable model: batch norms frozen (scales,
   shifts and running statistics), the loss of each step summed over the utilisation levels.
 
-Both plug into :class:`retinaface.engine.trainer.Trainer` through its ``TrainHook`` interface; they
+Both work for any task whose network torch-pruning can trace (detection, dense landmarks): the
+batches go through the task's own ``prepare_batch`` and ``compute_loss``. Both plug into :class:`retinaface.engine.trainer.Trainer` through its ``TrainHook`` interface; they
 live in the engine layer because they import it (the adaptive layer below knows nothing of training).
 """
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,6 @@ from ..adaptive.prioritize import (DEFAULT_LAMBDA_M, DEFAULT_LAMBDA_S, Prioritiz
                                    prioritized_bns)
 from ..adaptive.prune import DEFAULT_THRESHOLD
 from ..adaptive.slim import DEFAULT_WIDTHS, set_width
-from .loss import LossOutput
 from ..models.wrappers import unwrap_model
 from .trainer import TrainHook
 
@@ -95,7 +95,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int,
 
 
 class MultiWidthHook(TrainHook):
-    """Each step's loss is the sum of the detection losses at every width (batch norms frozen).
+    """Each step's loss is the sum of the task's losses at every width (batch norms frozen).
 
     Before the first step, batch-norm statistics are re-estimated at width 1.0 on
     ``recalibrate_batches`` training batches (0 to skip), then frozen.
@@ -109,19 +109,21 @@ class MultiWidthHook(TrainHook):
         raw = trainer.raw_model
         if self.recalibrate_batches and trainer.epoch == 0:
             set_width(raw, 1.0)
-            used = recalibrate_batchnorm(raw, trainer.loader, self.recalibrate_batches, trainer.device)
+            # the task's own preparation: a landmark loader gives uint8 crops, a detection one float images
+            prepared = (trainer.task.prepare_batch(batch, trainer.device) for batch in trainer.loader)
+            used = recalibrate_batchnorm(raw, prepared, self.recalibrate_batches)
             logger.info("batch-norm statistics re-estimated on %d batches", used)
         freeze_batchnorm(raw)
 
-    def compute_loss(self, trainer, model: nn.Module, images: Tensor, targets: List[Tensor]) -> LossOutput:
+    def compute_loss(self, trainer, model: nn.Module, *batch: Any) -> NamedTuple:
         raw = unwrap_model(model)
         freeze_batchnorm(raw)  # the trainer switches the whole model to train mode every epoch
         total = None
         try:
             for width in self.widths:
                 set_width(raw, width)
-                out = trainer.task.compute_loss(model, (images, targets))
-                total = out if total is None else LossOutput(*(a + b for a, b in zip(total, out)))
+                out = trainer.task.compute_loss(model, batch)
+                total = out if total is None else type(out)(*(a + b for a, b in zip(total, out)))
         finally:
             set_width(raw, 1.0)
         return total

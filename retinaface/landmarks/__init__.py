@@ -21,6 +21,8 @@ only when a network is used; the readers and metrics need numpy only (scipy for 
 * :mod:`~retinaface.landmarks.inference` -- dense points (and head poses) of detected faces.
 * :mod:`~retinaface.landmarks.pose` -- head pose (yaw, pitch, roll) from the points, ``cv2.solvePnP``
   with a mean 3D face.
+* :mod:`~retinaface.landmarks.adaptive` / :mod:`~retinaface.landmarks.prioritize` -- channel-prioritised
+  networks: one checkpoint at 100 / 75 / 50 % width (``retinaface prioritize --task landmarks``).
 * :mod:`~retinaface.landmarks.config` / :mod:`~retinaface.landmarks.task` -- ``LandmarkConfig`` and
   ``LandmarkTask`` for the one training loop (``retinaface train-landmarks``), the wing loss, the
   heatmap (PIPNet) loss, ``load_landmark_model`` and ``predict_landmarks``.
@@ -81,6 +83,12 @@ _NAMES: Dict[str, str] = {
     "has_pose_points": "pose",
     "head_pose": "pose",
     "head_poses": "pose",
+    "AdaptiveLandmarkRegressor": "adaptive",
+    "make_adaptive_landmark_model": "adaptive",
+    "materialize_landmark_width": "adaptive",
+    "prune_landmark_model": "adaptive",
+    "LandmarkPrioritizeConfig": "prioritize",
+    "run_landmark_prioritization": "prioritize",
     "LandmarkConfig": "config",
     "LandmarkTask": "task",
     "load_landmark_model": "task",

@@ -29,7 +29,8 @@ Formats:
   box ``x_min y_min x_max y_max``, six attribute flags (pose, expression, illumination, make-up,
   occlusion, blur: 0 or 1) and the image path (relative to WFLW's ``WFLW_images``). The 68-point
   variant (``list_68pt_rect_attr_*.txt``) has 136 coordinates in the same layout.
-* AFLW2000-3D ``.mat`` (PRNet / 3DDFA release): ``pt2d`` ``2 x 21`` (AFLW's 21 manual points).
+* AFLW2000-3D ``.mat`` (PRNet / 3DDFA release): ``pt2d`` ``2 x 21`` (AFLW's 21 manual points) and
+  ``pt3d_68`` ``3 x 68`` (the fitted 68 points; read as the points with ``points="pt3d_68"``).
 * COFW ``COFW_test_color.mat`` / ``COFW_train_color.mat``: ``IsT`` / ``IsTr`` (a cell of images),
   ``phisT`` / ``phisTr`` (one row per face: x of 29 points, y of 29 points, 29 occlusion flags with
   1 = occluded) and ``bboxesT`` / ``bboxesTr`` (``x y w h``). MATLAB v7.3 files (HDF5) are read
@@ -286,15 +287,34 @@ def _is_v73(path: Path) -> bool:
     return major == 2
 
 
-def read_aflw2000_mat(path: PathLike, origin: float = AFLW2000_ORIGIN) -> LandmarkSample:
+AFLW2000_POINT_SETS: Tuple[str, ...] = ("pt2d", "pt3d_68")
+
+
+def read_aflw2000_mat(path: PathLike, origin: float = AFLW2000_ORIGIN, points: str = "pt2d") -> LandmarkSample:
     """One AFLW2000-3D ``.mat`` (``pt2d``, ``2 x 21``): AFLW's 21 points; points stored as -1 (not
     marked in AFLW) come back with ``valid[i] = False``. The image is the ``.jpg`` beside it.
-    ``attributes["pt3d_68"]`` holds the fitted ``(68, 3)`` points when the file has them."""
+    ``attributes["pt3d_68"]`` holds the fitted ``(68, 3)`` points when the file has them.
+
+    ``points="pt3d_68"`` makes the 68 fitted points (their x, y; the iBUG 68 layout, all present)
+    the sample's points instead: the landmarks 68-point models are scored on in AFLW2000-3D's usual
+    protocol (3DDFA, PRNet), normalised by the points' box size."""
     path = Path(path)
+    if points not in AFLW2000_POINT_SETS:
+        raise ValueError(f"points must be one of {AFLW2000_POINT_SETS}, got {points!r}")
     data = _loadmat(path)
-    if "pt2d" not in data:
+    if points not in data:
         names = sorted(k for k in data if not k.startswith("__"))
-        raise LandmarkFormatError(path, 0, f"no 'pt2d' variable (has {names})")
+        raise LandmarkFormatError(path, 0, f"no {points!r} variable (has {names})")
+    if points == "pt3d_68":
+        pt3d = np.asarray(data["pt3d_68"], dtype=np.float64)
+        if pt3d.shape != (3, 68):
+            raise LandmarkFormatError(path, 0, f"pt3d_68 has shape {pt3d.shape}, expected (3, 68)")
+        if not np.all(np.isfinite(pt3d)):
+            raise LandmarkFormatError(path, 0, "pt3d_68 holds non-finite values")
+        image = next((path.with_suffix(ext) for ext in IMAGE_EXTENSIONS if path.with_suffix(ext).is_file()), None)
+        return LandmarkSample(str(image) if image is not None else None, pt3d[:2].T - origin, None,
+                              {"pt3d_68": pt3d.T - [origin, origin, 0.0]}, source=f"{path}:1",
+                              format=FORMAT_AFLW2000, name=path.stem, origin=origin)
     pt2d = np.asarray(data["pt2d"], dtype=np.float64)
     if pt2d.shape != (2, 21):
         raise LandmarkFormatError(path, 0, f"pt2d has shape {pt2d.shape}, expected (2, 21)")
@@ -380,9 +400,10 @@ def read_cofw_mat(path: PathLike, origin: float = COFW_ORIGIN) -> List[LandmarkS
 
 
 # ----------------------------------------------------------------------------------- any file
-def read_landmarks(path: PathLike, image_root: Optional[PathLike] = None) -> List[LandmarkSample]:
+def read_landmarks(path: PathLike, image_root: Optional[PathLike] = None,
+                   aflw_points: str = "pt2d") -> List[LandmarkSample]:
     """The faces of any supported file, by its name: ``.pts`` (one face), ``.txt`` (a WFLW list),
-    ``.mat`` (AFLW2000-3D when it has ``pt2d``, else COFW)."""
+    ``.mat`` (AFLW2000-3D when it has ``pt2d``, its ``aflw_points`` set; else COFW)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".pts":
@@ -398,6 +419,6 @@ def read_landmarks(path: PathLike, image_root: Optional[PathLike] = None) -> Lis
             except (ValueError, OSError, TypeError) as exc:
                 raise LandmarkFormatError(path, 0, f"not a readable MATLAB .mat file ({exc})") from None
             if "pt2d" in names:
-                return [read_aflw2000_mat(path)]
+                return [read_aflw2000_mat(path, points=aflw_points)]
         return read_cofw_mat(path)
     raise ValueError(f"{path}: unknown landmark file type {suffix!r} (.pts, .txt WFLW list or .mat)")

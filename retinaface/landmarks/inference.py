@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..adaptive.slim import set_width
 from ..conventions import DET_SCORE, DISPLAY_THRESHOLD
 from ..runtime_interface import LandmarkModel
 from .pose import has_pose_points, head_poses, image_size_of
@@ -30,22 +31,33 @@ class DenseFaces(NamedTuple):
 
 
 def landmarks_in_boxes(model: LandmarkModel, image: np.ndarray, boxes: Sequence[Sequence[float]],
-                       batch_size: int = 64) -> np.ndarray:
+                       batch_size: int = 64, width: Optional[float] = None) -> np.ndarray:
     """``(N, K, 2)`` points in ``image``'s pixel coordinates for the faces in ``boxes`` (``(N, >= 4)``
     rows ``x1 y1 x2 y2 ...``), ``image`` BGR uint8 ``H x W x 3`` as OpenCV reads it. Each face is
     cropped by the policy at ``model.crop_margin`` (a loaded checkpoint's; else the default),
-    predicted in batches and mapped back with the crop's exact inverse."""
-    return model.landmarks_in_boxes(image, boxes, batch_size)
+    predicted in batches and mapped back with the crop's exact inverse. ``width`` runs a
+    channel-prioritised network at that level for this call (``None``: its current width; a plain
+    network accepts only 1)."""
+    if width is None:
+        return model.landmarks_in_boxes(image, boxes, batch_size)
+    was = float(getattr(model, "width", 1.0))
+    set_width(model, width)
+    try:
+        return model.landmarks_in_boxes(image, boxes, batch_size)
+    finally:
+        set_width(model, was)
 
 
 def detect_and_landmark(detector: Any, model: LandmarkModel, image: np.ndarray,
-                        min_score: float = DISPLAY_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
+                        min_score: float = DISPLAY_THRESHOLD, width: Optional[float] = None
+                        ) -> Tuple[np.ndarray, np.ndarray]:
     """``(faces, points)``: ``detector.detect(image)``'s rows scoring at least ``min_score`` (the
     display threshold, as :meth:`~retinaface.inference.detector.Detector.detect_and_align`) and the
-    dense points of each face, ``(N, K, 2)`` in image pixels, in the same order."""
+    dense points of each face, ``(N, K, 2)`` in image pixels, in the same order (``width``: as
+    :func:`landmarks_in_boxes`)."""
     faces = np.asarray(detector.detect(image))
     faces = faces[faces[:, DET_SCORE] >= min_score]
-    return faces, landmarks_in_boxes(model, image, faces[:, :4])
+    return faces, landmarks_in_boxes(model, image, faces[:, :4], width=width)
 
 
 def dense_faces(model: LandmarkModel, image: np.ndarray, boxes: Sequence[Sequence[float]],

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..adaptive.slim import active_parameters, switchable_layers
 from ..deploy.export.metadata import ExportedModel
 from ..models.mobiface import make_divisible
 from .config import DEFAULT_NEIGHBOURS, HEATMAP_TIMM_PREFIX
@@ -506,7 +507,9 @@ def _thop_hook(module: nn.Module, inputs: Tuple[torch.Tensor, ...], output: torc
     x = inputs[0]
     if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
         kernel = int(np.prod(module.kernel_size))
-        return output.numel() * (module.in_channels // module.groups) * kernel
+        # the channels it reads: a width-switchable conv at a lower width reads fewer than it holds
+        per_group = 1 if getattr(module, "depthwise", False) else x.shape[1] // module.groups
+        return output.numel() * per_group * kernel
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
         return 2 * x.numel() * (2 if getattr(module, "affine", False) else 1)
     if isinstance(module, nn.LayerNorm):
@@ -559,8 +562,9 @@ def torch_flops(model: nn.Module, input_size: Union[int, Tuple[int, int]], batch
 
 def model_complexity(model: nn.Module, input_size: Union[int, Tuple[int, int]]) -> Dict[str, float]:
     """``params`` (count), ``thop_operations``, ``flops`` (2 x thop: the seed report's convention),
-    ``torch_flops``, and ``params_millions`` / ``gflops`` for :func:`~retinaface.landmarks.metrics.ranking_score`."""
-    params = count_parameters(model)
+    ``torch_flops``, and ``params_millions`` / ``gflops`` for :func:`~retinaface.landmarks.metrics.ranking_score`.
+    A width-switchable network counts what it uses at its current width."""
+    params = active_parameters(model) if switchable_layers(model) else count_parameters(model)
     ops = thop_operations(model, input_size)
     return {"params": params, "thop_operations": ops, "flops": 2 * ops, "torch_flops": torch_flops(model, input_size),
             "params_millions": params / 1e6, "gflops": 2 * ops / 1e9}

@@ -49,16 +49,16 @@ from torch.utils.data import Dataset
 from ..checkpoint import read_checkpoint
 from ..engine.task import RunningTrainer, Task, TaskModel, TrainData, epoch_loader
 from ..fileio import atomic_torch_save
+from .adaptive import AdaptiveLandmarkRegressor, build_landmark_network
 from .config import DEFAULT_OUTPUT, DEFAULT_SCHEME, SYNTHETIC_DATA, LandmarkConfig, synthetic_root
 from .crop import AugmentConfig, CropTransform, augment_face, crop_transform
 from .evaluate import LandmarkEvaluation, evaluate_landmarks
-from .formats import LandmarkSample, read_landmarks, read_pts, read_wflw_list
+from .formats import LandmarkSample, read_aflw2000_mat, read_landmarks, read_pts, read_wflw_list
 from .metrics import points_box
 from .heatmap import HeatmapOutput, cell_targets, decode_points, gather_cells, score_targets
 # normalise_crops and predict_crops live beside the networks (LandmarkNetwork.landmarks_in_boxes runs
 # them); imported here for the task and under their old names
-from .models import LandmarkNetwork, create_landmark_model, landmark_model_from_config, normalise_crops, \
-    predict_crops
+from .models import LandmarkNetwork, create_landmark_model, normalise_crops, predict_crops
 from .runtime import LandmarkOnnxModel, is_onnx_file, load_landmark_onnx
 from .schemes import LandmarkScheme, get_scheme
 from .synthetic import write_synthetic_landmarks
@@ -177,21 +177,26 @@ def default_image_root(list_path: Path) -> Path:
     return beside if beside.is_dir() else list_path.parent
 
 
-def load_samples(spec: PathLike, image_root: Optional[PathLike] = None) -> List[LandmarkSample]:
-    """The faces of a WFLW list, a folder of 300W ``.pts`` files (searched recursively, sorted) or
-    any file :func:`~retinaface.landmarks.formats.read_landmarks` reads. Malformed files raise
-    :class:`~retinaface.landmarks.formats.LandmarkFormatError` naming ``file:line``."""
+def load_samples(spec: PathLike, image_root: Optional[PathLike] = None, aflw_points: str = "pt2d"
+                 ) -> List[LandmarkSample]:
+    """The faces of a WFLW list, a folder of 300W ``.pts`` files or of AFLW2000-3D ``.mat`` files
+    (searched recursively, sorted; ``aflw_points``: ``pt2d`` or ``pt3d_68``), or any file
+    :func:`~retinaface.landmarks.formats.read_landmarks` reads (a COFW ``.mat``). Malformed files
+    raise :class:`~retinaface.landmarks.formats.LandmarkFormatError` naming ``file:line``."""
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such landmark file or folder")
     if path.is_dir():
         files = sorted(path.rglob("*.pts"))
-        if not files:
-            raise FileNotFoundError(f"{path}: a folder without .pts files")
-        return [read_pts(f, num_points=None) for f in files]
+        if files:
+            return [read_pts(f, num_points=None) for f in files]
+        mats = sorted(path.rglob("*.mat"))
+        if not mats:
+            raise FileNotFoundError(f"{path}: a folder without .pts or AFLW2000-3D .mat files")
+        return [read_aflw2000_mat(f, points=aflw_points) for f in mats]
     if path.suffix.lower() == ".txt":
         return read_wflw_list(path, image_root=image_root if image_root is not None else default_image_root(path))
-    return read_landmarks(path, image_root=image_root)
+    return read_landmarks(path, image_root=image_root, aflw_points=aflw_points)
 
 
 def synthetic_lists(config: LandmarkConfig, scheme: LandmarkScheme) -> Tuple[Path, Path]:
@@ -322,10 +327,16 @@ def predict_landmarks(model: LandmarkNetwork, samples: Sequence[LandmarkSample],
 def save_landmark_checkpoint(network: LandmarkNetwork, path: PathLike, scheme: str, crop_margin: float,
                              **state: Any) -> None:
     """``{"format": "retinaface-landmarks", "config": model config, "model": state dict, "scheme",
-    "crop_margin", **state}`` written atomically (tensors and plain values only)."""
-    atomic_torch_save({"format": LANDMARK_FORMAT, "config": network.config.to_dict(),
-                       "model": network.state_dict(), "scheme": scheme, "crop_margin": float(crop_margin),
-                       **state}, path)
+    "crop_margin", **state}`` written atomically (tensors and plain values only). A
+    channel-prioritised network adds ``"adaptive"`` (its slicing description), a pruned plain one
+    (a materialised width) ``"channels"`` (its shapes)."""
+    payload = {"format": LANDMARK_FORMAT, "config": network.config.to_dict(), "model": network.state_dict(),
+               "scheme": scheme, "crop_margin": float(crop_margin)}
+    if getattr(network, "adaptive_spec", None):
+        payload["adaptive"] = network.adaptive_spec
+    elif getattr(network, "pruned_channels", None):
+        payload["channels"] = network.pruned_channels
+    atomic_torch_save({**payload, **state}, path)
 
 
 def read_landmark_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -344,17 +355,28 @@ def is_landmark_checkpoint(path: PathLike) -> bool:
     return read_checkpoint(path).get("format") == LANDMARK_FORMAT
 
 
-def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu"
-                        ) -> Union[LandmarkNetwork, LandmarkOnnxModel]:
+def load_landmark_model(path: PathLike, device: Union[str, torch.device] = "cpu",
+                        width: Optional[float] = None) -> Union[LandmarkNetwork, LandmarkOnnxModel]:
     """The network of a landmark checkpoint, in eval mode on ``device``; ``model.scheme`` and
-    ``model.crop_margin`` say how it was trained (the crop policy to predict with). An ``.onnx``
-    file exported from one (:mod:`~retinaface.landmarks.export`, float or INT8) loads as a
-    :class:`~retinaface.landmarks.runtime.LandmarkOnnxModel` with the same members."""
+    ``model.crop_margin`` say how it was trained (the crop policy to predict with). ``width`` runs a
+    channel-prioritised checkpoint (``retinaface prioritize --task landmarks``) at that level in
+    (0, 1]; a plain one runs at 1.0 only. An ``.onnx`` file exported from one
+    (:mod:`~retinaface.landmarks.export`, float or INT8) loads as a
+    :class:`~retinaface.landmarks.runtime.LandmarkOnnxModel` with the same members (at its one width)."""
     if is_onnx_file(path):
+        if width is not None and float(width) != 1.0:
+            raise ValueError(f"{path}: an exported landmark file runs at the width it was exported at; "
+                             f"export that width instead of passing width {width:g}")
         return load_landmark_onnx(path, device)
     state = read_landmark_checkpoint(path)
-    model = landmark_model_from_config(state["config"])
+    model = build_landmark_network(state["config"], state.get("adaptive"), state.get("channels"))
     model.load_state_dict(state["model"])
+    if width is not None:
+        if isinstance(model, AdaptiveLandmarkRegressor):
+            model.set_width(width)
+        elif float(width) != 1.0:
+            raise ValueError(f"{path}: width {width:g} needs a channel-prioritised landmark checkpoint "
+                             f"(retinaface prioritize --task landmarks); this one runs at width 1 only")
     model.scheme = str(state.get("scheme") or get_scheme(model.num_points).name)
     model.crop_margin = float(state.get("crop_margin", 0.1))
     return model.to(device).eval()
@@ -384,16 +406,23 @@ class LandmarkTask(Task):
         self.model_kind = "regression"
         self._neighbour_index: Optional[torch.Tensor] = None
 
+    def val_spec(self) -> Optional[str]:
+        """The val faces (a list or folder for :func:`load_samples`), or ``None`` for none: ``--val``,
+        else the synthetic set's val split for synthetic data."""
+        cfg = self.config
+        spec = cfg.val
+        if spec is None and cfg.data == SYNTHETIC_DATA:
+            spec = str(synthetic_lists(cfg, get_scheme(cfg.scheme or DEFAULT_SCHEME))[1])
+        return spec if spec and spec != "none" else None
+
     def _sources(self) -> Tuple[List[LandmarkSample], List[LandmarkSample]]:
         cfg = self.config
         if cfg.data == SYNTHETIC_DATA:
-            train_list, val_list = synthetic_lists(cfg, get_scheme(cfg.scheme or DEFAULT_SCHEME))
-            train = load_samples(train_list)
-            val_spec: Optional[str] = cfg.val if cfg.val is not None else str(val_list)
+            train = load_samples(synthetic_lists(cfg, get_scheme(cfg.scheme or DEFAULT_SCHEME))[0])
         else:
             train = load_samples(cfg.data, cfg.image_root)
-            val_spec = cfg.val
-        val = load_samples(val_spec, cfg.image_root) if val_spec and val_spec != "none" and cfg.eval_every else []
+        val_spec = self.val_spec()
+        val = load_samples(val_spec, cfg.image_root) if val_spec and cfg.eval_every else []
         return train, val
 
     def build_data(self, trainer: RunningTrainer) -> TrainData:
