@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..deploy.export.metadata import DEFAULT_SIZE, ExportError, MIN_OPSET, first_line
 from ..runtime_interface import EXPORT_FORMATS, export_format
@@ -128,14 +128,21 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
           f"{', '.join(json.loads(meta['output_names']))}) in {time.perf_counter() - started:.1f} s")
     if not args.check:
         return 0
+    return _parity_status(prog, args.output, lambda: export_format(args.format).check(model, args.output,
+                                                                                      atol=args.atol))
+
+
+def _parity_status(prog: str, output: str, check: Callable[[], Any]) -> int:
+    """Run a parity ``check`` of the written ``output`` and report it: 0 passed, 1 failed or could
+    not run (the file is kept for inspection)."""
     try:
-        report = export_format(args.format).check(model, args.output, atol=args.atol)
+        report = check()
     except (ExportError, OSError, RuntimeError) as exc:
         fail(prog, f"parity check could not run: {first_line(exc)}")
         return 1
     print("\n".join(report.lines()))
     if not report.passed:
-        fail(prog, f"FAIL: {args.output} was written but does not match PyTorch")
+        fail(prog, f"FAIL: {output} was written but does not match PyTorch")
         return 1
     return 0
 
@@ -209,16 +216,8 @@ def _export_landmarks(args: argparse.Namespace, prog: str) -> int:
           f"output points) in {time.perf_counter() - started:.1f} s")
     if not args.check:
         return 0
-    try:
-        report = landmark_export.check_landmark_parity(model, args.output, atol=args.atol)
-    except (ExportError, OSError, RuntimeError) as exc:
-        fail(prog, f"parity check could not run: {first_line(exc)}")
-        return 1
-    print("\n".join(report.lines()))
-    if not report.passed:
-        fail(prog, f"FAIL: {args.output} was written but does not match PyTorch")
-        return 1
-    return 0
+    return _parity_status(prog, args.output,
+                          lambda: landmark_export.check_landmark_parity(model, args.output, atol=args.atol))
 
 
 def _export_landmarks_int8(args: argparse.Namespace, prog: str, model, landmark_export) -> int:
