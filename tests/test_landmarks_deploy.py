@@ -207,3 +207,21 @@ def test_wrong_kind_of_file_is_refused_in_one_line(onnx_file, trained, tmp_path,
         assert main(["eval-landmarks", *argv, "--data", str(val_list)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and says in err, err
+
+
+def test_heatmap_model_exports_and_matches_pytorch(tmp_path):
+    from retinaface.landmarks.models import create_landmark_model
+
+    torch.manual_seed(0)
+    model = create_landmark_model("pipnet_mobilenetv3", 98, input_size=64)
+    with torch.no_grad():  # well-separated scores: no near-ties for the argmax to break differently
+        model.head.weight.normal_(std=0.5)
+    model.set_neighbours(np.random.default_rng(0).random((98, 2)))  # votes from real neighbours
+    model.eval()
+    path = tmp_path / "pipnet.onnx"
+    export_landmark_onnx(model, path)
+    report = check_landmark_parity(model, path)
+    assert report.passed and report.max_diff <= PARITY_ATOL
+    crops = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8))
+    np.testing.assert_allclose(predict_crops(LandmarkOnnxModel(path), crops), predict_crops(model, crops),
+                               atol=PARITY_ATOL, rtol=0)
