@@ -46,9 +46,8 @@ from ..data.synthetic import generate_synthetic_widerface
 from ..inference.detector import Detector
 from ..evaluation import evaluate, open_ground_truth, to_wider_rows
 from ..evaluation.predict import predict_widerface, widerface_detector
-from .export.metadata import DEFAULT_SIZE, MIN_OPSET
+from .export.metadata import DEFAULT_SIZE, MIN_OPSET, write_onnx_file
 from .export.writers import export_onnx
-from ..fileio import atomic_write
 from .runtime import load_runtime
 from ..runtime_interface import RuntimeModel
 
@@ -495,12 +494,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
     }
     metadata[QUANT_METADATA_KEY] = json.dumps(info, sort_keys=True)
     metadata["precision"] = "int8"
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    data = proto.SerializeToString()
-    with atomic_write(output, "wb") as handle:
-        handle.write(data)
+    write_onnx_file(proto, metadata, output)
     count = sum(1 for n in proto.graph.node if n.op_type == "QuantizeLinear")
     return QuantizationResult(output, metadata, sorted(set(keep)), count)
 

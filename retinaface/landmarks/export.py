@@ -32,11 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..deploy.export.metadata import INPUT_NAME, MIN_OPSET, ExportError, provenance_metadata
+from ..deploy.export.metadata import INPUT_NAME, MIN_OPSET, ExportError, provenance_metadata, write_onnx_file
 from ..deploy.parity import ParityCase, ParityReport
 from ..deploy.quantize import (DEFAULT_METHOD, ArrayCalibrationReader, QuantizationError, QuantizationResult,
                                median_latency_ms, quantize_onnx)
-from ..fileio import atomic_write
 from ..runtime_interface import INPUT_DTYPE, INPUT_LAYOUT
 from .config import SYNTHETIC_DATA, LandmarkConfig
 from .evaluate import evaluate_landmarks
@@ -133,13 +132,8 @@ def export_landmark_onnx(model: nn.Module, path: PathLike, *, opset: int = MIN_O
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     meta = landmark_metadata(model, opset)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"landmarks {model.config.name}, {model.config.num_points} points; see metadata_props"
-    data = proto.SerializeToString()
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
+    write_onnx_file(proto, meta, path, f"landmarks {model.config.name}, {model.config.num_points} points; "
+                                       "see metadata_props")
     return meta
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from ...conventions import BGR_MEAN
+from ...fileio import atomic_write
 from ...runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
 from ...version import __version__
 
@@ -60,6 +61,19 @@ def provenance_metadata(fmt: str) -> Dict[str, str]:
 
     return {"format": EXPORT_FORMAT, "format_version": str(EXPORT_FORMAT_VERSION), "toolkit_version": __version__,
             "torch_version": torch.__version__, "file_format": fmt}
+
+
+def write_onnx_file(proto: Any, metadata: Dict[str, str], path: PathLike, doc: Optional[str] = None) -> None:
+    """Write the ONNX model ``proto`` to ``path`` atomically with ``metadata`` as its only
+    ``metadata_props`` (and ``doc`` as its doc string, when given)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    if doc is not None:
+        proto.doc_string = doc
+    data = proto.SerializeToString()
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
 
 
 def export_task(metadata: Dict[str, str]) -> str:

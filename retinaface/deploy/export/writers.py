@@ -29,7 +29,7 @@ from ...inference.postprocess import DecodedRetinaFace
 from ...runtime_interface import export_format
 from .metadata import (DECODED_OUTPUTS, DEFAULT_SIZE, INPUT_NAME, MAX_DYNAMIC_SIDE, MIN_DYNAMIC_SIDE,
                        MIN_OPSET, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportError, build_metadata,
-                       quiet_torchscript)
+                       quiet_torchscript, write_onnx_file)
 
 PathLike = Union[str, Path]
 
@@ -111,13 +111,7 @@ def export_onnx(model: nn.Module, path: PathLike, *, dynamic: bool = False, with
     _declare_last_dims(proto, model.config.num_classes)
     meta = build_metadata(model, "onnx", with_postprocess, dynamic, size, opset=opset, width=width)
     meta["exporter"] = "torch.export (dynamo=True)" if dynamo else "TorchScript-based (dynamo=False)"
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = f"RetinaFace {model.config.backbone}; see metadata_props for the input contract"
-    data = proto.SerializeToString()
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
+    write_onnx_file(proto, meta, path, f"RetinaFace {model.config.backbone}; see metadata_props for the input contract")
     return meta
 
 
