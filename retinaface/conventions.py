@@ -136,3 +136,13 @@ ALIGNED_FACE_SIZE = 112
 EMBED_MEAN = 127.5
 EMBED_STD = 128.0
 EMBEDDING_SIZE = 512
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors a user sees: one line each (commands print it after "<prog>: error:"; libraries put the
+# file and line or the flag first).
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a command
+    shows of an error instead of a traceback."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..conventions import (ALIGNED_FACE_SIZE, CONF_THRESHOLD, DEFAULT_MAX_PIXELS, NMS_THRESHOLD, TILE_OVERLAP,
-                           VIS_THRESHOLD)
+                           VIS_THRESHOLD, first_line)
 from ..fileio import CLAIM_FILE, release_claim
 from ..runtime_interface import RUNTIMES
 from ..zoo import announce_default_detector
@@ -154,7 +154,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     except (ValueError, RuntimeError, TypeError, OSError) as exc:
         for folder in claimed:
             release_claim(folder, remove_if_empty=True)
-        return fail(prog, _first_line(exc))
+        return fail(prog, first_line(exc))
     except KeyboardInterrupt:
         for folder in claimed:
             release_claim(folder, remove_if_empty=True)
@@ -206,12 +206,8 @@ def _load_landmarker(args: argparse.Namespace):
         model = load_landmark_model(args.landmarks, device=args.device)
     except (ValueError, RuntimeError, TypeError, OSError) as exc:
         # the checkpoint's errors name its file; the flag says which of the two files it is
-        raise ValueError(f"--landmarks {_first_line(exc)}") from None
+        raise ValueError(f"--landmarks {first_line(exc)}") from None
     return lambda image, boxes: dense_faces(model, image, boxes)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _detect_all(args: argparse.Namespace, detector, output: Path, crops: Optional[Path], prog: str,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
+from ..conventions import first_line
 from .export.metadata import DETECTION_TASK, EXPORT_FORMAT, RAW_OUTPUTS, ExportedModel, export_task
 
 PathLike = Union[str, Path]
@@ -84,7 +85,7 @@ class OpenVinoModel(ExportedModel):
         try:
             self._model = self.core.read_model(str(self.path))
         except Exception as exc:
-            raise OpenVinoError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)})") from None
+            raise OpenVinoError(f"{self.path}: OpenVINO cannot read it ({first_line(exc)})") from None
         names = [out.get_any_name() for out in self._model.outputs]
         if tuple(names) != RAW_OUTPUTS:
             raise OpenVinoError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
@@ -150,7 +151,7 @@ class OpenVinoModel(ExportedModel):
             compiled = self.core.compile_model(model, self.ov_device, self.config_options)
         except Exception as exc:
             raise OpenVinoError(f"{self.path}: OpenVINO cannot compile it for {shape} "
-                                f"({_first_line(exc)})") from None
+                                f"({first_line(exc)})") from None
         request = compiled.create_infer_request()
         self._compiled[key] = request
         while len(self._compiled) > COMPILED_SHAPES_KEPT:
@@ -213,13 +214,8 @@ def _onnx_metadata(path: Path) -> Dict[str, str]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise OpenVinoError(f"{path}: not a readable ONNX file ({_first_line(exc)})") from None
+        raise OpenVinoError(f"{path}: not a readable ONNX file ({first_line(exc)})") from None
     return {prop.key: prop.value for prop in proto.metadata_props}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["OpenVinoError", "OpenVinoModel", "openvino_available"]

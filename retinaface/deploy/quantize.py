@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ..conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH
+from ..conventions import DET_SCORE, TRAIN_IMAGES, VAL_GROUND_TRUTH, first_line
 from ..data.dataset import WiderFaceValDataset
 from ..data.synthetic import generate_synthetic_widerface
 from ..inference.detector import Detector
@@ -426,7 +426,7 @@ def quantize_onnx(float_path: PathLike, output: PathLike, detector: Any, images:
     try:
         float_proto = onnx.load(str(float_path))
     except Exception as exc:
-        raise QuantizationError(f"{float_path}: not a readable ONNX file ({_first_line(exc)})") from None
+        raise QuantizationError(f"{float_path}: not a readable ONNX file ({first_line(exc)})") from None
     metadata = {p.key: p.value for p in float_proto.metadata_props}
     if QUANT_METADATA_KEY in metadata:
         raise QuantizationError(f"{float_path}: already quantised ({metadata[QUANT_METADATA_KEY]})")
@@ -678,11 +678,6 @@ def load_backend_model(path: PathLike, backend: str = "onnxruntime", threads: Op
     if backend not in ("onnxruntime", "openvino"):
         raise QuantizationError(f"backend {backend!r}: choose onnxruntime or openvino")
     return load_runtime(path, backend, threads=threads)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["AccuracyReport", "ArrayCalibrationReader", "DEFAULT_FLOAT_OP_TYPES", "DetectorCalibrationReader",

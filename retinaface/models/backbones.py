@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..conventions import FEATURE_STRIDES
+from ..conventions import FEATURE_STRIDES, first_line
 from ..zoo import ZooError, resolve_weights
 
 
@@ -107,11 +107,6 @@ def load_backbone_weights(body: nn.Module, path: str) -> None:
     body.load_state_dict(used)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def timm_backbone(model_name: str, pretrained: bool = False, strides: Sequence[int] = FEATURE_STRIDES,
                   **kwargs) -> nn.Module:
     """A timm model with ``features_only=True`` returning its stride 8/16/32 features.
@@ -127,7 +122,7 @@ def timm_backbone(model_name: str, pretrained: bool = False, strides: Sequence[i
         with torch.device("meta"):  # building on the meta device reads feature_info for free
             probe = timm.create_model(model_name, pretrained=False, features_only=True, **kwargs)
     except RuntimeError as exc:
-        raise BackboneError(f"timm cannot build {model_name!r} with features_only: {_first_line(exc)}") from None
+        raise BackboneError(f"timm cannot build {model_name!r} with features_only: {first_line(exc)}") from None
     reductions = list(probe.feature_info.reduction())
     missing = [s for s in strides if s not in reductions]
     if missing:
@@ -141,7 +136,7 @@ def timm_backbone(model_name: str, pretrained: bool = False, strides: Sequence[i
     except Exception as exc:
         if pretrained:
             raise BackboneError(f"could not get ImageNet weights for timm model {model_name!r} "
-                                f"({type(exc).__name__}: {_first_line(exc)[:100]}); without network access "
+                                f"({type(exc).__name__}: {first_line(exc)[:100]}); without network access "
                                 f"download them elsewhere and pass backbone_weights=PATH") from None
         raise
     body.out_channels = list(body.feature_info.channels())

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
-from ...conventions import BGR_MEAN
+from ...conventions import BGR_MEAN, first_line  # first_line: re-exported for the export modules
 from ...fileio import atomic_write
 from ...runtime_interface import INPUT_DTYPE, INPUT_LAYOUT, RAW_OUTPUTS
 from ...version import __version__
@@ -46,12 +46,6 @@ OUTPUT_DESCRIPTIONS = {
 
 class ExportError(RuntimeError):
     """An export could not be made, read or checked; the message is one line naming the file or argument."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def provenance_metadata(fmt: str) -> Dict[str, str]:
