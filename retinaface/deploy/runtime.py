@@ -59,7 +59,38 @@ def open_session(path: Union[PathLike, bytes], providers: Optional[Sequence[str]
         raise ExportError(f"{name}: ONNX Runtime cannot open it ({first_line(exc)})") from None
 
 
-class OnnxRuntimeModel(ExportedModel):
+class OnnxSessionModel(ExportedModel):
+    """An exported file of this toolkit run by ONNX Runtime, whatever network it holds: the session
+    and the file's metadata (:meth:`_open`), the output names checked against the class's
+    ``outputs`` and the input shape read from the file (:meth:`_bind_io`, after the subclass has
+    read its facts from the metadata, so a file of another kind is named as such), and one batch
+    run (:meth:`_run`: a C-contiguous float32 feed, outputs back on the input's device)."""
+
+    runtime_name = "ONNX Runtime"
+
+    def _open(self, path: PathLike, providers: Optional[Sequence[str]] = None, session_options: Optional[Any] = None,
+              threads: Optional[int] = None) -> None:
+        self.path = Path(path)
+        self.session = open_session(self.path, providers, session_options, threads=threads)
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _bind_io(self) -> None:
+        self.input_name = self.session.get_inputs()[0].name
+        names = [out.name for out in self.session.get_outputs()]
+        if tuple(names) != tuple(self.outputs):
+            raise ExportError(f"{self.path}: outputs are {names}, expected {list(self.outputs)}")
+        # static exports have integer dims; dynamic ones have names (strings)
+        self._set_input_shape(self.session.get_inputs()[0].shape)
+        self.device = torch.device("cpu")
+
+    def _run(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_shape(tuple(images.shape))
+        # ORT needs a C-contiguous float32 array (the Detector may hand over channels_last)
+        feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
+        return tuple(torch.from_numpy(out).to(images.device) for out in self.session.run(None, feed))
+
+
+class OnnxRuntimeModel(OnnxSessionModel):
     """An exported RetinaFace run by ONNX Runtime, usable wherever the Detector expects the model.
 
     ``providers`` default to ``["CPUExecutionProvider"]``; pass e.g.
@@ -70,32 +101,18 @@ class OnnxRuntimeModel(ExportedModel):
     Detector letterboxes images into it), ``None`` for a size-generic one.
     """
 
-    runtime_name = "ONNX Runtime"
-
     def __init__(self, path: PathLike, providers: Optional[Sequence[str]] = None,
                  session_options: Optional[Any] = None) -> None:
-        self.path = Path(path)
-        self.session = open_session(self.path, providers, session_options)
-        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._open(path, providers, session_options)
         self.config = _export_config(self.path, self.metadata)
-        self.input_name = self.session.get_inputs()[0].name
-        names = [out.name for out in self.session.get_outputs()]
-        if tuple(names) != RAW_OUTPUTS:
-            raise ExportError(f"{self.path}: outputs are {names}, expected {list(RAW_OUTPUTS)}")
-        # static exports have integer dims; dynamic ones have names (strings)
-        self._set_input_shape(self.session.get_inputs()[0].shape)
-        self.device = torch.device("cpu")
+        self._bind_io()
 
     @property
     def backbone(self) -> str:
         return self.config.backbone
 
     def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self._check_shape(tuple(images.shape))
-        # ORT needs a C-contiguous float32 array (the Detector may hand over channels_last)
-        feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
-        loc, conf, landms = self.session.run(None, feed)
-        return tuple(torch.from_numpy(out).to(images.device) for out in (loc, conf, landms))
+        return self._run(images)
 
     def __repr__(self) -> str:
         return (f"OnnxRuntimeModel({str(self.path)!r}, backbone={self.config.backbone!r}, "

@@ -19,8 +19,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..deploy.export.metadata import EXPORT_FORMAT, ExportedModel, ExportError, export_task
-from ..deploy.runtime import open_session
+from ..deploy.export.metadata import EXPORT_FORMAT, ExportError, export_task
+from ..deploy.runtime import OnnxSessionModel
 from .models import LandmarkModelConfig, landmarks_in_boxes
 
 PathLike = Union[str, Path]
@@ -44,39 +44,29 @@ def landmark_export_facts(path: PathLike, metadata: Dict[str, str]) -> Tuple[Lan
         raise ExportError(f"{path}: unusable landmark metadata ({exc})") from None
 
 
-class LandmarkOnnxModel(ExportedModel):
+class LandmarkOnnxModel(OnnxSessionModel):
     """An exported landmark network under ONNX Runtime, called like the PyTorch one: a
     ``(B, 3, S, S)`` float tensor in, ``(B, K, 2)`` normalised points out (on the input's device).
     Carries ``config``, ``num_points``, ``scheme`` and ``crop_margin`` as a loaded checkpoint does,
     and ``precision`` (``"int8"`` for a quantised file, else ``"float32"``). ``threads`` caps ONNX
     Runtime's intra-op threads."""
 
-    runtime_name = "ONNX Runtime"
     outputs = LANDMARK_OUTPUTS
 
     def __init__(self, path: PathLike, threads: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None) -> None:
-        self.path = Path(path)
-        self.session = open_session(self.path, providers, threads=threads)
-        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._open(path, providers, threads=threads)
         self.config, self.scheme, self.crop_margin = landmark_export_facts(self.path, self.metadata)
         self.precision = self.metadata.get("precision", "float32")
-        self.input_name = self.session.get_inputs()[0].name
-        names = [out.name for out in self.session.get_outputs()]
-        if tuple(names) != LANDMARK_OUTPUTS:
-            raise ExportError(f"{self.path}: outputs are {names}, expected {list(LANDMARK_OUTPUTS)}")
-        self._set_input_shape(self.session.get_inputs()[0].shape)
-        self.device = torch.device("cpu")
+        self._bind_io()
 
     @property
     def num_points(self) -> int:
         return int(self.config.num_points)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self._check_shape(tuple(images.shape))
-        feed = {self.input_name: images.detach().to("cpu", torch.float32).contiguous().numpy()}
-        (points,) = self.session.run(None, feed)
-        return torch.from_numpy(points).to(images.device)
+        (points,) = self._run(images)
+        return points
 
     def landmarks_in_boxes(self, image: Any, boxes: Sequence[Sequence[float]], batch_size: int = 64) -> Any:
         """:func:`~retinaface.landmarks.models.landmarks_in_boxes` through this file (the
