@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoint import load_model
 from ..config import ModelConfig
-from .export.metadata import (DETECTION_TASK, EXPORT_FORMAT, RAW_OUTPUTS, TORCHSCRIPT_METADATA_FILE, ExportedModel,
+from .export.metadata import (DETECTION_TASK, EXPORT_FORMAT, TORCHSCRIPT_METADATA_FILE, ExportedModel,
                               ExportError, export_task, first_line, is_torchscript_file, quiet_torchscript,
                               read_metadata)
 from .export.writers import export_onnx

@@ -22,7 +22,7 @@ once). :func:`encode_points` builds the output a perfect network would give, so
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
